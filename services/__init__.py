@@ -1,0 +1,1 @@
+"""Long-running services: inference (BentoML), monitor, embedded lakeFS-compatible server."""

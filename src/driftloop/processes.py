@@ -1,0 +1,128 @@
+"""Child processes of the local stack: start with a log file, wait until healthy, stop cleanly.
+
+The test harness and ``driftloop up`` both run real servers (Prefect, the lakeFS-compatible
+server, BentoML, the monitor) as subprocesses; this module is the one place that knows how.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+class ComponentFailed(RuntimeError):
+    """A component exited or never became healthy; the message says which and where its log is."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something already accepts connections on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+@dataclass
+class Component:
+    """One running server process, its log file and the URL that says it is healthy."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    health_url: str
+    _log_file: object = field(default=None, repr=False)
+
+    def log_tail(self, lines: int = 60) -> str:
+        """The last lines of the component's log, for error messages and test reports."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def is_healthy(self, timeout: float = 2.0) -> bool:
+        """Whether the health URL answers 2xx right now."""
+        try:
+            return httpx.get(self.health_url, timeout=timeout).is_success
+        except httpx.HTTPError:
+            return False
+
+    def wait_healthy(self, timeout: float) -> None:
+        """Block until the health URL answers 2xx.
+
+        Raises:
+            ComponentFailed: the process exited, or ``timeout`` seconds passed.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                raise ComponentFailed(
+                    f"{self.name} exited with code {code} before it was healthy; "
+                    f"log: {self.log_path}\n{self.log_tail()}"
+                )
+            if self.is_healthy():
+                return
+            time.sleep(0.25)
+        raise ComponentFailed(
+            f"{self.name} was not healthy at {self.health_url} after {timeout:.0f} s; "
+            f"log: {self.log_path}\n{self.log_tail()}"
+        )
+
+    def stop(self, grace_seconds: float = 10.0) -> None:
+        """SIGTERM the process group, then SIGKILL whatever is left after the grace period."""
+        if self.process.poll() is None:
+            _signal_group(self.process, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace_seconds)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.process, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        close = getattr(self._log_file, "close", None)
+        if close is not None:
+            close()
+
+
+def start_component(
+    name: str,
+    command: Sequence[str],
+    *,
+    health_url: str,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Component:
+    """Start ``command`` in its own process group, with stdout and stderr going to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = log_path.open("ab")
+    process = subprocess.Popen(
+        list(command),
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        start_new_session=True,
+    )
+    return Component(name, process, log_path, health_url, log_file)
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass

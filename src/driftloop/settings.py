@@ -1,0 +1,301 @@
+"""driftloop's settings: one pydantic-settings model, one nested area per component.
+
+Every value comes from the environment (prefix ``DRIFTLOOP_``, nested delimiter ``__``) or from a
+``.env`` file in the working directory. Nothing is read at import time: call :func:`get_settings`
+where a program starts and pass the result down.
+
+Every setting has a default that serves the embedded local stack, except secrets, which have none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "DRIFTLOOP_"
+NESTED_DELIMITER = "__"
+
+# Values that people paste from examples; a secret set to one of these is a mistake, not a secret.
+_PLACEHOLDER_SECRETS = frozenset(
+    {"changeme", "change-me", "changethis", "secret", "password", "xxx"}
+)
+
+
+def _reject_placeholder(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and value.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
+        raise ValueError("is a placeholder value; set a real secret")
+    return value
+
+
+Secret = Annotated[SecretStr | None, AfterValidator(_reject_placeholder)]
+"""A secret: no default, never printed, and never one of the placeholders people paste."""
+
+
+class _Area(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LakeFSSettings(_Area):
+    """Where versioned data lives: real lakeFS in production, the embedded server locally."""
+
+    endpoint: AnyHttpUrl = Field(
+        default=AnyHttpUrl("http://127.0.0.1:8000"),
+        description="Base URL of the lakeFS server (without /api/v1).",
+    )
+    access_key_id: Secret = Field(
+        default=None, description="lakeFS access key id (secret: no default)."
+    )
+    secret_access_key: Secret = Field(
+        default=None, description="lakeFS secret access key (secret: no default)."
+    )
+    repository: str = Field(
+        default="driftloop",
+        pattern=r"^[a-z0-9][a-z0-9-]{2,62}$",
+        description="Repository that holds datasets and drift reports.",
+    )
+    default_branch: str = Field(
+        default="main", pattern=r"^\w[-\w]*$", description="Branch that holds published data."
+    )
+    storage_namespace: str = Field(
+        default="local://driftloop",
+        description="Storage namespace used when the repository has to be created.",
+    )
+    embedded_host: str = Field(
+        default="127.0.0.1", description="Host the embedded lakeFS-compatible server binds to."
+    )
+    embedded_port: int = Field(
+        default=8000, ge=1, le=65535, description="Port of the embedded lakeFS-compatible server."
+    )
+    request_retries: int = Field(
+        default=4, ge=0, description="Retries on connection errors and 5xx answers."
+    )
+    request_timeout_seconds: PositiveFloat = Field(
+        default=30.0, description="Timeout of one request to lakeFS."
+    )
+
+
+class PrefectSettings(_Area):
+    """How driftloop reaches the Prefect server and names what it creates there."""
+
+    api_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("http://127.0.0.1:4200/api"),
+        description="Prefect API URL; clients never fall back to a throwaway server.",
+    )
+    api_key: Secret = Field(
+        default=None, description="Prefect Cloud API key, when the server wants one."
+    )
+    work_pool: str = Field(
+        default="driftloop-process", min_length=1, description="Process work pool for the flows."
+    )
+    ingest_cron: str = Field(
+        default="0 * * * *", min_length=9, description="Cron schedule of the ingest deployment."
+    )
+    retrain_cooldown_seconds: PositiveInt = Field(
+        default=600,
+        description="After one retrain is triggered, further drift alerts wait this long.",
+    )
+    worker_query_seconds: PositiveFloat = Field(
+        default=2.0, description="How often the process worker polls for runs."
+    )
+
+
+class ServingSettings(_Area):
+    """The BentoML inference service."""
+
+    host: str = Field(default="127.0.0.1", description="Host the inference service binds to.")
+    port: int = Field(default=3000, ge=1, le=65535, description="Port of the inference service.")
+    api_key: Secret = Field(
+        default=None,
+        description="When set, /predict, /feedback and /model require it in the X-API-Key header.",
+    )
+    max_batch_rows: PositiveInt = Field(
+        default=1000, description="Largest list of records one /predict request may carry."
+    )
+    model_poll_seconds: PositiveFloat = Field(
+        default=2.0, description="How often the service looks for a new production model."
+    )
+
+
+class MonitorSettings(_Area):
+    """The monitoring service: drift windows, thresholds, alert webhook."""
+
+    host: str = Field(default="127.0.0.1", description="Host the monitor binds to.")
+    port: int = Field(default=8001, ge=1, le=65535, description="Port of the monitor.")
+    interval_seconds: PositiveFloat = Field(
+        default=30.0, description="Seconds between two drift checks."
+    )
+    window_rows: PositiveInt = Field(
+        default=500, description="Most recent predictions compared with the reference."
+    )
+    min_window_rows: PositiveInt = Field(
+        default=100, description="A window with fewer rows than this is not judged."
+    )
+    drift_share_threshold: float = Field(
+        default=0.3, gt=0, le=1, description="Share of drifted features that makes dataset drift."
+    )
+    consecutive_windows: PositiveInt = Field(
+        default=3, description="Drifted windows in a row before drift is declared."
+    )
+    alert_token: Secret = Field(
+        default=None,
+        description="Bearer token Alertmanager must send to /alerts (secret: no default).",
+    )
+
+
+class StorageSettings(_Area):
+    """Local state: prediction log database and the BentoML model store."""
+
+    prediction_log_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the prediction log; default: SQLite file under DRIFTLOOP_HOME."
+        ),
+    )
+    bentoml_home: Path | None = Field(
+        default=None, description="BentoML model and Bento store; default: DRIFTLOOP_HOME/bentoml."
+    )
+
+    @field_validator("prediction_log_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:// or postgresql:// SQLAlchemy URL")
+        return value
+
+
+class Settings(BaseSettings):
+    """All of driftloop's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    home: Path = Field(
+        default=Path(".driftloop"), description="Folder of local state: databases, logs, stores."
+    )
+    dataset: Literal["transactions", "breast_cancer"] = Field(
+        default="transactions", description="Dataset the pipeline works on."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level of driftloop's own loggers."
+    )
+    lakefs: LakeFSSettings = Field(default_factory=LakeFSSettings)
+    prefect: PrefectSettings = Field(default_factory=PrefectSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+
+    @property
+    def prediction_log_url(self) -> str:
+        """The prediction log's SQLAlchemy URL, defaulting to a SQLite file in ``home``."""
+        if self.storage.prediction_log_url:
+            return self.storage.prediction_log_url
+        return f"sqlite:///{(self.home / 'predictions.sqlite').resolve()}"
+
+    @property
+    def bentoml_home(self) -> Path:
+        """The BentoML store, defaulting to ``home/bentoml``."""
+        return (self.storage.bentoml_home or self.home / "bentoml").resolve()
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names each environment variable at fault."""
+
+
+def env_var_name(location: tuple[str | int, ...]) -> str:
+    """The environment variable behind a settings field, e.g. ``DRIFTLOOP_MONITOR__PORT``."""
+    return ENV_PREFIX + NESTED_DELIMITER.join(str(part).upper() for part in location)
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings from the environment and ``.env``.
+
+    Raises:
+        SettingsError: a value is invalid; the message names the variable and why.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        problems = [_describe_problem(item) for item in error.errors(include_url=False)]
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+def _describe_problem(item: ErrorDetails) -> str:
+    location = tuple(item["loc"])
+    text = f"{env_var_name(location)}: {item['msg']}"
+    # The rejected value helps, except where it is a secret: that is never echoed.
+    if item["type"] != "missing" and not _is_secret(location):
+        text += f" (got {item.get('input')!r})"
+    return text
+
+
+def _is_secret(location: tuple[str | int, ...]) -> bool:
+    model: type[BaseModel] = Settings
+    for part in location:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return False
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+            continue
+        return "SecretStr" in repr(annotation)
+    return False
+
+
+def mask_url(url: str) -> str:
+    """A URL with its password replaced by ``***``, safe to print."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def effective_settings(settings: Settings) -> Iterator[tuple[str, str, str]]:
+    """Each setting as (environment variable, printable value, description), secrets masked."""
+    yield from _walk(settings, ())
+
+
+def _walk(model: BaseModel, prefix: tuple[str, ...]) -> Iterator[tuple[str, str, str]]:
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        location = (*prefix, name)
+        if isinstance(value, BaseModel):
+            yield from _walk(value, location)
+            continue
+        yield env_var_name(location), _printable(value), field.description or ""
+
+
+def _printable(value: object) -> str:
+    if value is None:
+        return "(not set)"
+    if isinstance(value, SecretStr):
+        return "********"
+    text = str(value)
+    if "://" in text:
+        return mask_url(text)
+    return text

@@ -1,0 +1,126 @@
+"""The local stack's servers, started as real processes: Prefect server and process worker.
+
+``driftloop up`` and the integration tests start the same components through these functions, so
+what the tests exercise is what a user runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from driftloop.processes import Component, start_component
+
+
+def prefect_executable() -> str:
+    """The ``prefect`` command of this environment (beside the running interpreter first)."""
+    beside = Path(sys.executable).with_name("prefect")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("prefect")
+    if found is None:
+        raise FileNotFoundError("the `prefect` command is not installed in this environment")
+    return found
+
+
+def prefect_client_env(api_url: str) -> dict[str, str]:
+    """Environment for anything that talks to the Prefect server as a client.
+
+    A client without an API URL would otherwise start a throwaway server of its own and lose its
+    work silently; with ephemeral mode off, a missing URL fails loudly instead.
+    """
+    return {
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+    }
+
+
+def prefect_server_env(prefect_home: Path, database_url: str | None = None) -> dict[str, str]:
+    """Environment of a Prefect server: its own home, SQLite there unless given a database URL."""
+    env = {
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
+    if database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
+    return env
+
+
+def start_prefect_server(
+    *,
+    host: str,
+    port: int,
+    prefect_home: Path,
+    log_path: Path,
+    database_url: str | None = None,
+    ui: bool = True,
+) -> Component:
+    """Start ``prefect server start`` on ``host:port``; wait for it with ``wait_healthy``."""
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    command = [prefect_executable(), "server", "start", "--host", host, "--port", str(port)]
+    command.append("--ui" if ui else "--no-ui")
+    return start_component(
+        "prefect-server",
+        command,
+        health_url=f"http://{host}:{port}/api/health",
+        log_path=log_path,
+        env=prefect_server_env(prefect_home, database_url),
+    )
+
+
+def ensure_process_pool(api_url: str, pool: str) -> None:
+    """Create the process work pool ``pool`` unless it exists."""
+    env = {**os.environ, **prefect_client_env(api_url)}
+    inspect = subprocess.run(
+        [prefect_executable(), "work-pool", "inspect", pool],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if inspect.returncode == 0:
+        return
+    subprocess.run(
+        [prefect_executable(), "work-pool", "create", pool, "--type", "process"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
+def start_process_worker(
+    *,
+    api_url: str,
+    pool: str,
+    log_path: Path,
+    query_seconds: float = 2.0,
+    cwd: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Component:
+    """Start a process worker on ``pool``; it polls the server every ``query_seconds``.
+
+    Its health URL is the server's: the worker has no HTTP endpoint of its own; check
+    ``process.poll()`` for its liveness.
+    """
+    command = [prefect_executable(), "worker", "start", "--pool", pool, "--type", "process"]
+    env = {
+        **prefect_client_env(api_url),
+        "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds),
+        **(extra_env or {}),
+    }
+    return start_component(
+        f"prefect-worker[{pool}]",
+        command,
+        health_url=f"{api_url.rstrip('/')}/health",
+        log_path=log_path,
+        env=env,
+        cwd=cwd,
+    )

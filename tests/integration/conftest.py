@@ -1,0 +1,118 @@
+"""Session fixtures that start real processes: a Prefect server and a process worker.
+
+The server runs on SQLite in its own PREFECT_HOME by default, and on PostgreSQL when
+DRIFTLOOP_TEST_DATABASE_URL is set (a postgresql+asyncpg:// URL to an empty database). Every
+process is torn down at the end of the session, and the logs of the processes a failing test used
+are attached to its report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from driftloop.processes import Component, free_port
+from driftloop.stack import (
+    ensure_process_pool,
+    prefect_client_env,
+    start_prefect_server,
+    start_process_worker,
+)
+
+SERVER_START_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class PrefectServer:
+    """A running Prefect server for the test session."""
+
+    api_url: str
+    component: Component
+    home: Path
+    database_url: str | None
+
+    def client_env(self) -> dict[str, str]:
+        """Environment for client processes of this server."""
+        return prefect_client_env(self.api_url)
+
+
+@dataclass(frozen=True)
+class PrefectWorker:
+    """A process worker polling a work pool of the session's server."""
+
+    pool: str
+    component: Component
+    results_path: Path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Marks every test in this folder, so `-m "not integration"` runs only the fast ones.
+    config.addinivalue_line("markers", "integration: starts real processes")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    report = yield
+    if report.failed:
+        for value in getattr(item, "funcargs", {}).values():
+            component = getattr(value, "component", None)
+            if isinstance(component, Component):
+                report.sections.append((f"{component.name} log", component.log_tail(200)))
+    return report
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A real `prefect server start` on a free port, torn down after the session."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    database_url = os.environ.get("DRIFTLOOP_TEST_DATABASE_URL") or None
+    port = free_port()
+    component = start_prefect_server(
+        host="127.0.0.1",
+        port=port,
+        prefect_home=home,
+        log_path=home / "server.log",
+        database_url=database_url,
+        ui=False,
+    )
+    try:
+        component.wait_healthy(timeout=SERVER_START_TIMEOUT)
+        yield PrefectServer(f"http://127.0.0.1:{port}/api", component, home, database_url)
+    finally:
+        component.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_worker(
+    prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrefectWorker]:
+    """A real process worker on a fresh process work pool of the session's server."""
+    pool = "driftloop-test"
+    ensure_process_pool(prefect_server.api_url, pool)
+    folder = tmp_path_factory.mktemp("prefect-worker")
+    results = folder / "results"
+    component = start_process_worker(
+        api_url=prefect_server.api_url,
+        pool=pool,
+        log_path=folder / "worker.log",
+        query_seconds=1,
+        extra_env={
+            "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+            "PREFECT_LOCAL_STORAGE_PATH": str(results),
+        },
+    )
+    try:
+        yield PrefectWorker(pool, component, results)
+    finally:
+        component.stop()
