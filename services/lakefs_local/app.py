@@ -76,9 +76,9 @@ def query_amount(request: Request) -> int:
         amount = int(value)
     except ValueError:
         raise BadRequest("query parameter 'amount' must be an integer") from None
-    if amount < -1:
-        raise BadRequest("query parameter 'amount' must be at least -1")
-    return DEFAULT_AMOUNT if amount in (-1, 0) else min(amount, MAX_AMOUNT)
+    if not -1 <= amount <= MAX_AMOUNT:
+        raise BadRequest(f"query parameter 'amount' must be between -1 and {MAX_AMOUNT}")
+    return DEFAULT_AMOUNT if amount in (-1, 0) else amount
 
 
 def query_path(request: Request) -> str:

@@ -124,3 +124,32 @@ def start_process_worker(
         env=env,
         cwd=cwd,
     )
+
+
+def driftloop_executable() -> str:
+    """The ``driftloop`` command of this environment."""
+    beside = Path(sys.executable).with_name("driftloop")
+    return str(beside) if beside.exists() else (shutil.which("driftloop") or "driftloop")
+
+
+def start_lakefs_server(
+    *,
+    home: Path,
+    host: str,
+    port: int,
+    log_path: Path,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+) -> Component:
+    """Start the embedded lakeFS-compatible server (``driftloop lakefs serve``) on ``home``."""
+    env = {"DRIFTLOOP_HOME": str(home)}
+    if access_key_id and secret_access_key:
+        env["DRIFTLOOP_LAKEFS__ACCESS_KEY_ID"] = access_key_id
+        env["DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY"] = secret_access_key
+    return start_component(
+        "lakefs",
+        [driftloop_executable(), "lakefs", "serve", "--host", host, "--port", str(port)],
+        health_url=f"http://{host}:{port}/api/v1/healthcheck",
+        log_path=log_path,
+        env=env,
+    )

@@ -15,15 +15,20 @@ from pathlib import Path
 
 import pytest
 
+from driftloop.lakefs_client import LakeFSClient
 from driftloop.processes import Component, free_port
 from driftloop.stack import (
     ensure_process_pool,
     prefect_client_env,
+    start_lakefs_server,
     start_prefect_server,
     start_process_worker,
 )
 
 SERVER_START_TIMEOUT = 120.0
+# Test credentials of the embedded lakeFS-compatible server; they exist only inside the test run.
+LAKEFS_KEY = "AKIAIOSFODNN7TESTKEY"
+LAKEFS_SECRET = "test-secret-" + os.urandom(8).hex()
 
 
 @dataclass(frozen=True)
@@ -116,3 +121,75 @@ def prefect_worker(
         yield PrefectWorker(pool, component, results)
     finally:
         component.stop()
+
+
+@dataclass(frozen=True)
+class LakeFSServer:
+    """A running lakeFS-compatible server with its credentials."""
+
+    endpoint: str
+    access_key_id: str
+    secret_access_key: str
+    home: Path
+    component: Component
+
+    @property
+    def api(self) -> str:
+        return f"{self.endpoint}/api/v1"
+
+    def client(self, repository: str) -> LakeFSClient:
+        return LakeFSClient(
+            self.endpoint,
+            self.access_key_id,
+            self.secret_access_key,
+            repository,
+            retries=2,
+            backoff_seconds=0.2,
+        )
+
+    def settings_env(self) -> dict[str, str]:
+        """DRIFTLOOP_ variables that point driftloop's settings at this server."""
+        return {
+            "DRIFTLOOP_LAKEFS__ENDPOINT": self.endpoint,
+            "DRIFTLOOP_LAKEFS__ACCESS_KEY_ID": self.access_key_id,
+            "DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY": self.secret_access_key,
+        }
+
+
+def run_lakefs_server(home: Path, *, credentials: bool = True) -> LakeFSServer:
+    """Start `driftloop lakefs serve` on a free port over ``home`` and wait until healthy."""
+    port = free_port()
+    component = start_lakefs_server(
+        home=home,
+        host="127.0.0.1",
+        port=port,
+        log_path=home / f"lakefs-{port}.log",
+        access_key_id=LAKEFS_KEY if credentials else None,
+        secret_access_key=LAKEFS_SECRET if credentials else None,
+    )
+    try:
+        component.wait_healthy(timeout=60)
+    except Exception:
+        component.stop()
+        raise
+    return LakeFSServer(f"http://127.0.0.1:{port}", LAKEFS_KEY, LAKEFS_SECRET, home, component)
+
+
+@pytest.fixture(scope="session")
+def lakefs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LakeFSServer]:
+    """The session's lakeFS-compatible server, a real subprocess."""
+    server = run_lakefs_server(tmp_path_factory.mktemp("lakefs-home"))
+    try:
+        yield server
+    finally:
+        server.component.stop()
+
+
+@pytest.fixture
+def fresh_lakefs_server(tmp_path: Path) -> Iterator[LakeFSServer]:
+    """A lakeFS-compatible server of the test's own, on an empty folder."""
+    server = run_lakefs_server(tmp_path / "lakefs-home")
+    try:
+        yield server
+    finally:
+        server.component.stop()
