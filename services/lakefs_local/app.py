@@ -37,6 +37,7 @@ from services.lakefs_local.store import (
     Repository,
     Store,
     StoreError,
+    crash_here,
     now,
 )
 
@@ -648,6 +649,7 @@ class LakeFSApp:
                     digest.update(chunk)
                     size += len(chunk)
                     sink.write(chunk)
+                    crash_here("upload", self.store.crash_at)
         except BaseException:
             Path(name).unlink(missing_ok=True)
             raise

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import secrets
+import signal
 import sqlite3
 import threading
 import time
@@ -162,6 +164,12 @@ def now() -> int:
     return int(time.time())
 
 
+def crash_here(point: str, configured: str) -> None:
+    """Die as ``kill -9`` would, when the tests asked for a crash at ``point``."""
+    if configured == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _entry_from_row(row: sqlite3.Row) -> Entry:
     return Entry(
         path=row["path"],
@@ -211,6 +219,9 @@ class Store:
         self.upload_root.mkdir(parents=True, exist_ok=True)
         self.database_path = root / "lakefs.sqlite"
         self._local = threading.local()
+        # Fault injection for the crash-consistency tests only: the server SIGKILLs itself at
+        # this point ("upload", "commit" or "merge"). Never set in production.
+        self.crash_at = os.environ.get("DRIFTLOOP_LAKEFS_CRASH_AT", "")
         self._connection().executescript(SCHEMA)
 
     # -- connections and transactions ---------------------------------------------------------
@@ -738,6 +749,7 @@ class Store:
                 db, repo, [head], committer, message, tree, metadata, date or now()
             )
             db.execute("DELETE FROM staging WHERE repo = ? AND branch = ?", (repo, branch))
+            crash_here("commit", self.crash_at)
             db.execute(
                 "UPDATE branches SET commit_id = ? WHERE repo = ? AND name = ?",
                 (commit.id, repo, branch),
@@ -980,6 +992,7 @@ class Store:
                 metadata,
                 now(),
             )
+            crash_here("merge", self.crash_at)
             db.execute(
                 "UPDATE branches SET commit_id = ? WHERE repo = ? AND name = ?",
                 (commit.id, repo, destination),

@@ -140,9 +140,10 @@ def start_lakefs_server(
     log_path: Path,
     access_key_id: str | None,
     secret_access_key: str | None,
+    extra_env: dict[str, str] | None = None,
 ) -> Component:
     """Start the embedded lakeFS-compatible server (``driftloop lakefs serve``) on ``home``."""
-    env = {"DRIFTLOOP_HOME": str(home)}
+    env = {"DRIFTLOOP_HOME": str(home), **(extra_env or {})}
     if access_key_id and secret_access_key:
         env["DRIFTLOOP_LAKEFS__ACCESS_KEY_ID"] = access_key_id
         env["DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY"] = secret_access_key

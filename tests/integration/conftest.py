@@ -156,9 +156,16 @@ class LakeFSServer:
         }
 
 
-def run_lakefs_server(home: Path, *, credentials: bool = True) -> LakeFSServer:
-    """Start `driftloop lakefs serve` on a free port over ``home`` and wait until healthy."""
-    port = free_port()
+def run_lakefs_server(
+    home: Path,
+    *,
+    credentials: bool = True,
+    port: int | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> LakeFSServer:
+    """Start `driftloop lakefs serve` over ``home`` (on a free port) and wait until healthy."""
+    port = port or free_port()
+    home.mkdir(parents=True, exist_ok=True)
     component = start_lakefs_server(
         home=home,
         host="127.0.0.1",
@@ -166,6 +173,7 @@ def run_lakefs_server(home: Path, *, credentials: bool = True) -> LakeFSServer:
         log_path=home / f"lakefs-{port}.log",
         access_key_id=LAKEFS_KEY if credentials else None,
         secret_access_key=LAKEFS_SECRET if credentials else None,
+        extra_env=extra_env,
     )
     try:
         component.wait_healthy(timeout=60)

@@ -1,0 +1,1 @@
+"""Prefect flows: thin orchestration over functions of ``driftloop``; deployed by prefect.yaml."""

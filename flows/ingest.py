@@ -1,0 +1,157 @@
+"""The ingest flow: land one batch in lakeFS through an isolated branch (write, audit, publish)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from driftloop.datasets.sources import load_batch
+from driftloop.datasets.spec import DatasetSpec, load_spec
+from driftloop.datasets.validation import ValidationReport, validate_batch
+from driftloop.events import INGEST_MERGED, INGEST_REJECTED, Event, model_resource
+from driftloop.ingestion import (
+    BatchRejected,
+    IngestOutcome,
+    batch_path,
+    check_batch_id,
+    commit_metadata,
+    derive_batch_id,
+    ingest_branch,
+    isolated_branch,
+    landed_commit,
+    record_rejection,
+    to_parquet,
+)
+from driftloop.lakefs_client import LakeFSClient
+from flows.common import emit, lakefs, run_url, settings
+
+# Batches are large and clients hold sockets: hashing task inputs for a cache would cost time
+# and fail, and nothing here should be served from a cache anyway.
+IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "cache_policy": NO_CACHE}
+
+
+@task(cache_policy=NO_CACHE)
+def read_source(source: str, spec: DatasetSpec) -> pd.DataFrame:
+    """Read the batch from its source."""
+    return load_batch(source, spec)
+
+
+@task(cache_policy=NO_CACHE)
+def audit(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[ValidationReport, pd.DataFrame]:
+    """Run every validation check on the batch."""
+    return validate_batch(frame, spec)
+
+
+@task(**IO_RETRIES)
+def write(client: LakeFSClient, branch: str, path: str, frame: pd.DataFrame) -> int:
+    """Upload the batch as Parquet to its branch; returns the bytes written."""
+    data = to_parquet(frame)
+    client.upload(branch, path, data)
+    return len(data)
+
+
+@task(**IO_RETRIES)
+def commit(client: LakeFSClient, branch: str, message: str, metadata: dict[str, str]) -> str:
+    """Commit the branch with the batch's metadata."""
+    return client.commit(branch, message, metadata).id
+
+
+@task(cache_policy=NO_CACHE)
+def publish(client: LakeFSClient, branch: str, main: str, metadata: dict[str, str]) -> str:
+    """Merge the batch branch into main; returns the merge commit id."""
+    return client.merge(
+        branch, main, message=f"ingest {metadata['driftloop.batch_id']}", metadata=metadata
+    )
+
+
+@flow(name="ingest")
+def ingest(
+    dataset: str = "transactions", source: str = "builtin", batch_id: str | None = None
+) -> dict[str, object]:
+    """Land one batch in lakeFS on branch ingest-<batch_id>; merge into main only if it is valid."""
+    logger = get_run_logger()
+    config = settings()
+    spec = load_spec(dataset)
+    client = lakefs(config)
+    main = config.lakefs.default_branch
+    client.ensure_repository(config.lakefs.storage_namespace, main)
+
+    frame = read_source(source, spec)
+    batch_id = check_batch_id(batch_id or derive_batch_id(frame, dataset))
+    path = batch_path(dataset, batch_id)
+    logger.info("batch %s: %d rows from %s", batch_id, len(frame), source)
+
+    if landed := landed_commit(client, main, dataset, batch_id):
+        client.delete_branch(
+            ingest_branch(batch_id), missing_ok=True
+        )  # left by a crash after merge
+        logger.info("batch %s is already on %s (commit %s): nothing to do", batch_id, main, landed)
+        return IngestOutcome(
+            batch_id, dataset, "already_ingested", path, len(frame), landed, f"already on {main}"
+        ).to_dict()
+
+    metadata = commit_metadata(spec, batch_id, len(frame), source, run_url())
+    with isolated_branch(client, ingest_branch(batch_id), main) as branch:
+        report, canonical = audit(frame, spec)
+        create_markdown_artifact(
+            report.to_markdown(f"Validation of batch {batch_id}"),
+            key=f"validation-{batch_id}".lower().replace("_", "-"),
+            description=f"{dataset} batch {batch_id}: {'passed' if report.passed else 'rejected'}",
+        )
+        if not report.passed:
+            write(client, branch, path, frame.astype(str))
+            commit_id = record_rejection(client, branch, spec, batch_id, report, metadata)
+            emit(_rejected_event(spec, batch_id, branch, commit_id, report), config)
+            raise BatchRejected(batch_id, branch, report)
+        size = write(client, branch, path, canonical)
+        logger.info("wrote %s (%d bytes) on branch %s; %s", path, size, branch, report.summary())
+        commit(client, branch, f"batch {batch_id} of {dataset}", metadata)
+        merged = publish(client, branch, main, metadata)
+    logger.info("batch %s merged into %s as commit %s", batch_id, main, merged)
+    emit(_merged_event(spec, batch_id, merged, len(frame)), config)
+    return IngestOutcome(batch_id, dataset, "merged", path, len(frame), merged).to_dict()
+
+
+def _merged_event(spec: DatasetSpec, batch_id: str, commit_id: str, rows: int) -> Event:
+    return Event(
+        INGEST_MERGED,
+        model_resource(spec.model_name),
+        payload={
+            "dataset": spec.name,
+            "batch_id": batch_id,
+            "data_commit": commit_id,
+            "rows": rows,
+        },
+        related=(
+            {
+                "prefect.resource.id": f"driftloop.dataset.{spec.name}",
+                "prefect.resource.role": "dataset",
+            },
+        ),
+    )
+
+
+def _rejected_event(
+    spec: DatasetSpec, batch_id: str, branch: str, commit_id: str, report: ValidationReport
+) -> Event:
+    return Event(
+        INGEST_REJECTED,
+        model_resource(spec.model_name),
+        payload={
+            "dataset": spec.name,
+            "batch_id": batch_id,
+            "branch": branch,
+            "branch_commit": commit_id,
+            "rows": report.rows,
+            "failed_checks": [check.name for check in report.failures],
+            "details": {check.name: check.detail for check in report.failures},
+        },
+        related=(
+            {
+                "prefect.resource.id": f"driftloop.dataset.{spec.name}",
+                "prefect.resource.role": "dataset",
+            },
+        ),
+    )

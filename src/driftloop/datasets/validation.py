@@ -1,0 +1,313 @@
+"""Validation of a batch against its dataset spec: the audit step of write-audit-publish.
+
+Every check runs (none stops the others), so a rejected batch gets the full list of what is wrong
+with it. A batch that passes comes back in canonical form: the spec's columns, in the spec's
+order, with the spec's types, ready to be written as Parquet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from driftloop.datasets.spec import DatasetSpec, FeatureSpec
+
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One validation check: its name, whether it passed, and what was found."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class ValidationReport:
+    """Every check run on one batch."""
+
+    dataset: str
+    rows: int
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [check for check in self.checks if not check.passed]
+
+    def summary(self) -> str:
+        """One line per failed check, or a line saying all passed."""
+        if self.passed:
+            return f"all {len(self.checks)} checks passed on {self.rows} rows"
+        lines = [f"{len(self.failures)} of {len(self.checks)} checks failed on {self.rows} rows:"]
+        lines += [f"- {check.name}: {check.detail}" for check in self.failures]
+        return "\n".join(lines)
+
+    def to_markdown(self, title: str) -> str:
+        """The report as a markdown table, for a Prefect artifact."""
+        verdict = "**passed**" if self.passed else "**rejected**"
+        lines = [
+            f"# {title}",
+            "",
+            f"Dataset `{self.dataset}`, {self.rows} rows: {verdict}.",
+            "",
+            "| check | result | detail |",
+            "|---|---|---|",
+        ]
+        for check in self.checks:
+            mark = "pass" if check.passed else "**FAIL**"
+            lines.append(f"| {check.name} | {mark} | {check.detail.replace('|', '/')} |")
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "dataset": self.dataset,
+            "rows": self.rows,
+            "passed": self.passed,
+            "checks": [check.__dict__ for check in self.checks],
+        }
+
+
+def validate_batch(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[ValidationReport, pd.DataFrame]:
+    """Run every check of ``spec`` on ``frame``.
+
+    Returns:
+        The report, and the batch in canonical form (meaningful only when the report passed).
+    """
+    report = ValidationReport(spec.name, len(frame))
+    checks = report.checks
+    expected = spec.columns
+    missing = [column for column in expected if column not in frame.columns]
+    unexpected = [column for column in frame.columns if column not in expected]
+    checks.append(
+        CheckResult(
+            "schema",
+            not missing and not unexpected,
+            _join(("missing columns", missing), ("unexpected columns", unexpected))
+            or f"{len(expected)} columns as specified",
+        )
+    )
+    checks.append(
+        CheckResult(
+            "row count",
+            spec.min_rows <= len(frame) <= spec.max_rows,
+            f"{len(frame)} rows (allowed {spec.min_rows} to {spec.max_rows})",
+        )
+    )
+
+    canonical: dict[str, pd.Series] = {}
+    type_problems: list[str] = []
+    null_problems: list[str] = []
+    range_problems: list[str] = []
+    category_problems: list[str] = []
+    for feature in spec.features:
+        if feature.name not in frame.columns:
+            continue
+        column = frame[feature.name]
+        nulls = int(column.isna().sum())
+        if nulls and not feature.nullable:
+            null_problems.append(f"{feature.name} ({nulls} nulls)")
+        converted, bad = _convert(column, feature)
+        if bad:
+            type_problems.append(f"{feature.name}: {bad}")
+            continue
+        canonical[feature.name] = converted
+        if feature.type in ("numeric", "integer"):
+            problem = _out_of_range(converted, feature)
+            if problem:
+                range_problems.append(problem)
+        elif feature.type == "categorical":
+            problem = _unknown_categories(converted, feature)
+            if problem:
+                category_problems.append(problem)
+
+    id_problem = _id_column(frame, spec, canonical, type_problems, null_problems)
+    _time_column(frame, spec, canonical, type_problems, null_problems)
+    label_detail, label_ok = _label(frame, spec, canonical, type_problems, null_problems)
+
+    checks.append(_check("types", type_problems, "every column has its type"))
+    checks.append(_check("nulls", null_problems, "no nulls in required columns"))
+    checks.append(_check("ranges", range_problems, "numbers within their ranges"))
+    checks.append(_check("categories", category_problems, "categories all known"))
+    checks.append(
+        CheckResult("duplicates", id_problem is None, id_problem or "no duplicate records")
+    )
+    checks.append(CheckResult("label share", label_ok, label_detail))
+
+    ordered = [column for column in expected if column in canonical]
+    return report, pd.DataFrame({column: canonical[column] for column in ordered})
+
+
+def _convert(column: pd.Series, feature: FeatureSpec) -> tuple[pd.Series, str]:
+    """The column in the feature's type, or a description of the values that do not convert."""
+    present = column.notna()
+    if feature.type in ("numeric", "integer"):
+        if pd.api.types.is_bool_dtype(column):
+            return column, "booleans where numbers are expected"
+        numbers = pd.to_numeric(column, errors="coerce")
+        broken = present & numbers.isna()
+        if broken.any():
+            return (
+                column,
+                f"{int(broken.sum())} values are not numbers, e.g. {_examples(column[broken])}",
+            )
+        if feature.type == "integer":
+            fractional = present & (numbers.fillna(0) % 1 != 0)
+            if fractional.any():
+                return column, (
+                    f"{int(fractional.sum())} values are not whole numbers, "
+                    f"e.g. {_examples(column[fractional])}"
+                )
+            return (numbers.astype("Int64") if not present.all() else numbers.astype(np.int64)), ""
+        return numbers.astype(np.float64), ""
+    if feature.type == "boolean":
+        if pd.api.types.is_bool_dtype(column):
+            return column, ""
+        text = column.astype(str).str.strip().str.lower()
+        truthy, falsy = text.isin(_TRUE), text.isin(_FALSE)
+        broken = present & ~(truthy | falsy)
+        if broken.any():
+            return (
+                column,
+                f"{int(broken.sum())} values are not booleans, e.g. {_examples(column[broken])}",
+            )
+        if present.all():
+            return truthy, ""
+        nullable = truthy.astype("boolean")
+        nullable[~present] = pd.NA
+        return nullable, ""
+    # categorical
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return column, "numbers where category names are expected"
+    if isinstance(column.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(column):
+        return column.astype(object), ""
+    return column.astype(str).where(present), ""
+
+
+def _out_of_range(column: pd.Series, feature: FeatureSpec) -> str:
+    low = column < feature.minimum if feature.minimum is not None else False
+    high = column > feature.maximum if feature.maximum is not None else False
+    outside = low | high
+    if not isinstance(outside, pd.Series) or not outside.any():
+        return ""
+    return (
+        f"{feature.name}: {int(outside.sum())} values outside [{feature.minimum}, "
+        f"{feature.maximum}], e.g. {_examples(column[outside])}"
+    )
+
+
+def _unknown_categories(column: pd.Series, feature: FeatureSpec) -> str:
+    assert feature.categories is not None
+    unknown = column.notna() & ~column.isin(feature.categories)
+    if not unknown.any():
+        return ""
+    values = sorted({str(value) for value in column[unknown].unique()[:_EXAMPLES]})
+    return f"{feature.name}: {int(unknown.sum())} values not in the known categories, e.g. {values}"
+
+
+def _id_column(
+    frame: pd.DataFrame,
+    spec: DatasetSpec,
+    canonical: dict[str, pd.Series],
+    type_problems: list[str],
+    null_problems: list[str],
+) -> str | None:
+    if spec.id_column is None:
+        duplicated = frame.duplicated()
+        count = int(duplicated.sum())
+        return f"{count} rows repeat an earlier row" if count else None
+    if spec.id_column not in frame.columns:
+        return None
+    ids = frame[spec.id_column]
+    if ids.isna().any():
+        null_problems.append(f"{spec.id_column} ({int(ids.isna().sum())} nulls)")
+    ids = ids.astype(str) if not pd.api.types.is_string_dtype(ids) else ids
+    canonical[spec.id_column] = ids
+    duplicated = ids.duplicated()
+    if duplicated.any():
+        return (
+            f"{int(duplicated.sum())} repeated {spec.id_column} values, "
+            f"e.g. {_examples(ids[duplicated])}"
+        )
+    return None
+
+
+def _time_column(
+    frame: pd.DataFrame,
+    spec: DatasetSpec,
+    canonical: dict[str, pd.Series],
+    type_problems: list[str],
+    null_problems: list[str],
+) -> None:
+    if spec.time_column is None or spec.time_column not in frame.columns:
+        return
+    raw = frame[spec.time_column]
+    if raw.isna().any():
+        null_problems.append(f"{spec.time_column} ({int(raw.isna().sum())} nulls)")
+    if isinstance(raw.dtype, pd.DatetimeTZDtype):
+        canonical[spec.time_column] = raw.dt.tz_convert("UTC")
+        return
+    times = pd.to_datetime(raw, errors="coerce", utc=True)
+    broken = raw.notna() & times.isna()
+    if broken.any():
+        type_problems.append(
+            f"{spec.time_column}: {int(broken.sum())} values are not timestamps, "
+            f"e.g. {_examples(raw[broken])}"
+        )
+        return
+    canonical[spec.time_column] = times
+
+
+def _label(
+    frame: pd.DataFrame,
+    spec: DatasetSpec,
+    canonical: dict[str, pd.Series],
+    type_problems: list[str],
+    null_problems: list[str],
+) -> tuple[str, bool]:
+    if spec.target not in frame.columns:
+        return f"no {spec.target} column", False
+    raw = frame[spec.target]
+    nulls = int(raw.isna().sum())
+    if nulls:
+        null_problems.append(f"{spec.target} ({nulls} nulls)")
+    labels = pd.to_numeric(raw, errors="coerce")
+    invalid = raw.notna() & ~labels.isin([0, 1])
+    if invalid.any():
+        type_problems.append(
+            f"{spec.target}: {int(invalid.sum())} labels are not 0 or 1, "
+            f"e.g. {_examples(raw[invalid])}"
+        )
+        return "labels are not all 0 or 1", False
+    if nulls:
+        return "labels missing", False
+    labels = labels.astype(np.int64)
+    canonical[spec.target] = labels
+    share = float(labels.mean()) if len(labels) else 0.0
+    ok = spec.label_share_min <= share <= spec.label_share_max
+    return (
+        f"{share:.2%} {spec.positive_label} (allowed {spec.label_share_min:.1%} "
+        f"to {spec.label_share_max:.1%})",
+        ok,
+    )
+
+
+def _check(name: str, problems: list[str], ok_detail: str) -> CheckResult:
+    return CheckResult(name, not problems, "; ".join(problems) if problems else ok_detail)
+
+
+def _join(*parts: tuple[str, list[str]]) -> str:
+    return "; ".join(f"{label}: {', '.join(values)}" for label, values in parts if values)
+
+
+def _examples(values: pd.Series) -> str:
+    return repr([str(value) for value in values.head(_EXAMPLES).tolist()])
