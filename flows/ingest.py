@@ -6,10 +6,11 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from pyarrow import ArrowException
 
 from driftloop.datasets.sources import load_batch
 from driftloop.datasets.spec import DatasetSpec, load_spec
-from driftloop.datasets.validation import ValidationReport, validate_batch
+from driftloop.datasets.validation import Audit, ValidationReport, validate_batch
 from driftloop.events import INGEST_MERGED, INGEST_REJECTED, Event, model_resource
 from driftloop.ingestion import (
     BatchRejected,
@@ -39,15 +40,23 @@ def read_source(source: str, spec: DatasetSpec) -> pd.DataFrame:
 
 
 @task(cache_policy=NO_CACHE)
-def audit(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[ValidationReport, pd.DataFrame]:
+def audit(frame: pd.DataFrame, spec: DatasetSpec) -> Audit:
     """Run every validation check on the batch."""
     return validate_batch(frame, spec)
 
 
+@task(cache_policy=NO_CACHE)
+def encode(frame: pd.DataFrame) -> bytes | None:
+    """Encode the batch as it came to Parquet, alongside the audit; None if its types are mixed."""
+    try:
+        return to_parquet(frame)
+    except (ArrowException, ValueError, TypeError):
+        return None
+
+
 @task(**IO_RETRIES)
-def write(client: LakeFSClient, branch: str, path: str, frame: pd.DataFrame) -> int:
-    """Upload the batch as Parquet to its branch; returns the bytes written."""
-    data = to_parquet(frame)
+def write(client: LakeFSClient, branch: str, path: str, data: bytes) -> int:
+    """Upload the batch's Parquet bytes to its branch; returns the bytes written."""
     client.upload(branch, path, data)
     return len(data)
 
@@ -94,18 +103,23 @@ def ingest(
 
     metadata = commit_metadata(spec, batch_id, len(frame), source, run_url())
     with isolated_branch(client, ingest_branch(batch_id), main) as branch:
-        report, canonical = audit(frame, spec)
+        # Most batches arrive in canonical form already: encode them while the audit runs.
+        encoded = encode.submit(frame)
+        checked = audit(frame, spec)
+        report = checked.report
         create_markdown_artifact(
             report.to_markdown(f"Validation of batch {batch_id}"),
             key=f"validation-{batch_id}".lower().replace("_", "-"),
             description=f"{dataset} batch {batch_id}: {'passed' if report.passed else 'rejected'}",
         )
         if not report.passed:
-            write(client, branch, path, frame.astype(str))
+            encoded.wait()
+            write(client, branch, path, to_parquet(frame.astype(str)))
             commit_id = record_rejection(client, branch, spec, batch_id, report, metadata)
             emit(_rejected_event(spec, batch_id, branch, commit_id, report), config)
             raise BatchRejected(batch_id, branch, report)
-        size = write(client, branch, path, canonical)
+        as_given = encoded.result() if checked.as_given else None
+        size = write(client, branch, path, as_given or to_parquet(checked.canonical))
         logger.info("wrote %s (%d bytes) on branch %s; %s", path, size, branch, report.summary())
         commit(client, branch, f"batch {batch_id} of {dataset}", metadata)
         merged = publish(client, branch, main, metadata)

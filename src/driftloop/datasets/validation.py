@@ -77,17 +77,26 @@ class ValidationReport:
         }
 
 
-def validate_batch(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[ValidationReport, pd.DataFrame]:
-    """Run every check of ``spec`` on ``frame``.
+@dataclass
+class Audit:
+    """The outcome of validating one batch."""
 
-    Returns:
-        The report, and the batch in canonical form (meaningful only when the report passed).
-    """
+    report: ValidationReport
+    canonical: pd.DataFrame
+    """The batch in canonical form; meaningful only when the report passed."""
+    as_given: bool
+    """Whether the canonical form is the input itself: same columns, order and types."""
+
+
+def validate_batch(frame: pd.DataFrame, spec: DatasetSpec) -> Audit:
+    """Run every check of ``spec`` on ``frame``."""
     report = ValidationReport(spec.name, len(frame))
+    given = {name: frame[name] for name in frame.columns}
     checks = report.checks
     expected = spec.columns
     missing = [column for column in expected if column not in frame.columns]
     unexpected = [column for column in frame.columns if column not in expected]
+    unexpected += [f"{column} (repeated)" for column in frame.columns[frame.columns.duplicated()]]
     checks.append(
         CheckResult(
             "schema",
@@ -112,11 +121,12 @@ def validate_batch(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[ValidationRe
     for feature in spec.features:
         if feature.name not in frame.columns:
             continue
-        column = frame[feature.name]
-        nulls = int(column.isna().sum())
+        column = given[feature.name]
+        present = column.notna()
+        nulls = len(column) - int(present.sum())
         if nulls and not feature.nullable:
             null_problems.append(f"{feature.name} ({nulls} nulls)")
-        converted, bad = _convert(column, feature)
+        converted, bad = _convert(column, feature, present)
         if bad:
             type_problems.append(f"{feature.name}: {bad}")
             continue
@@ -126,13 +136,13 @@ def validate_batch(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[ValidationRe
             if problem:
                 range_problems.append(problem)
         elif feature.type == "categorical":
-            problem = _unknown_categories(converted, feature)
+            problem = _unknown_categories(converted, feature, present)
             if problem:
                 category_problems.append(problem)
 
-    id_problem = _id_column(frame, spec, canonical, type_problems, null_problems)
-    _time_column(frame, spec, canonical, type_problems, null_problems)
-    label_detail, label_ok = _label(frame, spec, canonical, type_problems, null_problems)
+    id_problem = _id_column(frame, given, spec, canonical, null_problems)
+    _time_column(given, spec, canonical, type_problems, null_problems)
+    label_detail, label_ok = _label(given, spec, canonical, type_problems, null_problems)
 
     checks.append(_check("types", type_problems, "every column has its type"))
     checks.append(_check("nulls", null_problems, "no nulls in required columns"))
@@ -144,16 +154,22 @@ def validate_batch(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[ValidationRe
     checks.append(CheckResult("label share", label_ok, label_detail))
 
     ordered = [column for column in expected if column in canonical]
-    return report, pd.DataFrame({column: canonical[column] for column in ordered})
+    as_given = list(frame.columns) == ordered and all(canonical[c] is given[c] for c in ordered)
+    canonical_frame = frame if as_given else pd.DataFrame({c: canonical[c] for c in ordered})
+    return Audit(report, canonical_frame, as_given)
 
 
-def _convert(column: pd.Series, feature: FeatureSpec) -> tuple[pd.Series, str]:
+def _convert(column: pd.Series, feature: FeatureSpec, present: pd.Series) -> tuple[pd.Series, str]:
     """The column in the feature's type, or a description of the values that do not convert."""
-    present = column.notna()
     if feature.type in ("numeric", "integer"):
         if pd.api.types.is_bool_dtype(column):
             return column, "booleans where numbers are expected"
-        numbers = pd.to_numeric(column, errors="coerce")
+        if pd.api.types.is_integer_dtype(column) and feature.type == "integer":
+            return column, ""  # already whole numbers: nothing to convert or check
+        if pd.api.types.is_numeric_dtype(column):
+            numbers = column
+        else:
+            numbers = pd.to_numeric(column, errors="coerce")
         broken = present & numbers.isna()
         if broken.any():
             return (
@@ -168,6 +184,8 @@ def _convert(column: pd.Series, feature: FeatureSpec) -> tuple[pd.Series, str]:
                     f"e.g. {_examples(column[fractional])}"
                 )
             return (numbers.astype("Int64") if not present.all() else numbers.astype(np.int64)), ""
+        if numbers is column and column.dtype == np.float64:
+            return column, ""
         return numbers.astype(np.float64), ""
     if feature.type == "boolean":
         if pd.api.types.is_bool_dtype(column):
@@ -188,8 +206,8 @@ def _convert(column: pd.Series, feature: FeatureSpec) -> tuple[pd.Series, str]:
     # categorical
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         return column, "numbers where category names are expected"
-    if isinstance(column.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(column):
-        return column.astype(object), ""
+    if pd.api.types.is_string_dtype(column) and not isinstance(column.dtype, pd.CategoricalDtype):
+        return column, ""
     return column.astype(str).where(present), ""
 
 
@@ -205,9 +223,9 @@ def _out_of_range(column: pd.Series, feature: FeatureSpec) -> str:
     )
 
 
-def _unknown_categories(column: pd.Series, feature: FeatureSpec) -> str:
+def _unknown_categories(column: pd.Series, feature: FeatureSpec, present: pd.Series) -> str:
     assert feature.categories is not None
-    unknown = column.notna() & ~column.isin(feature.categories)
+    unknown = present & ~column.isin(list(feature.categories))
     if not unknown.any():
         return ""
     values = sorted({str(value) for value in column[unknown].unique()[:_EXAMPLES]})
@@ -216,9 +234,9 @@ def _unknown_categories(column: pd.Series, feature: FeatureSpec) -> str:
 
 def _id_column(
     frame: pd.DataFrame,
+    given: dict[str, pd.Series],
     spec: DatasetSpec,
     canonical: dict[str, pd.Series],
-    type_problems: list[str],
     null_problems: list[str],
 ) -> str | None:
     if spec.id_column is None:
@@ -227,11 +245,13 @@ def _id_column(
         return f"{count} rows repeat an earlier row" if count else None
     if spec.id_column not in frame.columns:
         return None
-    ids = frame[spec.id_column]
+    ids = given[spec.id_column]
     if ids.isna().any():
         null_problems.append(f"{spec.id_column} ({int(ids.isna().sum())} nulls)")
     ids = ids.astype(str) if not pd.api.types.is_string_dtype(ids) else ids
     canonical[spec.id_column] = ids
+    if ids.is_unique:  # one hashing pass in the common case; find the repeats only if needed
+        return None
     duplicated = ids.duplicated()
     if duplicated.any():
         return (
@@ -242,19 +262,20 @@ def _id_column(
 
 
 def _time_column(
-    frame: pd.DataFrame,
+    given: dict[str, pd.Series],
     spec: DatasetSpec,
     canonical: dict[str, pd.Series],
     type_problems: list[str],
     null_problems: list[str],
 ) -> None:
-    if spec.time_column is None or spec.time_column not in frame.columns:
+    if spec.time_column is None or spec.time_column not in given:
         return
-    raw = frame[spec.time_column]
+    raw = given[spec.time_column]
     if raw.isna().any():
         null_problems.append(f"{spec.time_column} ({int(raw.isna().sum())} nulls)")
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
-        canonical[spec.time_column] = raw.dt.tz_convert("UTC")
+        utc = str(raw.dtype.tz) == "UTC"
+        canonical[spec.time_column] = raw if utc else raw.dt.tz_convert("UTC")
         return
     times = pd.to_datetime(raw, errors="coerce", utc=True)
     broken = raw.notna() & times.isna()
@@ -268,15 +289,15 @@ def _time_column(
 
 
 def _label(
-    frame: pd.DataFrame,
+    given: dict[str, pd.Series],
     spec: DatasetSpec,
     canonical: dict[str, pd.Series],
     type_problems: list[str],
     null_problems: list[str],
 ) -> tuple[str, bool]:
-    if spec.target not in frame.columns:
+    if spec.target not in given:
         return f"no {spec.target} column", False
-    raw = frame[spec.target]
+    raw = given[spec.target]
     nulls = int(raw.isna().sum())
     if nulls:
         null_problems.append(f"{spec.target} ({nulls} nulls)")
@@ -290,7 +311,7 @@ def _label(
         return "labels are not all 0 or 1", False
     if nulls:
         return "labels missing", False
-    labels = labels.astype(np.int64)
+    labels = raw if raw.dtype == np.int64 else labels.astype(np.int64)
     canonical[spec.target] = labels
     share = float(labels.mean()) if len(labels) else 0.0
     ok = spec.label_share_min <= share <= spec.label_share_max
