@@ -6,6 +6,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed, State
 from pyarrow import ArrowException
 
 from driftloop.datasets.sources import load_batch
@@ -78,7 +79,7 @@ def publish(client: LakeFSClient, branch: str, main: str, metadata: dict[str, st
 @flow(name="ingest")
 def ingest(
     dataset: str = "transactions", source: str = "builtin", batch_id: str | None = None
-) -> dict[str, object]:
+) -> dict[str, object] | State:
     """Land one batch in lakeFS on branch ingest-<batch_id>; merge into main only if it is valid."""
     logger = get_run_logger()
     config = settings()
@@ -93,39 +94,50 @@ def ingest(
     logger.info("batch %s: %d rows from %s", batch_id, len(frame), source)
 
     if landed := landed_commit(client, main, dataset, batch_id):
-        client.delete_branch(
-            ingest_branch(batch_id), missing_ok=True
-        )  # left by a crash after merge
+        # A branch may be left by a crash between the merge and its deletion.
+        client.delete_branch(ingest_branch(batch_id), missing_ok=True)
         logger.info("batch %s is already on %s (commit %s): nothing to do", batch_id, main, landed)
         return IngestOutcome(
             batch_id, dataset, "already_ingested", path, len(frame), landed, f"already on {main}"
         ).to_dict()
 
     metadata = commit_metadata(spec, batch_id, len(frame), source, run_url())
-    with isolated_branch(client, ingest_branch(batch_id), main) as branch:
-        # Most batches arrive in canonical form already: encode them while the audit runs.
-        encoded = encode.submit(frame)
-        checked = audit(frame, spec)
-        report = checked.report
-        create_markdown_artifact(
-            report.to_markdown(f"Validation of batch {batch_id}"),
-            key=f"validation-{batch_id}".lower().replace("_", "-"),
-            description=f"{dataset} batch {batch_id}: {'passed' if report.passed else 'rejected'}",
-        )
-        if not report.passed:
-            encoded.wait()
-            write(client, branch, path, to_parquet(frame.astype(str)))
-            commit_id = record_rejection(client, branch, spec, batch_id, report, metadata)
-            emit(_rejected_event(spec, batch_id, branch, commit_id, report), config)
-            raise BatchRejected(batch_id, branch, report)
-        as_given = encoded.result() if checked.as_given else None
-        size = write(client, branch, path, as_given or to_parquet(checked.canonical))
-        logger.info("wrote %s (%d bytes) on branch %s; %s", path, size, branch, report.summary())
-        commit(client, branch, f"batch {batch_id} of {dataset}", metadata)
-        merged = publish(client, branch, main, metadata)
+    try:
+        with isolated_branch(client, ingest_branch(batch_id), main) as branch:
+            # Most batches arrive in canonical form already: encode them while the audit runs.
+            encoded = encode.submit(frame)
+            checked = audit(frame, spec)
+            report = checked.report
+            create_markdown_artifact(
+                report.to_markdown(f"Validation of batch {batch_id}"),
+                key=f"validation-{batch_id}".lower().replace("_", "-"),
+                description=f"{dataset} batch {batch_id}: {verdict(report)}",
+            )
+            if not report.passed:
+                encoded.wait()
+                write(client, branch, path, to_parquet(frame.astype(str)))
+                commit_id = record_rejection(client, branch, spec, batch_id, report, metadata)
+                emit(_rejected_event(spec, batch_id, branch, commit_id, report), config)
+                raise BatchRejected(batch_id, branch, report)  # leaves the branch in place
+            as_given = encoded.result() if checked.as_given else None
+            size = write(client, branch, path, as_given or to_parquet(checked.canonical))
+            logger.info(
+                "wrote %s (%d bytes) on branch %s; %s", path, size, branch, report.summary()
+            )
+            commit(client, branch, f"batch {batch_id} of {dataset}", metadata)
+            merged = publish(client, branch, main, metadata)
+    except BatchRejected as rejected:
+        # A rejection is an outcome, not a crash: the run fails with the report as its message
+        # (in-process callers get BatchRejected raised), without a traceback in the logs.
+        logger.error("%s", rejected)
+        return Failed(message=str(rejected), data=rejected)
     logger.info("batch %s merged into %s as commit %s", batch_id, main, merged)
     emit(_merged_event(spec, batch_id, merged, len(frame)), config)
     return IngestOutcome(batch_id, dataset, "merged", path, len(frame), merged).to_dict()
+
+
+def verdict(report: ValidationReport) -> str:
+    return "passed" if report.passed else "rejected"
 
 
 def _merged_event(spec: DatasetSpec, batch_id: str, commit_id: str, rows: int) -> Event:

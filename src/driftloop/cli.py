@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from driftloop import __version__
-from driftloop.processes import ComponentFailed, port_in_use
+from driftloop.processes import port_in_use
 from driftloop.settings import Settings, SettingsError, effective_settings, get_settings
-from driftloop.stack import ensure_process_pool, start_prefect_server
 
 app = typer.Typer(
     name="driftloop",
@@ -101,51 +100,88 @@ def lakefs_serve(
     serve(root, host=bind_host, port=bind_port, access_key_id=key, secret_access_key=secret)
 
 
+@app.command()
+def ingest(
+    dataset: Annotated[
+        str, typer.Option(help="Dataset: transactions or breast_cancer [DRIFTLOOP_DATASET]")
+    ] = "",
+    source: Annotated[
+        str,
+        typer.Option(
+            help="builtin[:?rows=N&seed=S&scenario=...], or a .csv/.parquet file or folder"
+        ),
+    ] = "builtin",
+    batch_id: Annotated[
+        str | None, typer.Option(help="Batch id (default: derived from the rows' content)")
+    ] = None,
+) -> None:
+    """Land one batch in lakeFS through an isolated branch; merge into main only if it is valid."""
+    settings = load_settings()
+    dataset = dataset or settings.dataset
+    api_url = str(settings.prefect.api_url).rstrip("/")
+    require_prefect(api_url)
+    console.print(
+        f"ingesting [bold]{dataset}[/] from {source} into lakeFS {settings.lakefs.endpoint} "
+        f"(repository {settings.lakefs.repository}); Prefect at {api_url}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    from prefect.settings import temporary_settings
+
+    from driftloop.datasets.sources import SourceError
+    from driftloop.ingestion import BatchRejected
+    from driftloop.lakefs_client import LakeFSError
+    from flows.ingest import ingest as ingest_flow
+
+    with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
+        try:
+            state = ingest_flow(dataset, source, batch_id, return_state=True)
+            outcome = state.result()
+        except BatchRejected as rejected:
+            fail(
+                f"{rejected}\nInspect the batch on lakeFS branch {rejected.branch!r}; the "
+                f"validation report is an artifact of the flow run in the Prefect UI.",
+            )
+        except (SourceError, LakeFSError, ValueError) as problem:
+            fail(str(problem))
+    run_page = f"{api_url.removesuffix('/api')}/runs/flow-run/{state.state_details.flow_run_id}"
+    for key in ("status", "batch_id", "rows", "path", "commit_id"):
+        console.print(f"{key:>10}  {outcome[key]}", highlight=False, soft_wrap=True)
+    console.print(f"{'flow run':>10}  {run_page}", highlight=False, soft_wrap=True)
+
+
+def require_prefect(api_url: str) -> None:
+    """Stop with a clear message when no Prefect server answers at ``api_url``."""
+    import httpx
+
+    try:
+        healthy = httpx.get(f"{api_url}/health", timeout=5).is_success
+    except httpx.HTTPError:
+        healthy = False
+    if not healthy:
+        fail(
+            f"no Prefect server answers at {api_url}; start one (`prefect server start`) or set "
+            "DRIFTLOOP_PREFECT__API_URL"
+        )
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``message`` as an error and exit with code 1."""
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=1)
+
+
 def main() -> None:
     """Entry point for ``python -m driftloop``."""
     app()
 
 
-# The stages of the loop that later issues build; `demo` names what is not there yet.
-_NOT_BUILT_YET = (
-    ("ingest into lakeFS through an isolated branch", "#3"),
-    ("train on a pinned commit, gate, package", "#4"),
-    ("serve with BentoML and log predictions", "#5"),
-    ("monitor drift and retrain automatically", "#6"),
-)
-
-
 @app.command()
 def demo() -> None:
-    """Run the whole loop on this machine and show what happened (stages not built are named)."""
-    settings = load_settings()
-    home = settings.home.resolve()
-    api_url = str(settings.prefect.api_url).rstrip("/")
-    host, port = settings.prefect.api_url.host or "127.0.0.1", settings.prefect.api_url.port or 4200
-    log_path = home / "logs" / "prefect-server.log"
-    console.print(f"[bold]driftloop demo[/] — state under {home}, logs under {home / 'logs'}")
-    if port_in_use(host, port):
-        errors.print(
-            f"[bold red]error:[/] port {port} on {host} is taken, so the Prefect server cannot "
-            "start; stop what listens there or set DRIFTLOOP_PREFECT__API_URL to another port.",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(code=1)
-    console.print(f"starting the Prefect server on {host}:{port} (log: {log_path})")
-    server = start_prefect_server(
-        host=host, port=port, prefect_home=home / "prefect", log_path=log_path
-    )
+    """Run the loop on this machine and show what happened (stages not built yet are named)."""
+    from driftloop.demo import DemoFailed, run_demo
+
     try:
-        server.wait_healthy(timeout=120)
-        ensure_process_pool(api_url, settings.prefect.work_pool)
-        console.print(f"[green]✓[/] Prefect server healthy: UI at {api_url.removesuffix('/api')}")
-        console.print(f"[green]✓[/] process work pool '{settings.prefect.work_pool}' ready")
-    except ComponentFailed as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=1) from None
-    finally:
-        server.stop()
-    for stage, issue in _NOT_BUILT_YET:
-        console.print(f"[yellow]–[/] not built yet: {stage} (issue {issue})")
-    console.print("The foundation is in place; the loop's stages above come next.")
+        run_demo(load_settings(), console)
+    except DemoFailed as problem:
+        fail(str(problem))

@@ -6,9 +6,7 @@ what the tests exercise is what a user runs.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -76,24 +74,42 @@ def start_prefect_server(
 
 
 def ensure_process_pool(api_url: str, pool: str) -> None:
-    """Create the process work pool ``pool`` unless it exists."""
-    env = {**os.environ, **prefect_client_env(api_url)}
-    inspect = subprocess.run(
-        [prefect_executable(), "work-pool", "inspect", pool],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if inspect.returncode == 0:
-        return
-    subprocess.run(
-        [prefect_executable(), "work-pool", "create", pool, "--type", "process"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    """Create the process work pool ``pool`` on the server at ``api_url`` unless it exists."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.settings import temporary_settings
+    from prefect.workers.process import ProcessWorker
+
+    with (
+        temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}),
+        get_client(sync_client=True) as client,
+    ):
+        try:
+            client.read_work_pool(pool)
+            return
+        except ObjectNotFound:
+            pass
+        template = ProcessWorker.get_default_base_job_template()
+        try:
+            client.create_work_pool(
+                WorkPoolCreate(name=pool, type="process", base_job_template=template)
+            )
+        except ObjectAlreadyExists:
+            pass  # created concurrently
+
+
+def drain_prefect_client(timeout: float = 10.0) -> None:
+    """Send this process's queued Prefect logs and events now, before a server goes away.
+
+    Otherwise they are sent at interpreter exit, and if the server is already stopped the
+    process hangs in retries for a minute and prints connection errors.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=timeout)
+    EventsWorker.drain_all(timeout=timeout)
 
 
 def start_process_worker(

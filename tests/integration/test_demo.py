@@ -1,0 +1,56 @@
+"""`driftloop demo`, the README's main job, run as a user runs it (on free ports)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from driftloop.processes import free_port
+
+
+def run_demo(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DRIFTLOOP_", "PREFECT_"))}
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("driftloop")), "demo"],
+        env={**base, "COLUMNS": "200", **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_demo_lands_a_batch_rejects_a_corrupted_one_and_stops_everything(tmp_path: Path) -> None:
+    prefect_port, lakefs_port = free_port(), free_port()
+    env = {
+        "DRIFTLOOP_PREFECT__API_URL": f"http://127.0.0.1:{prefect_port}/api",
+        "DRIFTLOOP_LAKEFS__EMBEDDED_PORT": str(lakefs_port),
+    }
+
+    result = run_demo(tmp_path, env)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "batch demo-day-1 (5000 rows) landed on main" in result.stdout
+    assert "batch demo-day-2-corrupted rejected, main unchanged" in result.stdout
+    assert "not built yet" in result.stdout
+    assert (tmp_path / ".driftloop" / "logs" / "prefect-server.log").exists()
+    for port in (prefect_port, lakefs_port):  # nothing left running
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_demo_names_a_taken_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"DRIFTLOOP_PREFECT__API_URL": f"http://127.0.0.1:{port}/api"}
+
+        result = run_demo(tmp_path, env)
+
+    assert result.returncode == 1
+    assert f"port {port}" in result.stderr and "Prefect server" in result.stderr
