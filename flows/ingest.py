@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -136,8 +138,34 @@ def ingest(
     return IngestOutcome(batch_id, dataset, "merged", path, len(frame), merged).to_dict()
 
 
+@dataclass(frozen=True)
+class IngestRun:
+    """An ingest flow run made in this process: what happened and which run it was."""
+
+    outcome: dict[str, object]
+    flow_run_id: str
+
+
+def ingest_batch(dataset: str, source: str, batch_id: str | None = None) -> IngestRun:
+    """Run the ingest flow in this process.
+
+    Raises:
+        BatchRejected: the batch failed its checks (the run is Failed, main unchanged).
+    """
+    state = ingest(dataset, source, batch_id, return_state=True)
+    return IngestRun(state.result(), str(state.state_details.flow_run_id))
+
+
 def verdict(report: ValidationReport) -> str:
     return "passed" if report.passed else "rejected"
+
+
+def dataset_resource(spec: DatasetSpec) -> dict[str, str]:
+    """The dataset, as a related resource of an ingest event."""
+    return {
+        "prefect.resource.id": f"driftloop.dataset.{spec.name}",
+        "prefect.resource.role": "dataset",
+    }
 
 
 def _merged_event(spec: DatasetSpec, batch_id: str, commit_id: str, rows: int) -> Event:
@@ -150,12 +178,7 @@ def _merged_event(spec: DatasetSpec, batch_id: str, commit_id: str, rows: int) -
             "data_commit": commit_id,
             "rows": rows,
         },
-        related=(
-            {
-                "prefect.resource.id": f"driftloop.dataset.{spec.name}",
-                "prefect.resource.role": "dataset",
-            },
-        ),
+        related=(dataset_resource(spec),),
     )
 
 
@@ -174,10 +197,5 @@ def _rejected_event(
             "failed_checks": [check.name for check in report.failures],
             "details": {check.name: check.detail for check in report.failures},
         },
-        related=(
-            {
-                "prefect.resource.id": f"driftloop.dataset.{spec.name}",
-                "prefect.resource.role": "dataset",
-            },
-        ),
+        related=(dataset_resource(spec),),
     )

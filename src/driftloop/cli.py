@@ -131,12 +131,11 @@ def ingest(
     from driftloop.datasets.sources import SourceError
     from driftloop.ingestion import BatchRejected
     from driftloop.lakefs_client import LakeFSError
-    from flows.ingest import ingest as ingest_flow
+    from flows.ingest import ingest_batch
 
     with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
         try:
-            state = ingest_flow(dataset, source, batch_id, return_state=True)
-            outcome = state.result()
+            run = ingest_batch(dataset, source, batch_id)
         except BatchRejected as rejected:
             fail(
                 f"{rejected}\nInspect the batch on lakeFS branch {rejected.branch!r}; the "
@@ -144,9 +143,9 @@ def ingest(
             )
         except (SourceError, LakeFSError, ValueError) as problem:
             fail(str(problem))
-    run_page = f"{api_url.removesuffix('/api')}/runs/flow-run/{state.state_details.flow_run_id}"
+    run_page = f"{api_url.removesuffix('/api')}/runs/flow-run/{run.flow_run_id}"
     for key in ("status", "batch_id", "rows", "path", "commit_id"):
-        console.print(f"{key:>10}  {outcome[key]}", highlight=False, soft_wrap=True)
+        console.print(f"{key:>10}  {run.outcome[key]}", highlight=False, soft_wrap=True)
     console.print(f"{'flow run':>10}  {run_page}", highlight=False, soft_wrap=True)
 
 

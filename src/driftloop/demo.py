@@ -120,11 +120,11 @@ def _ingest_two_batches(api_url: str, home: Path, console: Console) -> None:
 
     from driftloop.datasets.transactions import generate_transactions
     from driftloop.ingestion import BatchRejected
-    from flows.ingest import ingest
+    from flows.ingest import ingest_batch
 
     with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
         console.rule("write, audit, publish: a valid batch")
-        outcome = ingest("transactions", "builtin:?rows=5000&seed=1", batch_id="demo-day-1")
+        outcome = ingest_batch("transactions", "builtin:?rows=5000&seed=1", "demo-day-1").outcome
         verb = "landed on main" if outcome["status"] == "merged" else "was already on main"
         console.print(
             f"[green]✓[/] batch demo-day-1 ({outcome['rows']} rows) {verb} at commit "
@@ -137,7 +137,7 @@ def _ingest_two_batches(api_url: str, home: Path, console: Console) -> None:
         path = home / "demo-corrupted-batch.csv"
         corrupted.to_csv(path, index=False)
         try:
-            ingest("transactions", str(path), batch_id="demo-day-2-corrupted")
+            ingest_batch("transactions", str(path), "demo-day-2-corrupted")
         except BatchRejected as rejected:
             console.print(
                 f"[green]✓[/] batch demo-day-2-corrupted rejected, main unchanged; branch "

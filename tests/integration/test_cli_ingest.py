@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from driftloop.datasets.transactions import generate_transactions
 from driftloop.processes import free_port
+from tests.commands import run_driftloop as driftloop
 from tests.integration.conftest import LakeFSServer, PrefectServer
-
-
-def driftloop(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DRIFTLOOP_", "PREFECT_API"))}
-    return subprocess.run(
-        [str(Path(sys.executable).with_name("driftloop")), *args],
-        env={**base, "COLUMNS": "200", **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def settings_env(prefect: PrefectServer, lakefs: LakeFSServer, repo: str) -> dict[str, str]:

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 from driftloop.processes import free_port
+from tests.commands import run_driftloop
 
 
 def run_demo(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DRIFTLOOP_", "PREFECT_"))}
-    return subprocess.run(
-        [str(Path(sys.executable).with_name("driftloop")), "demo"],
-        env={**base, "COLUMNS": "200", **env},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_driftloop("demo", env=env, cwd=tmp_path)
 
 
 def test_demo_lands_a_batch_rejects_a_corrupted_one_and_stops_everything(tmp_path: Path) -> None:

@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-
-def driftloop(
-    *args: str, env: dict[str, str] | None = None, cwd: Path
-) -> subprocess.CompletedProcess[str]:
-    """Run the installed `driftloop` command with a clean DRIFTLOOP_ environment."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLOOP_")}
-    command = [str(Path(sys.executable).with_name("driftloop")), *args]
-    return subprocess.run(
-        command,
-        env={**base, "COLUMNS": "200", **(env or {})},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.commands import run_driftloop as driftloop
 
 
 def test_help_lists_the_commands(tmp_path: Path) -> None:
