@@ -26,6 +26,7 @@ import pandas as pd
 from driftloop.datasets.spec import DatasetSpec
 from driftloop.datasets.validation import ValidationReport
 from driftloop.lakefs_client import LakeFSClient, NotFoundError
+from driftloop.registry import BatchLineage
 
 BATCH_ID = re.compile(r"^\w[-\w]{0,100}$")
 META_BATCH_ID = "driftloop.batch_id"
@@ -189,3 +190,48 @@ def read_dataset(client: LakeFSClient, commit_id: str, dataset: str) -> pd.DataF
     if not frames:
         raise NotFoundError(f"no batches of {dataset} at {commit_id}", 404)
     return pd.concat(frames, ignore_index=True)
+
+
+def batch_lineage(client: LakeFSClient, commit_id: str, dataset: str) -> list[BatchLineage]:
+    """The batches of ``dataset`` at ``commit_id``, oldest first, with the merges that landed them.
+
+    Read from the commit log: every ingestion merge carries the batch id, row count and the URL
+    of its Prefect flow run in its metadata.
+    """
+    present = set(landed_batches(client, commit_id, dataset))
+    found: dict[str, BatchLineage] = {}
+    for commit in client.log(commit_id, amount=10_000, first_parent=True):
+        metadata = commit.metadata
+        batch_id = metadata.get(META_BATCH_ID)
+        if (
+            batch_id in present
+            and batch_id not in found
+            and metadata.get(META_DATASET) == dataset
+            and len(commit.parents) == 2
+        ):
+            found[batch_id] = BatchLineage(
+                batch_id=batch_id,
+                merge_commit=commit.id,
+                rows=int(metadata.get(META_ROWS, 0)),
+                run_url=metadata.get(META_RUN_URL),
+            )
+    missing = sorted(present - found.keys())
+    if missing:
+        raise NotFoundError(f"no ingestion merge found for batches {missing} at {commit_id}", 404)
+    return list(reversed(found.values()))
+
+
+def load_training_frame(
+    client: LakeFSClient, commit_id: str, dataset: str, lineage: list[BatchLineage]
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Every batch at ``commit_id`` in landing order, and a mask of the newest batch's rows."""
+    frames = [
+        pd.read_parquet(io.BytesIO(client.download(commit_id, batch_path(dataset, b.batch_id))))
+        for b in lineage
+    ]
+    if not frames:
+        raise NotFoundError(f"no batches of {dataset} at {commit_id}", 404)
+    frame = pd.concat(frames, ignore_index=True)
+    newest = pd.Series(False, index=frame.index)
+    newest.iloc[len(frame) - len(frames[-1]) :] = True
+    return frame, newest

@@ -395,15 +395,24 @@ class LakeFSClient:
         """The 64-hex commit id behind ``ref``, which never moves, unlike a branch."""
         return self.get_commit(ref).id
 
-    def log(self, ref: str, amount: int = 100) -> list[CommitInfo]:
-        """The newest ``amount`` commits reachable from ``ref``."""
-        commits = self._call(
+    def log(self, ref: str, amount: int = 100, *, first_parent: bool = False) -> list[CommitInfo]:
+        """The newest ``amount`` commits reachable from ``ref`` (across pages)."""
+        commits: list[CommitInfo] = []
+        for commit in self._pages(
             f"log {ref}",
-            lambda: self.refs.log_commits(
-                self.repository, ref, amount=min(amount, PAGE), _request_timeout=self.timeout
+            lambda after: self.refs.log_commits(
+                self.repository,
+                ref,
+                after=after,
+                amount=min(amount, PAGE),
+                first_parent=first_parent,
+                _request_timeout=self.timeout,
             ),
-        )
-        return [_commit_info(commit) for commit in commits.results][:amount]
+        ):
+            commits.append(_commit_info(commit))
+            if len(commits) >= amount:
+                break
+        return commits
 
     def tag(self, name: str, ref: str) -> str:
         """Tag the commit ``ref`` names; returns the commit id."""

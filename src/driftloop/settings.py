@@ -29,6 +29,8 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from driftloop.gate import GatePolicy
+
 ENV_PREFIX = "DRIFTLOOP_"
 NESTED_DELIMITER = "__"
 
@@ -180,6 +182,12 @@ class StorageSettings(_Area):
         return value
 
 
+class RegistrySettings(_Area):
+    """The model registry and the champion/challenger gate."""
+
+    gate: GatePolicy = Field(default_factory=GatePolicy, description="When a challenger wins.")
+
+
 class Settings(BaseSettings):
     """All of driftloop's settings."""
 
@@ -206,6 +214,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
 
     @property
     def prediction_log_url(self) -> str:
@@ -213,6 +222,11 @@ class Settings(BaseSettings):
         if self.storage.prediction_log_url:
             return self.storage.prediction_log_url
         return f"sqlite:///{(self.home / 'predictions.sqlite').resolve()}"
+
+    @property
+    def registry_database(self) -> Path:
+        """Stages and history of model versions: ``home/registry.sqlite``."""
+        return (self.home / "registry.sqlite").resolve()
 
     @property
     def bentoml_home(self) -> Path:

@@ -1,0 +1,156 @@
+"""The train flow: a model from a pinned lakeFS commit, registered, and judged by the gate."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from driftloop.datasets.spec import DatasetSpec, load_spec
+from driftloop.events import MODEL_PROMOTED, MODEL_REJECTED, Event, model_resource
+from driftloop.gate import GateDecision, GatePolicy, decide
+from driftloop.ingestion import batch_lineage, load_training_frame
+from driftloop.lakefs_client import LakeFSClient
+from driftloop.provenance import git_sha
+from driftloop.registry import BatchLineage, ModelRegistry, ModelVersion
+from driftloop.reports import training_report
+from driftloop.training import (
+    Estimator,
+    HoldoutMode,
+    Split,
+    TrainedModel,
+    TrainParams,
+    evaluate,
+    split_frame,
+    train_model,
+)
+from flows.common import emit, lakefs, settings
+
+IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "cache_policy": NO_CACHE}
+
+
+@task(**IO_RETRIES)
+def pin(client: LakeFSClient, ref: str, dataset: str) -> tuple[str, list[BatchLineage]]:
+    """Resolve the data ref to a 64-hex commit id and list the batches there."""
+    commit_id = client.resolve(ref)
+    return commit_id, batch_lineage(client, commit_id, dataset)
+
+
+@task(**IO_RETRIES)
+def load(
+    client: LakeFSClient, commit_id: str, dataset: str, lineage: list[BatchLineage]
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Read every batch of the dataset at the pinned commit."""
+    return load_training_frame(client, commit_id, dataset, lineage)
+
+
+@task(cache_policy=NO_CACHE)
+def fit(split: Split, spec: DatasetSpec, params: TrainParams) -> TrainedModel:
+    """Fit the pipeline and measure it on the holdout."""
+    return train_model(split, spec, params)
+
+
+@task(cache_policy=NO_CACHE)
+def register(
+    registry: ModelRegistry,
+    spec: DatasetSpec,
+    trained: TrainedModel,
+    commit_id: str,
+    lineage: list[BatchLineage],
+) -> ModelVersion:
+    """Save the model as a candidate version, with its lineage."""
+    return registry.register(
+        spec.model_name,
+        trained.pipeline,
+        dataset=spec.name,
+        data_commit=commit_id,
+        git_sha=git_sha(),
+        metrics=trained.metrics.as_dict(),
+        params=trained.params.model_dump(),
+        digest=trained.digest,
+        split=trained.split,
+        batches=lineage,
+        spec=spec.model_dump(mode="json", exclude_none=True),
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def judge(
+    registry: ModelRegistry,
+    spec: DatasetSpec,
+    challenger: ModelVersion,
+    split: Split,
+    policy: GatePolicy,
+) -> tuple[GateDecision, dict[str, float] | None]:
+    """Measure production on the challenger's holdout, then apply the gate."""
+    production = registry.production(spec.model_name)
+    production_metrics = None
+    if production is not None:
+        pipeline = registry.load(production.name, production.version)
+        threshold = float(challenger.metrics["threshold"])
+        production_metrics = evaluate(pipeline, split.holdout, spec, threshold).as_dict()
+    return decide(challenger.metrics, production_metrics, policy), production_metrics
+
+
+@flow(name="train")
+def train(
+    dataset: str = "transactions",
+    ref: str = "main",
+    estimator: Estimator = "hist_gradient_boosting",
+    seed: int = 42,
+    holdout: HoldoutMode = "stratified",
+    promote: bool = True,
+) -> dict[str, object]:
+    """Train on the dataset at a pinned lakeFS commit; promote only if it beats production."""
+    logger = get_run_logger()
+    config = settings()
+    spec = load_spec(dataset)
+    client = lakefs(config)
+    params = TrainParams(estimator=estimator, seed=seed, holdout=holdout)
+    registry = ModelRegistry(config.bentoml_home, config.registry_database)
+
+    commit_id, lineage = pin(client, ref, dataset)
+    logger.info("training on %s@%s = commit %s (%d batches)", dataset, ref, commit_id, len(lineage))
+    frame, newest = load(client, commit_id, dataset, lineage)
+    split = split_frame(frame, spec, params, newest)
+    trained = fit(split, spec, params)
+    version = register(registry, spec, trained, commit_id, lineage)
+    logger.info("registered %s: %s", version.tag, trained.metrics)
+
+    decision, production_metrics = None, None
+    if promote:
+        decision, production_metrics = judge(registry, spec, version, split, config.registry.gate)
+        payload = {
+            "model": version.name,
+            "version": version.version,
+            "data_commit": commit_id,
+            "metrics": version.metrics,
+            "reasons": decision.reasons,
+        }
+        if decision.promote:
+            version = registry.promote(version.name, version.version, "; ".join(decision.reasons))
+            emit(Event(MODEL_PROMOTED, model_resource(version.name), payload), config)
+            logger.info("promoted %s to production", version.tag)
+        else:
+            registry.reject(version.name, version.version, decision.reasons)
+            emit(Event(MODEL_REJECTED, model_resource(version.name), payload), config)
+            logger.warning("rejected %s: %s", version.tag, "; ".join(decision.reasons))
+    create_markdown_artifact(
+        training_report(version, decision, production_metrics),
+        key=f"training-{spec.name}".replace("_", "-"),
+        description=f"{version.tag}: {version.stage}",
+    )
+    return {
+        "model": version.name,
+        "version": version.version,
+        "stage": version.stage,
+        "data_commit": commit_id,
+        "metrics": version.metrics,
+        "digest": trained.digest,
+        "promoted": bool(decision and decision.promote),
+        "reasons": decision.reasons if decision else [],
+        "batches": [asdict(batch) for batch in lineage],
+    }

@@ -1,0 +1,1 @@
+"""The BentoML inference service of driftloop's production model."""

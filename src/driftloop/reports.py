@@ -1,0 +1,44 @@
+"""Markdown reports for Prefect artifacts: what a training run produced and why it was judged so."""
+
+from __future__ import annotations
+
+from driftloop.gate import GateDecision
+from driftloop.registry import ModelVersion
+
+_SHOWN = ("roc_auc", "pr_auc", "f1", "precision", "recall", "brier")
+
+
+def training_report(
+    version: ModelVersion,
+    decision: GateDecision | None,
+    production_metrics: dict[str, float] | None,
+) -> str:
+    """Metrics (beside production's on the same holdout), the verdict, and the lineage."""
+    lines = [
+        f"# {version.tag}",
+        "",
+        f"Trained on lakeFS commit `{version.data_commit}` ({len(version.batches)} batches), "
+        f"code `{version.git_sha}`, holdout: {version.split}, "
+        f"{int(version.metrics.get('rows', 0))} rows.",
+        "",
+        "| metric | this version | production |",
+        "|---|---|---|",
+    ]
+    for name in _SHOWN:
+        theirs = f"{production_metrics[name]:.4f}" if production_metrics else "–"
+        lines.append(f"| {name} | {version.metrics[name]:.4f} | {theirs} |")
+    lines.append(f"| threshold | {version.metrics['threshold']:.2f} | |")
+    if decision is not None:
+        verdict = "**promoted to production**" if decision.promote else "**rejected**"
+        lines += ["", f"Gate: {verdict}.", ""] + [f"- {reason}" for reason in decision.reasons]
+    lines += [
+        "",
+        "## Lineage",
+        "",
+        "| batch | rows | landed by merge | ingestion run |",
+        "|---|---|---|---|",
+    ]
+    for batch in version.batches:
+        run = f"[flow run]({batch.run_url})" if batch.run_url else "–"
+        lines.append(f"| {batch.batch_id} | {batch.rows} | `{batch.merge_commit[:12]}` | {run} |")
+    return "\n".join(lines) + "\n"

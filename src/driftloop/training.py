@@ -1,0 +1,246 @@
+"""Training on a pinned data commit: split, scikit-learn pipeline, holdout metrics, model digest.
+
+Everything here is a pure function of (data, dataset spec, parameters): the same commit, the
+same parameters and the same seed give the same split, the same fitted pipeline, identical
+metrics and identical model bytes (``model_digest``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+from driftloop.datasets.spec import DatasetSpec
+
+Estimator = Literal["hist_gradient_boosting", "logistic_regression"]
+HoldoutMode = Literal["stratified", "newest_batch"]
+METRICS = ("roc_auc", "pr_auc", "f1", "precision", "recall", "brier")
+
+
+class TrainParams(BaseModel):
+    """What a training run is asked to do; recorded with the model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    estimator: Estimator = "hist_gradient_boosting"
+    seed: int = Field(default=42, ge=0)
+    holdout: HoldoutMode = Field(
+        default="stratified",
+        description="stratified: a seeded stratified share of all rows; newest_batch: the batch "
+        "that landed last (a time-based split).",
+    )
+    holdout_share: float = Field(default=0.25, gt=0, lt=1)
+    threshold: float = Field(default=0.25, gt=0, lt=1, description="Score at or above: positive.")
+    learning_rate: float = Field(default=0.05, gt=0)
+    max_iter: int = Field(default=100, ge=1)
+    max_leaf_nodes: int = Field(default=8, ge=2)
+    l2_regularization: float = Field(default=1.0, ge=0)
+    c: float = Field(
+        default=1.0, gt=0, description="Inverse regularisation of logistic regression."
+    )
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Holdout metrics of one model on one holdout."""
+
+    roc_auc: float
+    pr_auc: float
+    f1: float
+    precision: float
+    recall: float
+    brier: float
+    threshold: float
+    rows: int
+    positives: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: float(value) for name, value in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train and holdout rows, and how the holdout was drawn."""
+
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    description: str
+
+
+@dataclass
+class TrainedModel:
+    """A fitted pipeline with its holdout metrics and the digest of its bytes."""
+
+    pipeline: Pipeline
+    metrics: Metrics
+    digest: str
+    params: TrainParams
+    train_rows: int
+    split: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def features_of(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """The model's input columns, in spec order, with booleans as 0/1 and strings as objects."""
+    columns: dict[str, pd.Series] = {}
+    for feature in spec.features:
+        column = frame[feature.name]
+        if feature.type == "boolean":
+            column = column.astype("float64")
+        elif feature.type == "categorical":
+            column = column.astype(object).where(column.notna(), None)
+        else:
+            column = column.astype("float64")
+        columns[feature.name] = column
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def labels_of(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
+    return frame[spec.target].to_numpy(dtype=np.int64)
+
+
+def split_frame(
+    frame: pd.DataFrame, spec: DatasetSpec, params: TrainParams, newest_batch: pd.Series | None
+) -> Split:
+    """Deterministic train/holdout split.
+
+    Args:
+        newest_batch: for ``holdout="newest_batch"``, a boolean mask of the rows of the batch
+            that landed last.
+    """
+    if params.holdout == "newest_batch":
+        if newest_batch is None or not newest_batch.any() or newest_batch.all():
+            raise ValueError("a newest-batch holdout needs at least two batches")
+        return Split(frame[~newest_batch], frame[newest_batch], "newest batch")
+    train, holdout = train_test_split(
+        frame,
+        test_size=params.holdout_share,
+        random_state=params.seed,
+        stratify=frame[spec.target],
+    )
+    return Split(
+        train.sort_index(),
+        holdout.sort_index(),
+        f"stratified {params.holdout_share:.0%} (seed {params.seed})",
+    )
+
+
+def build_pipeline(spec: DatasetSpec, params: TrainParams) -> Pipeline:
+    """ColumnTransformer for numeric and categorical features, then the configured estimator.
+
+    Features the spec marks as carrying no signal (``signal: none``, such as a customer's age)
+    stay in the data, for monitoring, but the model never sees them: its score cannot depend on
+    them.
+    """
+    used = [f for f in spec.features if f.signal != "none"]
+    numeric = [f.name for f in used if f.type != "categorical"]
+    categorical = [f.name for f in used if f.type == "categorical"]
+    if params.estimator == "hist_gradient_boosting":
+        encoder = OrdinalEncoder(
+            categories=[list(spec.feature(name).categories or ()) for name in categorical],
+            handle_unknown="use_encoded_value",
+            unknown_value=np.nan,
+            encoded_missing_value=np.nan,
+        )
+        transformer = ColumnTransformer(
+            [("numeric", "passthrough", numeric), ("categorical", encoder, categorical)],
+            verbose_feature_names_out=False,
+        )
+        # Features the spec says only raise (or only lower) risk are constrained to do so.
+        direction = {"up": 1, "down": -1}
+        monotonic = [direction.get(spec.feature(name).signal, 0) for name in numeric]
+        estimator: Any = HistGradientBoostingClassifier(
+            learning_rate=params.learning_rate,
+            max_iter=params.max_iter,
+            max_leaf_nodes=params.max_leaf_nodes,
+            l2_regularization=params.l2_regularization,
+            categorical_features=list(range(len(numeric), len(numeric) + len(categorical))),
+            monotonic_cst=monotonic + [0] * len(categorical),
+            early_stopping=False,
+            random_state=params.seed,
+        )
+    else:
+        transformer = ColumnTransformer(
+            [
+                (
+                    "numeric",
+                    Pipeline(
+                        [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+                    ),
+                    numeric,
+                ),
+                (
+                    "categorical",
+                    OneHotEncoder(
+                        categories=[list(spec.feature(n).categories or ()) for n in categorical],
+                        handle_unknown="ignore",
+                    ),
+                    categorical,
+                ),
+            ],
+            verbose_feature_names_out=False,
+        )
+        estimator = LogisticRegression(C=params.c, max_iter=2000, random_state=params.seed)
+    return Pipeline([("features", transformer), ("model", estimator)])
+
+
+def evaluate(
+    pipeline: Pipeline, holdout: pd.DataFrame, spec: DatasetSpec, threshold: float
+) -> Metrics:
+    """Holdout metrics: ROC AUC, PR AUC, and F1, precision and recall at ``threshold``."""
+    truth = labels_of(holdout, spec)
+    if len(set(truth.tolist())) < 2:
+        raise ValueError("the holdout needs both classes to measure a classifier")
+    scores = pipeline.predict_proba(features_of(holdout, spec))[:, 1]
+    predicted = (scores >= threshold).astype(np.int64)
+    return Metrics(
+        roc_auc=round(float(roc_auc_score(truth, scores)), 6),
+        pr_auc=round(float(average_precision_score(truth, scores)), 6),
+        f1=round(float(f1_score(truth, predicted, zero_division=0)), 6),
+        precision=round(float(precision_score(truth, predicted, zero_division=0)), 6),
+        recall=round(float(recall_score(truth, predicted, zero_division=0)), 6),
+        brier=round(float(brier_score_loss(truth, scores)), 6),
+        threshold=threshold,
+        rows=len(truth),
+        positives=int(truth.sum()),
+    )
+
+
+def model_digest(pipeline: Pipeline) -> str:
+    """SHA-256 of the pickled pipeline: identical for identical fits."""
+    return hashlib.sha256(pickle.dumps(pipeline, protocol=5)).hexdigest()
+
+
+def train_model(split: Split, spec: DatasetSpec, params: TrainParams) -> TrainedModel:
+    """Fit the pipeline on the split's train rows and measure it on its holdout."""
+    pipeline = build_pipeline(spec, params)
+    pipeline.fit(features_of(split.train, spec), labels_of(split.train, spec))
+    return TrainedModel(
+        pipeline=pipeline,
+        metrics=evaluate(pipeline, split.holdout, spec, params.threshold),
+        digest=model_digest(pipeline),
+        params=params,
+        train_rows=len(split.train),
+        split=split.description,
+    )
