@@ -8,6 +8,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from driftloop.datasets.spec import DatasetSpec, load_spec
 from driftloop.events import MODEL_PROMOTED, MODEL_REJECTED, Event, model_resource
@@ -153,4 +154,5 @@ def train(
         "promoted": bool(decision and decision.promote),
         "reasons": decision.reasons if decision else [],
         "batches": [asdict(batch) for batch in lineage],
+        "flow_run_id": str(flow_run.id),
     }

@@ -205,6 +205,29 @@ def train(
     console.print(f"flow run {run_page}", highlight=False, soft_wrap=True)
 
 
+@app.command()
+def package(
+    dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+) -> None:
+    """Build a Bento of the inference service with the production model (offline)."""
+    settings = load_settings()
+    api_url = str(settings.prefect.api_url).rstrip("/")
+    require_prefect(api_url)
+    from prefect.settings import temporary_settings
+
+    from driftloop.packaging import PackagingError
+    from driftloop.registry import RegistryError
+    from flows.package import package as package_flow
+
+    with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
+        try:
+            built = package_flow(dataset or settings.dataset)
+        except (RegistryError, PackagingError) as problem:
+            fail(str(problem))
+    console.print(f"Bento {built['bento']} with model {built['model']}", highlight=False)
+    console.print(f"image: {built['image'] or 'not built (no container engine here)'}")
+
+
 def open_registry() -> tuple[Settings, ModelRegistry]:
     from driftloop.registry import ModelRegistry
 

@@ -11,6 +11,7 @@ import os
 import secrets
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -24,7 +25,6 @@ from driftloop.stack import (
 )
 
 NOT_BUILT_YET = (
-    ("train on a pinned commit, gate, package", "#4"),
     ("serve with BentoML and log predictions", "#5"),
     ("monitor drift and retrain automatically", "#6"),
 )
@@ -90,6 +90,7 @@ def run_demo(settings: Settings, console: Console) -> None:
         )
         try:
             _ingest_two_batches(api_url, home, console)
+            _train_and_package(api_url, console)
         finally:
             drain_prefect_client()
     for stage, issue in NOT_BUILT_YET:
@@ -146,3 +147,31 @@ def _ingest_two_batches(api_url: str, home: Path, console: Console) -> None:
             )
         else:
             raise DemoFailed("the corrupted batch was not rejected")
+
+
+def _train_and_package(api_url: str, console: Console) -> None:
+    from prefect.settings import temporary_settings
+
+    from flows.ingest import ingest_batch
+    from flows.package import package
+    from flows.train import train
+
+    with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
+        console.rule("train on the pinned commit, gate, register")
+        first: dict[str, Any] = train()
+        console.print(
+            f"[green]✓[/] {first['model']}:{first['version']} trained on commit "
+            f"{first['data_commit']}: roc_auc {first['metrics']['roc_auc']:.3f}, "
+            f"stage {first['stage']} ({'; '.join(first['reasons'])})",
+            highlight=False,
+        )
+        ingest_batch("transactions", "builtin:?rows=5000&seed=3", "demo-day-3")
+        challenger: dict[str, Any] = train(estimator="logistic_regression", holdout="newest_batch")
+        console.print(
+            f"[green]✓[/] challenger {challenger['version']} ({challenger['stage']}): "
+            f"{'; '.join(challenger['reasons'])}",
+            highlight=False,
+        )
+        console.rule("package the production model")
+        built = package()
+        console.print(f"[green]✓[/] Bento {built['bento']} with {built['model']}", highlight=False)

@@ -1,0 +1,98 @@
+"""The model registry on a real BentoML store (on local disk): stages, promotion, rollback."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from driftloop.datasets.spec import load_spec
+from driftloop.datasets.transactions import generate_transactions
+from driftloop.registry import BatchLineage, ModelRegistry, RegistryError
+from driftloop.training import TrainParams, split_frame, train_model
+
+SPEC = load_spec("transactions")
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    return ModelRegistry(Path(os.environ["BENTOML_HOME"]), tmp_path / "registry.sqlite")
+
+
+@pytest.fixture(scope="module")
+def trained() -> object:
+    params = TrainParams(max_iter=20)
+    frame = generate_transactions(3000, seed=3)
+    return train_model(split_frame(frame, SPEC, params, None), SPEC, params)
+
+
+def register(registry: ModelRegistry, trained: object, name: str, commit: str) -> str:
+    version = registry.register(
+        name,
+        trained.pipeline,  # type: ignore[attr-defined]
+        dataset="transactions",
+        data_commit=commit,
+        git_sha="abc123",
+        metrics=trained.metrics.as_dict(),  # type: ignore[attr-defined]
+        params=trained.params.model_dump(),  # type: ignore[attr-defined]
+        digest=trained.digest,  # type: ignore[attr-defined]
+        split=trained.split,  # type: ignore[attr-defined]
+        batches=[BatchLineage("b1", "c" * 64, 3000, "http://prefect/runs/1")],
+        spec=SPEC.model_dump(mode="json", exclude_none=True),
+    )
+    return version.version
+
+
+def test_a_registered_version_carries_labels_metadata_and_lineage(
+    registry: ModelRegistry, trained: object
+) -> None:
+    import bentoml
+
+    name = f"reg-{uuid.uuid4().hex[:8]}"
+    version = register(registry, trained, name, "a" * 64)
+
+    found = registry.get(name, version)
+    labels = bentoml.models.get(f"{name}:{version}").info.labels
+
+    assert found.stage == "candidate" and found.data_commit == "a" * 64
+    assert labels == {
+        "dataset": "transactions",
+        "data_commit": "a" * 64,
+        "stage": "candidate",
+        "git_sha": "abc123",
+    }
+    assert found.batches == [BatchLineage("b1", "c" * 64, 3000, "http://prefect/runs/1")]
+    assert found.metrics["roc_auc"] == trained.metrics.roc_auc  # type: ignore[attr-defined]
+    assert registry.load(name, version).predict_proba  # a fitted pipeline comes back
+
+
+def test_exactly_one_production_version_and_rollback(
+    registry: ModelRegistry, trained: object
+) -> None:
+    name = f"reg-{uuid.uuid4().hex[:8]}"
+    first, second, third = (register(registry, trained, name, str(n) * 64) for n in range(3))
+
+    registry.promote(name, first, "first")
+    registry.promote(name, second, "better")
+    stages = {v.version: v.stage for v in registry.versions(name)}
+
+    assert stages == {first: "archived", second: "production", third: "candidate"}
+    assert registry.rollback(name).version == first
+    assert registry.production(name).version == first  # type: ignore[union-attr]
+    assert [e.event for e in registry.history(name)][-3:] == ["promoted", "promoted", "promoted"]
+    assert registry.history(name)[-1].detail == f"rollback from {second}"
+
+
+def test_rollback_without_an_earlier_production_version_is_refused(
+    registry: ModelRegistry, trained: object
+) -> None:
+    name = f"reg-{uuid.uuid4().hex[:8]}"
+    only = register(registry, trained, name, "d" * 64)
+    registry.promote(name, only, "first")
+
+    with pytest.raises(RegistryError, match="no earlier production version"):
+        registry.rollback(name)
+    with pytest.raises(RegistryError, match="no model version"):
+        registry.promote(name, "doesnotexist", "x")
