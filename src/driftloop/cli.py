@@ -228,11 +228,14 @@ def package(
     console.print(f"image: {built['image'] or 'not built (no container engine here)'}")
 
 
-def open_registry() -> tuple[Settings, ModelRegistry]:
+def open_registry(dataset: str) -> tuple[Settings, ModelRegistry, str]:
+    """Settings, the registry, and the model name of ``dataset`` (default: the setting)."""
+    from driftloop.datasets.spec import load_spec
     from driftloop.registry import ModelRegistry
 
     settings = load_settings()
-    return settings, ModelRegistry(settings.bentoml_home, settings.registry_database)
+    registry = ModelRegistry(settings.bentoml_home, settings.registry_database)
+    return settings, registry, load_spec(dataset or settings.dataset).model_name
 
 
 @model_app.command("list")
@@ -240,10 +243,7 @@ def model_list(
     dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
 ) -> None:
     """Every version of the dataset's model, with stage, data commit and holdout metrics."""
-    from driftloop.datasets.spec import load_spec
-
-    settings, registry = open_registry()
-    name = load_spec(dataset or settings.dataset).model_name
+    _, registry, name = open_registry(dataset)
     table = Table(title=name, title_justify="left")
     for column in ("version", "stage", "created", "data commit", "roc_auc", "pr_auc", "f1"):
         table.add_column(column, no_wrap=True)
@@ -268,12 +268,11 @@ def model_show(
     dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
 ) -> None:
     """One version with its lineage: model -> data commit -> batches -> ingestion runs."""
-    from driftloop.datasets.spec import load_spec
     from driftloop.registry import RegistryError
 
-    settings, registry = open_registry()
+    _, registry, default_name = open_registry(dataset)
     name, _, number = version.rpartition(":")
-    name = name or load_spec(dataset or settings.dataset).model_name
+    name = name or default_name
     try:
         found = registry.get(name, number)
     except RegistryError as problem:
@@ -301,11 +300,9 @@ def model_promote(
     dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
 ) -> None:
     """Make a version production by hand (bypasses the gate; recorded in the history)."""
-    from driftloop.datasets.spec import load_spec
     from driftloop.registry import RegistryError
 
-    settings, registry = open_registry()
-    name = load_spec(dataset or settings.dataset).model_name
+    settings, registry, name = open_registry(dataset)
     try:
         promoted = registry.promote(name, version, "promoted by hand (driftloop model promote)")
     except RegistryError as problem:
@@ -319,11 +316,9 @@ def model_rollback(
     dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
 ) -> None:
     """Make the previous production version production again."""
-    from driftloop.datasets.spec import load_spec
     from driftloop.registry import RegistryError
 
-    settings, registry = open_registry()
-    name = load_spec(dataset or settings.dataset).model_name
+    settings, registry, name = open_registry(dataset)
     try:
         restored = registry.rollback(name)
     except RegistryError as problem:

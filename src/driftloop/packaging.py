@@ -32,25 +32,31 @@ def _environment(bentoml_home: Path, model_tag: str) -> dict[str, str]:
     }
 
 
+def _bentoml(args: list[str], bentoml_home: Path, model_tag: str, timeout: float) -> str:
+    """Run the ``bentoml`` command of this environment; its stdout, or PackagingError."""
+    finished = subprocess.run(
+        [str(Path(sys.executable).with_name("bentoml")), *args],
+        env=_environment(bentoml_home, model_tag),
+        cwd=service_folder(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if finished.returncode != 0:
+        raise PackagingError(f"bentoml {args[0]} failed:\n{finished.stdout}\n{finished.stderr}")
+    return finished.stdout
+
+
 def build_bento(model_tag: str, bentoml_home: Path) -> str:
     """Build the inference Bento around ``model_tag``; returns the Bento's tag.
 
     Works offline: the bentofile turns package locking off, so nothing is resolved or fetched.
     """
-    bentoml = str(Path(sys.executable).with_name("bentoml"))
-    finished = subprocess.run(
-        [bentoml, "build", "--output", "tag", str(service_folder())],
-        env=_environment(bentoml_home, model_tag),
-        cwd=service_folder(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    output = _bentoml(
+        ["build", "--output", "tag", str(service_folder())], bentoml_home, model_tag, 600
     )
-    if finished.returncode != 0:
-        raise PackagingError(f"bentoml build failed:\n{finished.stdout}\n{finished.stderr}")
-    tag = finished.stdout.strip().splitlines()[-1].strip()
-    return tag.removeprefix("__tag__:")
+    return output.strip().splitlines()[-1].strip().removeprefix("__tag__:")
 
 
 def container_engine_available() -> bool:
@@ -59,27 +65,13 @@ def container_engine_available() -> bool:
     if docker is None:
         return False
     try:
-        return (
-            subprocess.run(
-                [docker, "info"], capture_output=True, timeout=20, check=False
-            ).returncode
-            == 0
-        )
+        answer = subprocess.run([docker, "info"], capture_output=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
+    return answer.returncode == 0
 
 
 def containerize(bento_tag: str, bentoml_home: Path) -> str:
-    """``bentoml containerize`` the Bento; returns the image tag."""
-    bentoml = str(Path(sys.executable).with_name("bentoml"))
-    finished = subprocess.run(
-        [bentoml, "containerize", bento_tag],
-        env=_environment(bentoml_home, ""),
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    if finished.returncode != 0:
-        raise PackagingError(f"bentoml containerize failed:\n{finished.stdout}\n{finished.stderr}")
+    """``bentoml containerize`` the Bento; returns the image tag (the Bento's tag)."""
+    _bentoml(["containerize", bento_tag], bentoml_home, "", 1800)
     return bento_tag

@@ -18,6 +18,7 @@ import pytest
 from driftloop.lakefs_client import LakeFSClient
 from driftloop.processes import Component, free_port
 from driftloop.stack import (
+    drain_prefect_client,
     ensure_process_pool,
     prefect_client_env,
     start_lakefs_server,
@@ -95,6 +96,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         component.wait_healthy(timeout=SERVER_START_TIMEOUT)
         yield PrefectServer(f"http://127.0.0.1:{port}/api", component, home, database_url)
     finally:
+        drain_prefect_client()  # flows run in this process: their logs go out before the server
         component.stop()
 
 
