@@ -262,6 +262,23 @@ def model_list(
     console.print(table)
 
 
+@model_app.command("history")
+def model_history(
+    dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+) -> None:
+    """What happened to the model's versions: registered, promoted, rejected, rolled back."""
+    import datetime
+
+    _, registry, name = open_registry(dataset)
+    table = Table(title=f"{name} history", title_justify="left")
+    for column in ("when (UTC)", "version", "event", "detail"):
+        table.add_column(column, overflow="fold")
+    for entry in registry.history(name):
+        when = datetime.datetime.fromtimestamp(entry.at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(when, entry.version, entry.event, entry.detail)
+    console.print(table)
+
+
 @model_app.command("show")
 def model_show(
     version: Annotated[str, typer.Argument(help="Version, or name:version")],

@@ -43,6 +43,9 @@ def test_train_then_list_show_promote_and_roll_back(
     assert "lineage" in shown and "b1" in shown and "6000" in shown
     assert re.search(rf"{second.group(1)}\s+│ production", after_promote)
     assert f"{first.group(1)} is production again" in rolled
+    history = driftloop("model", "history")
+    for event in ("registered", "promoted", f"rollback from {second.group(1)}"):
+        assert event in history
     packaged = driftloop("package")
     assert "Bento driftloop-inference:" in packaged and first.group(1) in packaged
     refused = run_driftloop("model", "show", "nope", env=env, cwd=tmp_path)
