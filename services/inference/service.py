@@ -1,59 +1,249 @@
-"""The inference service: one BentoML service answering with driftloop's production model.
+"""The inference service: driftloop's production model over HTTP, one BentoML service.
 
-The model is chosen by DRIFTLOOP_MODEL_TAG (``<dataset>-classifier:<version>``), read when the
-service class is defined, as BentoML's model reference requires; ``driftloop package`` sets it
-to the production version when it builds the Bento. The service is self-contained: the feature
-list and types come from the model's own metadata, so the Bento needs no driftloop package.
+Routes (a Starlette app mounted in the BentoML service, so the hot path carries no framework
+overhead beyond parsing, validation and scoring):
+
+- ``POST /predict``: one record or a list; each answer has a prediction id, the score, the label
+  and the model version that produced it. Records are validated against the dataset spec: a
+  missing, unknown or mistyped field gets 422 naming it; more than
+  DRIFTLOOP_SERVING__MAX_BATCH_ROWS records get 413.
+- ``POST /feedback``: ``{"prediction_id": ..., "label": 0|1}``; unknown id 404, a repeat of the
+  same label is accepted and changes nothing, a different label for a labelled prediction 409.
+- ``GET /model``: name, version, data commit and holdout metrics of the model answering.
+- BentoML's own ``/healthz``, ``/livez``, ``/readyz`` (ready only once a model is loaded) and
+  ``/metrics`` (driftloop's metrics beside ``bentoml_service_*``).
+
+When DRIFTLOOP_SERVING__API_KEY is set, /predict, /feedback and /model want it in ``X-API-Key``.
+Every prediction goes to the prediction log off the request path. The service follows the
+registry's production version and swaps models without a restart (``driftloop.serving``).
+
+Settings are read when this module is imported: BentoML needs the service class, and so the
+input schema derived from the dataset spec, at that moment.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import bentoml
-from bentoml.models import BentoModel
+import orjson
+from prometheus_client import Counter, Gauge, Histogram
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-with bentoml.importing():
-    import numpy as np
-    import pandas as pd
+from driftloop.datasets.spec import load_spec
+from driftloop.prediction_log import FeedbackResult, Prediction, PredictionLog, PredictionWriter
+from driftloop.serving import LoadedModel, ProductionFollower, record_model
+from driftloop.settings import get_settings
 
-MODEL_TAG = os.environ.get("DRIFTLOOP_MODEL_TAG", "transactions-classifier:latest")
+log = logging.getLogger("driftloop.inference")
+
+SETTINGS = get_settings()
+SPEC = load_spec(SETTINGS.dataset)
+RECORDS: TypeAdapter[list[Any]] = TypeAdapter(list[record_model(SPEC)])  # type: ignore[misc,arg-type]
+FEEDBACK_LABELS = (0, 1)
+
+PREDICTIONS = Counter(
+    "driftloop_predictions", "Predictions answered.", ["model", "version", "label"]
+)
+SCORES = Histogram(
+    "driftloop_prediction_score",
+    "Scores of the predictions answered.",
+    buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+)
+LOG_DROPPED = Counter(
+    "driftloop_prediction_log_dropped", "Predictions the prediction log had no room for."
+)
+MODEL_INFO = Gauge(
+    "driftloop_model_info",
+    "The model version answering (1) in each live worker.",
+    ["model", "version", "data_commit"],
+    multiprocess_mode="liveall",
+)
+
+app = Starlette()
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def problem(status: int, message: str, **extra: Any) -> Response:
+    return json_response({"detail": message, **extra}, status)
+
+
+def field_errors(error: ValidationError, single: bool) -> list[dict[str, str]]:
+    """Each validation problem with the field it is about (``records[2].amount`` in lists)."""
+    found = []
+    for item in error.errors(include_url=False):
+        location = list(item["loc"])
+        index = location.pop(0) if location and isinstance(location[0], int) else None
+        name = ".".join(str(part) for part in location) or "(record)"
+        field = name if single or index is None else f"records[{index}].{name}"
+        found.append({"field": field, "message": item["msg"], "type": item["type"]})
+    return found
 
 
 @bentoml.service(name="driftloop-inference", traffic={"timeout": 30})
+@bentoml.asgi_app(app, path="/")
 class InferenceService:
-    """Scores records with the model the Bento was built with."""
-
-    model_ref = BentoModel(MODEL_TAG)
+    """Answers predictions with the production model and logs every one of them."""
 
     def __init__(self) -> None:
-        self.model = bentoml.sklearn.load_model(self.model_ref)
-        info = self.model_ref.info
-        self.version = str(info.tag.version)
-        self.data_commit = info.labels.get("data_commit", "")
-        self.features: list[dict[str, Any]] = list(info.metadata["spec"]["features"])
-        self.threshold = float(info.metadata["metrics"]["threshold"])
+        self.api_key = (
+            SETTINGS.serving.api_key.get_secret_value() if SETTINGS.serving.api_key else None
+        )
+        self.max_rows = SETTINGS.serving.max_batch_rows
+        # The table is created on first use, so the service starts even with the store down.
+        prediction_log = PredictionLog(SETTINGS.prediction_log_url)
+        self.prediction_log = prediction_log
+        self.writer = PredictionWriter(
+            prediction_log,
+            capacity=SETTINGS.serving.log_queue_capacity,
+            on_drop=LOG_DROPPED.inc,
+        )
+        self.serving: LoadedModel | None = None
+        self.follower = ProductionFollower(
+            SPEC.model_name,
+            SETTINGS.registry_database,
+            SETTINGS.serving.model_poll_seconds,
+            fallback_tag=os.environ.get("DRIFTLOOP_MODEL_TAG"),
+            on_swap=self._announce,
+        )
+        self.follower.start()
+        app.router.routes.extend(
+            [
+                Route("/predict", self.predict, methods=["POST"]),
+                Route("/feedback", self.feedback, methods=["POST"]),
+                Route("/model", self.model, methods=["GET"]),
+            ]
+        )
 
-    @bentoml.api
-    def predict(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Fraud (or malignancy) score, label and model version for each record."""
-        scores = self.model.predict_proba(self._frame(records))[:, 1]
-        return [
+    def __is_ready__(self) -> bool:
+        return self.follower.current is not None
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        """Stop following the registry and write out every queued prediction."""
+        self.follower.stop()
+        self.writer.close()
+        self.prediction_log.dispose()
+
+    def _announce(self, model: LoadedModel) -> None:
+        # Multiprocess gauges keep every label set they saw: mark the old version 0, not gone.
+        if self.serving is not None:
+            old = self.serving
+            MODEL_INFO.labels(old.name, old.version, old.data_commit).set(0)
+        MODEL_INFO.labels(model.name, model.version, model.data_commit).set(1)
+        self.serving = model
+
+    def _refused(self, request: Request) -> Response | None:
+        if self.api_key is None:
+            return None
+        given = request.headers.get("x-api-key", "")
+        if secrets.compare_digest(given.encode(), self.api_key.encode()):
+            return None
+        return problem(401, "missing or wrong API key (header X-API-Key)")
+
+    async def predict(self, request: Request) -> Response:
+        if refused := self._refused(request):
+            return refused
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as error:
+            return problem(400, f"request body is not valid JSON: {error}")
+        single = isinstance(body, dict)
+        records = [body] if single else body
+        if not isinstance(records, list) or not records:
+            return problem(422, "send one record (a JSON object) or a non-empty list of them")
+        if len(records) > self.max_rows:
+            return problem(
+                413, f"{len(records)} records in one request; at most {self.max_rows} are accepted"
+            )
+        try:
+            RECORDS.validate_python(records)
+        except ValidationError as error:
+            errors = field_errors(error, single)
+            return problem(422, "invalid record: " + errors[0]["field"], errors=errors)
+        model = self.follower.current
+        if model is None:
+            return problem(503, "no production model is loaded yet")
+        scores = model.score(records)
+        now = datetime.now(UTC)
+        answers = []
+        for record, score in zip(records, scores.tolist(), strict=True):
+            label = int(score >= model.threshold)
+            prediction_id = str(uuid.uuid4())
+            answers.append(
+                {
+                    "prediction_id": prediction_id,
+                    "score": score,
+                    "label": label,
+                    "model_version": model.version,
+                }
+            )
+            self.writer.submit(
+                Prediction(prediction_id, now, model.name, model.version, record, score, label)
+            )
+            PREDICTIONS.labels(model.name, model.version, str(label)).inc()
+            SCORES.observe(score)
+        return json_response(answers[0] if single else answers)
+
+    async def feedback(self, request: Request) -> Response:
+        if refused := self._refused(request):
+            return refused
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as error:
+            return problem(400, f"request body is not valid JSON: {error}")
+        if not isinstance(body, dict):
+            return problem(422, "send a JSON object with prediction_id and label")
+        prediction_id, label = body.get("prediction_id"), body.get("label")
+        if not isinstance(prediction_id, str) or not prediction_id:
+            return problem(422, "invalid feedback: prediction_id", field="prediction_id")
+        if isinstance(label, bool) or label not in FEEDBACK_LABELS:
+            return problem(422, "invalid feedback: label must be 0 or 1", field="label")
+        unexpected = sorted(set(body) - {"prediction_id", "label"})
+        if unexpected:
+            return problem(
+                422, f"invalid feedback: unknown field {unexpected[0]}", field=unexpected[0]
+            )
+        # A prediction made a moment ago may still be queued: write it out first.
+        await run_in_threadpool(self.writer.flush, 5.0)
+        try:
+            outcome = await run_in_threadpool(
+                self.prediction_log.record_feedback, prediction_id, int(label)
+            )
+        except SQLAlchemyError as error:
+            log.warning("feedback for %s not stored: %s", prediction_id, error)
+            return problem(503, "the prediction log is unavailable; send the feedback again later")
+        if outcome == FeedbackResult.UNKNOWN:
+            return problem(404, f"no prediction {prediction_id}")
+        if outcome == FeedbackResult.CONFLICT:
+            return problem(409, f"prediction {prediction_id} already has a different label")
+        return json_response({"prediction_id": prediction_id, "status": outcome})
+
+    async def model(self, request: Request) -> Response:
+        if refused := self._refused(request):
+            return refused
+        model = self.follower.current
+        if model is None:
+            return problem(503, "no production model is loaded yet")
+        return json_response(
             {
-                "score": float(score),
-                "label": int(score >= self.threshold),
-                "model_version": self.version,
+                "name": model.name,
+                "version": model.version,
+                "data_commit": model.data_commit,
+                "metrics": model.metrics,
             }
-            for score in scores
-        ]
-
-    def _frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
-        columns: dict[str, Any] = {}
-        for feature in self.features:
-            values = [record.get(feature["name"]) for record in records]
-            if feature["type"] == "categorical":
-                columns[feature["name"]] = pd.Series(values, dtype=object)
-            else:
-                columns[feature["name"]] = pd.Series(values, dtype=np.float64)
-        return pd.DataFrame(columns)
+        )

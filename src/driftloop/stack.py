@@ -170,3 +170,32 @@ def start_lakefs_server(
         log_path=log_path,
         env=env,
     )
+
+
+def start_inference_server(
+    *,
+    host: str,
+    port: int,
+    log_path: Path,
+    env: dict[str, str],
+    cwd: Path,
+) -> Component:
+    """``bentoml serve`` the inference service; healthy once /readyz says a model is loaded."""
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    command = [
+        bentoml,
+        "serve",
+        "services.inference.service:InferenceService",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    return start_component(
+        "inference",
+        command,
+        health_url=f"http://{host}:{port}/readyz",
+        log_path=log_path,
+        env={"BENTOML_DO_NOT_TRACK": "true", **env},
+        cwd=cwd,
+    )

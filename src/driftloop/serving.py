@@ -1,0 +1,158 @@
+"""What the inference service does, apart from HTTP: validate records, score, follow production.
+
+- :func:`record_model` turns a dataset spec into a strict pydantic model of one input record.
+- :class:`LoadedModel` is one model version ready to score.
+- :class:`ProductionFollower` watches the registry and swaps in each new production version:
+  the new version is loaded off to the side and then replaces the old one in one assignment, so
+  every request is answered whole by one version or the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, create_model
+
+from driftloop.datasets.spec import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+
+def record_model(spec: DatasetSpec) -> type[BaseModel]:
+    """A strict model of one input record: every feature required, nothing else accepted.
+
+    Numbers must be JSON numbers (integers for integer features), booleans JSON booleans, and
+    categories one of the spec's. Ranges are not enforced here: values outside the training
+    range are what drift monitoring is for.
+    """
+    fields: dict[str, Any] = {}
+    for feature in spec.features:
+        if feature.type == "numeric":
+            annotation: Any = float  # strict: JSON numbers only (integers are fine)
+        elif feature.type == "integer":
+            annotation = StrictInt
+        elif feature.type == "boolean":
+            annotation = StrictBool
+        else:
+            annotation = Literal[tuple(feature.categories or ())]  # type: ignore[misc]
+        if feature.nullable:
+            annotation = annotation | None
+        fields[feature.name] = (annotation, ...)
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        f"{spec.name.title().replace('_', '')}Record",
+        __config__=ConfigDict(extra="forbid", strict=True),
+        **fields,
+    )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One model version, loaded and ready to score."""
+
+    name: str
+    version: str
+    data_commit: str
+    metrics: dict[str, float]
+    threshold: float
+    features: list[dict[str, Any]]
+    pipeline: Any
+
+    def frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
+        columns: dict[str, Any] = {}
+        for feature in self.features:
+            values = [record[feature["name"]] for record in records]
+            if feature["type"] == "categorical":
+                columns[feature["name"]] = np.array(values, dtype=object)
+            else:
+                columns[feature["name"]] = np.array(values, dtype=np.float64)
+        return pd.DataFrame(columns)
+
+    def score(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """The positive-class score of each record."""
+        scores: np.ndarray = self.pipeline.predict_proba(self.frame(records))[:, 1]
+        return scores
+
+
+def load_version(tag: str) -> LoadedModel:
+    """Load ``name:version`` from the BentoML store."""
+    import bentoml
+
+    model = bentoml.models.get(tag)
+    metadata: dict[str, Any] = dict(model.info.metadata)
+    return LoadedModel(
+        name=model.tag.name,
+        version=str(model.tag.version),
+        data_commit=model.info.labels.get("data_commit", ""),
+        metrics=dict(metadata.get("metrics", {})),
+        threshold=float(metadata["metrics"]["threshold"]),
+        features=list(metadata["spec"]["features"]),
+        pipeline=bentoml.sklearn.load_model(model),
+    )
+
+
+def production_version(registry_database: Path, model_name: str) -> str | None:
+    """The registry's production version of ``model_name``, read without locking anyone."""
+    if not registry_database.exists():
+        return None
+    with sqlite3.connect(f"file:{registry_database}?mode=ro", uri=True, timeout=5) as db:
+        row = db.execute(
+            "SELECT version FROM stages WHERE model = ? AND stage = 'production'", (model_name,)
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+class ProductionFollower:
+    """Keeps ``current`` on the registry's production version of one model."""
+
+    def __init__(
+        self,
+        model_name: str,
+        registry_database: Path | None,
+        poll_seconds: float,
+        *,
+        fallback_tag: str | None = None,
+        on_swap: Callable[[LoadedModel], None] = lambda model: None,
+    ) -> None:
+        self.model_name = model_name
+        self.registry_database = registry_database
+        self.poll_seconds = poll_seconds
+        self.fallback_tag = fallback_tag
+        self.on_swap = on_swap
+        self.current: LoadedModel | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="production-follower", daemon=True)
+
+    def start(self) -> None:
+        self.check()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def check(self) -> None:
+        """Load and switch to the production version if it changed."""
+        wanted = None
+        if self.registry_database is not None:
+            wanted = production_version(self.registry_database, self.model_name)
+        tag = f"{self.model_name}:{wanted}" if wanted else self.fallback_tag
+        if tag is None or (self.current and f"{self.model_name}:{self.current.version}" == tag):
+            return
+        loaded = load_version(tag)
+        self.current = loaded  # one assignment: a request sees the old model or the new one
+        log.info("now serving %s:%s", loaded.name, loaded.version)
+        self.on_swap(loaded)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.check()
+            except Exception:  # a broken registry must not stop the service answering
+                log.exception("could not follow the production model")
