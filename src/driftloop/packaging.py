@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 import services.inference
 
 
@@ -48,13 +50,45 @@ def _bentoml(args: list[str], bentoml_home: Path, model_tag: str, timeout: float
     return finished.stdout
 
 
+def build_wheel(into: Path) -> Path:
+    """Build driftloop's own wheel (offline) into ``into``; the Bento installs it."""
+    if into.exists():
+        shutil.rmtree(into)
+    uv = str(Path(sys.executable).with_name("uv"))
+    project = service_folder().parents[1]
+    finished = subprocess.run(
+        [uv, "build", "--wheel", "--offline", "--out-dir", str(into), str(project)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if finished.returncode != 0:
+        raise PackagingError(f"building the driftloop wheel failed:\n{finished.stderr}")
+    (wheel,) = into.glob("driftloop-*.whl")
+    return wheel
+
+
 def build_bento(model_tag: str, bentoml_home: Path) -> str:
     """Build the inference Bento around ``model_tag``; returns the Bento's tag.
 
-    Works offline: the bentofile turns package locking off, so nothing is resolved or fetched.
+    The Bento carries the model, the service and driftloop's own wheel (the service imports
+    driftloop), and serves ``model_tag`` when no registry is there to follow. It builds offline:
+    the bentofile turns package locking off, so nothing is resolved or fetched.
     """
+    folder = service_folder()
+    wheel = build_wheel(folder / "wheels")
+    config = yaml.safe_load((folder / "bentofile.yaml").read_text())
+    config["python"]["wheels"] = [f"wheels/{wheel.name}"]
+    config["envs"] = [{"name": "DRIFTLOOP_MODEL_TAG", "value": model_tag}]
+    config["models"] = [model_tag]
+    generated = folder / "bentofile.generated.yaml"
+    generated.write_text(yaml.safe_dump(config, sort_keys=False))
     output = _bentoml(
-        ["build", "--output", "tag", str(service_folder())], bentoml_home, model_tag, 600
+        ["build", "--bentofile", str(generated), "--output", "tag", str(folder)],
+        bentoml_home,
+        model_tag,
+        600,
     )
     return output.strip().splitlines()[-1].strip().removeprefix("__tag__:")
 
