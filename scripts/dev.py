@@ -55,6 +55,8 @@ def setup() -> None:
         must(BIN / "python", "-m", "pip", "install", "--quiet", f"uv=={UV_VERSION}")
     say("installing the locked dependencies (uv sync --frozen)")
     os.environ["VIRTUAL_ENV"] = str(VENV)
+    # Keep urllib3-future (via grafana-client) from overwriting urllib3; see pyproject.toml.
+    os.environ["URLLIB3_NO_OVERRIDE"] = "1"
     must(BIN / "uv", "sync", "--frozen", "--python", BIN / "python")
     say(f"environment ready in {time.monotonic() - started:.0f} s: {VENV}")
 

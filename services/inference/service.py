@@ -10,6 +10,7 @@ overhead beyond parsing, validation and scoring):
 - ``POST /feedback``: ``{"prediction_id": ..., "label": 0|1}``; unknown id 404, a repeat of the
   same label is accepted and changes nothing, a different label for a labelled prediction 409.
 - ``GET /model``: name, version, data commit and holdout metrics of the model answering.
+- ``GET /openapi.json``: the OpenAPI document of these routes, built from the dataset spec.
 - BentoML's own ``/healthz``, ``/livez``, ``/readyz`` (ready only once a model is loaded) and
   ``/metrics`` (driftloop's metrics beside ``bentoml_service_*``).
 
@@ -43,14 +44,16 @@ from starlette.routing import Route
 
 from driftloop.datasets.spec import load_spec
 from driftloop.prediction_log import FeedbackResult, Prediction, PredictionLog, PredictionWriter
-from driftloop.serving import LoadedModel, ProductionFollower, record_model
+from driftloop.serving import LoadedModel, ProductionFollower, openapi_document, record_model
 from driftloop.settings import get_settings
 
 log = logging.getLogger("driftloop.inference")
 
 SETTINGS = get_settings()
 SPEC = load_spec(SETTINGS.dataset)
-RECORDS: TypeAdapter[list[Any]] = TypeAdapter(list[record_model(SPEC)])  # type: ignore[misc,arg-type]
+RECORD = record_model(SPEC)
+RECORDS: TypeAdapter[list[Any]] = TypeAdapter(list[RECORD])  # type: ignore[valid-type]
+OPENAPI = orjson.dumps(openapi_document(SPEC, RECORD, SETTINGS.serving.max_batch_rows))
 FEEDBACK_LABELS = (0, 1)
 
 PREDICTIONS = Counter(
@@ -126,6 +129,7 @@ class InferenceService:
                 Route("/predict", self.predict, methods=["POST"]),
                 Route("/feedback", self.feedback, methods=["POST"]),
                 Route("/model", self.model, methods=["GET"]),
+                Route("/openapi.json", self.openapi, methods=["GET"]),
             ]
         )
 
@@ -232,6 +236,10 @@ class InferenceService:
         if outcome == FeedbackResult.CONFLICT:
             return problem(409, f"prediction {prediction_id} already has a different label")
         return json_response({"prediction_id": prediction_id, "status": outcome})
+
+    async def openapi(self, request: Request) -> Response:
+        """The OpenAPI document of /predict, /feedback and /model."""
+        return Response(OPENAPI, media_type="application/json")
 
     async def model(self, request: Request) -> Response:
         if refused := self._refused(request):

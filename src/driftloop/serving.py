@@ -156,3 +156,108 @@ class ProductionFollower:
                 self.check()
             except Exception:  # a broken registry must not stop the service answering
                 log.exception("could not follow the production model")
+
+
+def openapi_document(spec: DatasetSpec, record: type[BaseModel], max_rows: int) -> dict[str, Any]:
+    """The OpenAPI 3 document of the service's own routes (served at /openapi.json)."""
+    record_schema = record.model_json_schema()
+    error = {
+        "type": "object",
+        "required": ["detail"],
+        "properties": {"detail": {"type": "string"}},
+    }
+
+    def answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+    prediction = {
+        "type": "object",
+        "required": ["prediction_id", "score", "label", "model_version"],
+        "properties": {
+            "prediction_id": {"type": "string"},
+            "score": {"type": "number", "minimum": 0, "maximum": 1},
+            "label": {"type": "integer", "enum": [0, 1]},
+            "model_version": {"type": "string"},
+        },
+    }
+    failures = {
+        "401": answer("Missing or wrong X-API-Key", error),
+        "422": answer("A field is missing, unknown or of the wrong type", error),
+        "503": answer("No model loaded yet, or the prediction log is unavailable", error),
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": f"driftloop inference ({spec.name})", "version": "1"},
+        "paths": {
+            "/predict": {
+                "post": {
+                    "operationId": "predict",
+                    "summary": f"Score one {spec.name} record or a list of them",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/Record"},
+                                        {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/Record"},
+                                            "minItems": 1,
+                                            "maxItems": max_rows,
+                                        },
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": answer(
+                            "One answer per record",
+                            {"oneOf": [prediction, {"type": "array", "items": prediction}]},
+                        ),
+                        "400": answer("Not JSON", error),
+                        "413": answer(f"More than {max_rows} records", error),
+                        **failures,
+                    },
+                }
+            },
+            "/feedback": {
+                "post": {
+                    "operationId": "feedback",
+                    "summary": "Attach the true label to an earlier prediction",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["prediction_id", "label"],
+                                    "properties": {
+                                        "prediction_id": {"type": "string", "minLength": 1},
+                                        "label": {"type": "integer", "enum": [0, 1]},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": answer("Recorded, or already recorded", {"type": "object"}),
+                        "400": answer("Not JSON", error),
+                        "404": answer("No such prediction", error),
+                        "409": answer("The prediction has a different label already", error),
+                        **failures,
+                    },
+                }
+            },
+            "/model": {
+                "get": {
+                    "operationId": "model",
+                    "summary": "The model answering: version, data commit, holdout metrics",
+                    "responses": {"200": answer("The model", {"type": "object"}), **failures},
+                }
+            },
+        },
+        "components": {"schemas": {"Record": record_schema}},
+    }
