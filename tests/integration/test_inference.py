@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -256,26 +256,34 @@ def test_model_swap_under_load_drops_no_request(tmp_path: Path) -> None:
                 )
                 seen.append((time.monotonic(), response.status_code, version))
 
+    def wait_for(condition: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
     workers = [threading.Thread(target=load) for _ in range(4)]
     try:
         for worker in workers:
             worker.start()
-        time.sleep(2)
+        wait_for(lambda: len(seen) >= 30, timeout=60)
         promoted_at = time.monotonic()
         swap_home.registry.promote(MODEL, new, "swap test")
-        time.sleep(6)
+        wait_for(lambda: any(version == new for _, _, version in seen), timeout=20)
+        first_new = min((at for at, _, version in seen if version == new), default=promoted_at)
+        wait_for(lambda: sum(at > first_new + 1.0 for at, _, _ in seen) >= 20, timeout=60)
     finally:
         stop.set()
         for worker in workers:
             worker.join(timeout=20)
         component.stop()
 
-    assert len(seen) > 100
     assert all(status == 200 for _, status, _ in seen), {s for _, s, _ in seen}
-    assert {version for _, _, version in seen} == {old, new}
-    first_new = min(at for at, _, version in seen if version == new)
+    before = [version for at, _, version in seen if at < promoted_at]
+    assert len(before) >= 30 and set(before) == {old}
+    assert new in {version for _, _, version in seen}
     assert first_new - promoted_at < 10
-    assert all(version == new for at, _, version in seen if at > first_new + 1.0)
+    after = [version for at, _, version in seen if at > first_new + 1.0]
+    assert len(after) >= 20 and set(after) == {new}
 
 
 def test_prediction_log_on_postgresql(home: Home) -> None:
