@@ -110,11 +110,13 @@ class InferenceService:
         # The table is created on first use, so the service starts even with the store down.
         prediction_log = PredictionLog(SETTINGS.prediction_log_url)
         self.prediction_log = prediction_log
-        self.writer = PredictionWriter(
-            prediction_log,
-            capacity=SETTINGS.serving.log_queue_capacity,
-            on_drop=LOG_DROPPED.inc,
-        )
+        self.writer: PredictionWriter | None = None
+        if SETTINGS.serving.log_predictions:
+            self.writer = PredictionWriter(
+                prediction_log,
+                capacity=SETTINGS.serving.log_queue_capacity,
+                on_drop=LOG_DROPPED.inc,
+            )
         self.serving: LoadedModel | None = None
         self.follower = ProductionFollower(
             SPEC.model_name,
@@ -140,7 +142,8 @@ class InferenceService:
     def shutdown(self) -> None:
         """Stop following the registry and write out every queued prediction."""
         self.follower.stop()
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
         self.prediction_log.dispose()
 
     def _announce(self, model: LoadedModel) -> None:
@@ -196,9 +199,10 @@ class InferenceService:
                     "model_version": model.version,
                 }
             )
-            self.writer.submit(
-                Prediction(prediction_id, now, model.name, model.version, record, score, label)
-            )
+            if self.writer is not None:
+                self.writer.submit(
+                    Prediction(prediction_id, now, model.name, model.version, record, score, label)
+                )
             PREDICTIONS.labels(model.name, model.version, str(label)).inc()
             SCORES.observe(score)
         return json_response(answers[0] if single else answers)
@@ -223,7 +227,8 @@ class InferenceService:
                 422, f"invalid feedback: unknown field {unexpected[0]}", field=unexpected[0]
             )
         # A prediction made a moment ago may still be queued: write it out first.
-        await run_in_threadpool(self.writer.flush, 5.0)
+        if self.writer is not None:
+            await run_in_threadpool(self.writer.flush, 5.0)
         try:
             outcome = await run_in_threadpool(
                 self.prediction_log.record_feedback, prediction_id, int(label)

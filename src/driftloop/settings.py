@@ -133,6 +133,9 @@ class ServingSettings(_Area):
     model_poll_seconds: PositiveFloat = Field(
         default=2.0, description="How often the service looks for a new production model."
     )
+    log_predictions: bool = Field(
+        default=True, description="Write every prediction to the prediction log."
+    )
     log_queue_capacity: PositiveInt = Field(
         default=10_000,
         description="Predictions waiting for the prediction log; beyond it they are dropped.",

@@ -1,0 +1,302 @@
+"""Serving benchmark: driftloop's inference service beside bare BentoML and bare FastAPI.
+
+    .venv/bin/python bench/serve.py [--seconds 20] [--repeat 3]
+
+Same model (the fraud pipeline, trained here), same load: single-row JSON POSTs from wrk
+(Debian package `wrk`) at concurrency 8 and 32, each run at least 3,000 requests, the four
+servers interleaved in every repetition. Every server is pinned to core 0 with taskset and wrk to
+core 1. Servers:
+
+- driftloop, logging on: `bentoml serve services.inference.service:InferenceService`, every
+  prediction validated, answered with an id and version, and written to the prediction log;
+- driftloop, logging off: the same with DRIFTLOOP_SERVING__LOG_PREDICTIONS=false;
+- bare BentoML: one async `@bentoml.api` calling the model (bench/servers/bare_bentoml.py);
+- bare FastAPI + uvicorn: one async route calling the model (bench/servers/bare_fastapi.py).
+
+It prints requests/s and p50/p90/p99 latency side by side, and each one's ratio to bare FastAPI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RECORD = {
+    "amount": 120.5,
+    "merchant_category": "electronics",
+    "channel": "online",
+    "device": "mobile",
+    "hour": 3,
+    "customer_age": 40,
+    "account_age_days": 30,
+    "distance_from_home_km": 800.0,
+    "txn_count_24h": 2,
+    "is_foreign": True,
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    command: list[str]
+    env: dict[str, str]
+    body: dict[str, object]
+    ready_path: str
+
+
+@dataclass(frozen=True)
+class Run:
+    requests: int
+    rps: float
+    p50: float
+    p90: float
+    p99: float
+    errors: int
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=20, help="length of each wrk run")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/serve.py needs wrk: apt-get install wrk")
+    if shutil.which("taskset") is None:
+        sys.exit("bench/serve.py needs taskset (util-linux)")
+
+    work = Path(tempfile.mkdtemp(prefix="driftloop-bench-serve-"))
+    os.environ["BENTOML_HOME"] = str(work / "bentoml")
+    tag = prepare_model(work)
+    print(f"[bench] model {tag}; working in {work}", flush=True)
+    variants = make_variants(work, tag)
+    processes = {}
+    try:
+        for index, variant in enumerate(variants):
+            port = 3300 + index
+            processes[variant.label] = start(variant, port, work)
+        for index, variant in enumerate(variants):
+            wait_ready(f"http://127.0.0.1:{3300 + index}{variant.ready_path}", variant.label)
+        results: dict[tuple[str, int], list[Run]] = {}
+        for repetition in range(args.repeat):
+            for concurrency in (8, 32):
+                for index, variant in enumerate(variants):
+                    url = f"http://127.0.0.1:{3300 + index}/predict"
+                    run = load(url, variant.body, concurrency, args.seconds, work)
+                    results.setdefault((variant.label, concurrency), []).append(run)
+                    print(
+                        f"[bench] rep {repetition + 1} c={concurrency:<2} {variant.label:<28} "
+                        f"{run.rps:8.0f} req/s  p50 {run.p50:6.2f} ms  p99 {run.p99:6.2f} ms  "
+                        f"({run.requests} requests, {run.errors} errors)",
+                        flush=True,
+                    )
+        report(variants, results)
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def prepare_model(work: Path) -> str:
+    from driftloop.datasets.spec import load_spec
+    from driftloop.datasets.transactions import generate_transactions
+    from driftloop.registry import BatchLineage, ModelRegistry
+    from driftloop.training import TrainParams, split_frame, train_model
+
+    spec = load_spec("transactions")
+    params = TrainParams()
+    frame = generate_transactions(20_000, seed=1)
+    trained = train_model(split_frame(frame, spec, params, None), spec, params)
+    registry = ModelRegistry(work / "bentoml", work / "home" / "registry.sqlite")
+    version = registry.register(
+        spec.model_name,
+        trained.pipeline,
+        dataset="transactions",
+        data_commit="0" * 64,
+        git_sha="bench",
+        metrics=trained.metrics.as_dict(),
+        params=trained.params.model_dump(),
+        digest=trained.digest,
+        split=trained.split,
+        batches=[BatchLineage("bench", "0" * 64, len(frame), None)],
+        spec=spec.model_dump(mode="json", exclude_none=True),
+    )
+    registry.promote(spec.model_name, version.version, "bench")
+    return version.tag
+
+
+def make_variants(work: Path, tag: str) -> list[Variant]:
+    common = {
+        "BENTOML_HOME": str(work / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "DRIFTLOOP_HOME": str(work / "home"),
+        "DRIFTLOOP_STORAGE__BENTOML_HOME": str(work / "bentoml"),
+        "BENCH_MODEL_TAG": tag,
+        "PYTHONPATH": str(PROJECT),
+        # One core per server: OpenMP (gradient boosting) gets one thread, in every variant.
+        "OMP_NUM_THREADS": "1",
+    }
+    ours = [str(BIN / "bentoml"), "serve", "services.inference.service:InferenceService"]
+    return [
+        Variant("driftloop, logging on", ours, common, RECORD, "/readyz"),
+        Variant(
+            "driftloop, logging off",
+            ours,
+            {**common, "DRIFTLOOP_SERVING__LOG_PREDICTIONS": "false"},
+            RECORD,
+            "/readyz",
+        ),
+        Variant(
+            "bare BentoML",
+            [str(BIN / "bentoml"), "serve", "bench.servers.bare_bentoml:BareService"],
+            common,
+            {"record": RECORD},
+            "/readyz",
+        ),
+        Variant(
+            "bare FastAPI + uvicorn",
+            [str(BIN / "uvicorn"), "bench.servers.bare_fastapi:app", "--no-access-log"],
+            common,
+            RECORD,
+            "/docs",
+        ),
+    ]
+
+
+def start(variant: Variant, port: int, work: Path) -> subprocess.Popen[bytes]:
+    command = [*variant.command, "--host", "127.0.0.1", "--port", str(port)]
+    log = (work / f"{variant.label.replace(' ', '_').replace(',', '')}.log").open("wb")
+    return subprocess.Popen(
+        ["taskset", "-c", "0", *command],
+        env={**os.environ, **variant.env},
+        cwd=PROJECT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_ready(url: str, label: str, timeout: float = 180) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{label} did not become ready at {url}")
+
+
+def load(url: str, body: dict[str, object], concurrency: int, seconds: int, work: Path) -> Run:
+    script = work / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = [[{json.dumps(body)}]]\n"
+    )
+    subprocess.run(  # warm-up, not measured
+        ["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}", "-d2s", "-s", str(script), url],
+        capture_output=True,
+        check=False,
+    )
+    finished = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return parse(finished.stdout)
+
+
+def parse(output: str) -> Run:
+    def latency(percent: str) -> float:
+        match = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+        assert match, output
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    errors_match = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    errors = int(errors_match.group(1)) if errors_match else 0
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    return Run(requests, rps, latency("50"), latency("90"), latency("99"), errors)
+
+
+def report(variants: list[Variant], results: dict[tuple[str, int], list[Run]]) -> None:
+    header = (
+        "server",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "x rps",
+        "x p50",
+        "requests",
+        "errors",
+    )
+    print()
+    for concurrency in (8, 32):
+        base = results[("bare FastAPI + uvicorn", concurrency)]
+        base_rps = statistics.median(r.rps for r in base)
+        base_p50 = statistics.median(r.p50 for r in base)
+        print(f"concurrency {concurrency}: medians of {len(base)} runs; ratios to bare FastAPI")
+        print(f"{header[0]:26}" + "".join(f"{h:>9}" for h in header[1:]))
+        for variant in variants:
+            runs = results[(variant.label, concurrency)]
+            rps = statistics.median(r.rps for r in runs)
+            p50 = statistics.median(r.p50 for r in runs)
+            p90 = statistics.median(r.p90 for r in runs)
+            p99 = statistics.median(r.p99 for r in runs)
+            fewest = min(r.requests for r in runs)
+            errors = sum(r.errors for r in runs)
+            print(
+                f"{variant.label:26}{rps:9.0f}{p50:9.2f}{p90:9.2f}{p99:9.2f}"
+                f"{rps / base_rps:9.2f}{p50 / base_p50:9.2f}{fewest:9d}{errors:9d}"
+            )
+        print()
+    ours = results[("driftloop, logging on", 8)]
+    base = results[("bare FastAPI + uvicorn", 8)]
+    ratio = statistics.median(r.rps for r in ours) / statistics.median(r.rps for r in base)
+    p50_ratio = statistics.median(r.p50 for r in ours) / statistics.median(r.p50 for r in base)
+    print(
+        f"target (logging on, c=8): throughput >= 0.80x bare FastAPI -> {ratio:.2f}x; "
+        f"p50 <= 1.5x -> {p50_ratio:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""Bare FastAPI + uvicorn calling the same model: the baseline the target is measured against."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.servers.common import load_model, score
+from fastapi import FastAPI
+
+app = FastAPI()
+PIPELINE, FEATURES = load_model()
+
+
+@app.post("/predict")
+async def predict(record: dict[str, Any]) -> dict[str, float]:
+    return {"score": score(PIPELINE, FEATURES, record)}
