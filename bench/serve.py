@@ -31,20 +31,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from driftloop.datasets.transactions import EXAMPLE_RECORD
+
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-RECORD = {
-    "amount": 120.5,
-    "merchant_category": "electronics",
-    "channel": "online",
-    "device": "mobile",
-    "hour": 3,
-    "customer_age": 40,
-    "account_age_days": 30,
-    "distance_from_home_km": 800.0,
-    "txn_count_24h": 2,
-    "is_foreign": True,
-}
+RECORD = EXAMPLE_RECORD
 
 
 @dataclass(frozen=True)

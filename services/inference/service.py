@@ -162,13 +162,19 @@ class InferenceService:
             return None
         return problem(401, "missing or wrong API key (header X-API-Key)")
 
-    async def predict(self, request: Request) -> Response:
+    async def _json_body(self, request: Request) -> tuple[Any, Response | None]:
+        """The parsed JSON body, or the response refusing the request (401, 400)."""
         if refused := self._refused(request):
-            return refused
+            return None, refused
         try:
-            body = orjson.loads(await request.body())
+            return orjson.loads(await request.body()), None
         except orjson.JSONDecodeError as error:
-            return problem(400, f"request body is not valid JSON: {error}")
+            return None, problem(400, f"request body is not valid JSON: {error}")
+
+    async def predict(self, request: Request) -> Response:
+        body, refused = await self._json_body(request)
+        if refused:
+            return refused
         single = isinstance(body, dict)
         records = [body] if single else body
         if not isinstance(records, list) or not records:
@@ -208,12 +214,9 @@ class InferenceService:
         return json_response(answers[0] if single else answers)
 
     async def feedback(self, request: Request) -> Response:
-        if refused := self._refused(request):
+        body, refused = await self._json_body(request)
+        if refused:
             return refused
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError as error:
-            return problem(400, f"request body is not valid JSON: {error}")
         if not isinstance(body, dict):
             return problem(422, "send a JSON object with prediction_id and label")
         prediction_id, label = body.get("prediction_id"), body.get("label")

@@ -131,7 +131,8 @@ class ProductionFollower:
         self._thread = threading.Thread(target=self._run, name="production-follower", daemon=True)
 
     def start(self) -> None:
-        self.check()
+        """Load the production version now if there is one, then keep following it."""
+        self._check_logged()
         self._thread.start()
 
     def stop(self) -> None:
@@ -152,10 +153,13 @@ class ProductionFollower:
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_seconds):
-            try:
-                self.check()
-            except Exception:  # a broken registry must not stop the service answering
-                log.exception("could not follow the production model")
+            self._check_logged()
+
+    def _check_logged(self) -> None:
+        try:
+            self.check()
+        except Exception:  # a broken registry or store must not stop the service answering
+            log.exception("could not follow the production model of %s", self.model_name)
 
 
 def openapi_document(spec: DatasetSpec, record: type[BaseModel], max_rows: int) -> dict[str, Any]:

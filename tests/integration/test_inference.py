@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from driftloop.datasets.spec import load_spec
-from driftloop.datasets.transactions import generate_transactions
+from driftloop.datasets.transactions import EXAMPLE_RECORD, generate_transactions
 from driftloop.prediction_log import PredictionLog
 from driftloop.processes import Component, free_port
 from driftloop.registry import BatchLineage, ModelRegistry
@@ -25,18 +25,7 @@ from driftloop.training import TrainParams, split_frame, train_model
 SPEC = load_spec("transactions")
 MODEL = SPEC.model_name
 PROJECT = Path(__file__).resolve().parents[2]
-RECORD = {
-    "amount": 120.5,
-    "merchant_category": "electronics",
-    "channel": "online",
-    "device": "mobile",
-    "hour": 3,
-    "customer_age": 40,
-    "account_age_days": 30,
-    "distance_from_home_km": 800.0,
-    "txn_count_24h": 2,
-    "is_foreign": True,
-}
+RECORD = EXAMPLE_RECORD
 
 
 class Home:

@@ -39,6 +39,19 @@ MERCHANTS = (
 CHANNELS = ("chip", "swipe", "contactless", "online")
 DEVICES = ("terminal", "mobile", "desktop")
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
+# One transaction as a client sends it to /predict (a late-night foreign online purchase).
+EXAMPLE_RECORD: dict[str, object] = {
+    "amount": 120.5,
+    "merchant_category": "electronics",
+    "channel": "online",
+    "device": "mobile",
+    "hour": 3,
+    "customer_age": 40,
+    "account_age_days": 30,
+    "distance_from_home_km": 800.0,
+    "txn_count_24h": 2,
+    "is_foreign": True,
+}
 
 
 @dataclass(frozen=True)
