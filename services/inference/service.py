@@ -97,7 +97,9 @@ def field_errors(error: ValidationError, single: bool) -> list[dict[str, str]]:
     return found
 
 
-@bentoml.service(name="driftloop-inference", traffic={"timeout": 30})
+@bentoml.service(
+    name="driftloop-inference", workers=SETTINGS.serving.workers, traffic={"timeout": 30}
+)
 @bentoml.asgi_app(app, path="/")
 class InferenceService:
     """Answers predictions with the production model and logs every one of them."""

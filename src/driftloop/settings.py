@@ -127,6 +127,9 @@ class ServingSettings(_Area):
         default=None,
         description="When set, /predict, /feedback and /model require it in the X-API-Key header.",
     )
+    workers: PositiveInt = Field(
+        default=1, description="Worker processes of the inference service."
+    )
     max_batch_rows: PositiveInt = Field(
         default=1000, description="Largest list of records one /predict request may carry."
     )

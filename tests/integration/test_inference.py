@@ -187,6 +187,37 @@ def test_model_health_readiness_and_metrics(server: Component, home: Home) -> No
     assert "bentoml_service_request_total" in metrics
 
 
+def test_metrics_stay_correct_with_two_workers(home: Home) -> None:
+    component = serve(home.path, "two-workers.log", serving__workers="2")
+    try:
+        component.wait_healthy(timeout=120)
+        with httpx.Client(timeout=10) as client:  # each predict below opens its own connection
+            answers = [
+                httpx.post(url(component, "/predict"), json=[RECORD] * 3).json() for _ in range(40)
+            ]
+            metrics = client.get(url(component, "/metrics")).text
+    finally:
+        component.stop()
+
+    counted = sum(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("driftloop_predictions_total{")
+    )
+    scored = [
+        line for line in metrics.splitlines() if line.startswith("driftloop_prediction_score_count")
+    ]
+    assert len(answers) == 40 and counted == 120
+    assert scored and float(scored[0].split()[-1]) == 120
+    assert len({a[0]["model_version"] for a in answers}) == 1
+    workers = {
+        line.split('pid="')[1].split('"')[0]
+        for line in metrics.splitlines()
+        if line.startswith("driftloop_model_info{") and 'pid="' in line
+    }
+    assert len(workers) == 2, "both workers report the model they serve"
+
+
 def test_not_ready_until_a_production_model_exists(tmp_path: Path) -> None:
     empty = Home(tmp_path)  # two candidates, no production yet
     component = serve(tmp_path, "empty.log")
