@@ -119,7 +119,6 @@ class InferenceService:
                 capacity=SETTINGS.serving.log_queue_capacity,
                 on_drop=LOG_DROPPED.inc,
             )
-        self.serving: LoadedModel | None = None
         self.follower = ProductionFollower(
             SPEC.model_name,
             SETTINGS.registry_database,
@@ -148,13 +147,11 @@ class InferenceService:
             self.writer.close()
         self.prediction_log.dispose()
 
-    def _announce(self, model: LoadedModel) -> None:
+    def _announce(self, previous: LoadedModel | None, model: LoadedModel) -> None:
         # Multiprocess gauges keep every label set they saw: mark the old version 0, not gone.
-        if self.serving is not None:
-            old = self.serving
-            MODEL_INFO.labels(old.name, old.version, old.data_commit).set(0)
+        if previous is not None:
+            MODEL_INFO.labels(previous.name, previous.version, previous.data_commit).set(0)
         MODEL_INFO.labels(model.name, model.version, model.data_commit).set(1)
-        self.serving = model
 
     def _refused(self, request: Request) -> Response | None:
         if self.api_key is None:

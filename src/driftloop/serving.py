@@ -119,7 +119,7 @@ class ProductionFollower:
         poll_seconds: float,
         *,
         fallback_tag: str | None = None,
-        on_swap: Callable[[LoadedModel], None] = lambda model: None,
+        on_swap: Callable[[LoadedModel | None, LoadedModel], None] = lambda old, new: None,
     ) -> None:
         self.model_name = model_name
         self.registry_database = registry_database
@@ -147,9 +147,9 @@ class ProductionFollower:
         if tag is None or (self.current and f"{self.model_name}:{self.current.version}" == tag):
             return
         loaded = load_version(tag)
-        self.current = loaded  # one assignment: a request sees the old model or the new one
+        previous, self.current = self.current, loaded  # a request sees the old or the new one
         log.info("now serving %s:%s", loaded.name, loaded.version)
-        self.on_swap(loaded)
+        self.on_swap(previous, loaded)
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_seconds):
