@@ -476,11 +476,6 @@ class Store:
 
     # -- refs ---------------------------------------------------------------------------------
 
-    def resolve(self, repo: str, ref: str) -> Resolved:
-        with self._read() as db:
-            self._repository(db, repo)
-            return self._resolve(db, repo, ref)
-
     def _resolve(self, db: sqlite3.Connection, repo: str, ref: str) -> Resolved:
         """Resolve a branch, tag or commit id (full or unique prefix), then ``~N`` and ``^N``."""
         match = re.search(r"[~^]", ref)
