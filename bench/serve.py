@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/serve.py [--seconds 20] [--repeat 3]
 
-Same model (the fraud pipeline, trained here), same load: single-row JSON POSTs from wrk
-(Debian package `wrk`) at concurrency 8 and 32, each run at least 3,000 requests, the four
-servers interleaved in every repetition. Every server is pinned to core 0 with taskset and wrk to
-core 1. Servers:
+Same model (the fraud pipeline, trained here, loaded and scored by every server through
+`driftloop.serving.load_version`, so each does the same scoring work), same load: single-row
+JSON POSTs from wrk (Debian package `wrk`) at concurrency 8 and 32, each run at least 3,000
+requests, the four servers interleaved in every repetition. Every server is pinned to core 0
+with taskset and wrk to core 1. Servers:
 
 - driftloop, logging on: `bentoml serve services.inference.service:InferenceService`, every
   prediction validated, answered with an id and version, and written to the prediction log;

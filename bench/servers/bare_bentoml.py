@@ -11,8 +11,8 @@ from bench.servers.common import load_model, score
 @bentoml.service(name="bare-bentoml")
 class BareService:
     def __init__(self) -> None:
-        self.pipeline, self.features = load_model()
+        self.model = load_model()
 
     @bentoml.api
     async def predict(self, record: dict[str, Any]) -> dict[str, float]:
-        return {"score": score(self.pipeline, self.features, record)}
+        return {"score": score(self.model, record)}

@@ -8,9 +8,9 @@ from bench.servers.common import load_model, score
 from fastapi import FastAPI
 
 app = FastAPI()
-PIPELINE, FEATURES = load_model()
+MODEL = load_model()
 
 
 @app.post("/predict")
 async def predict(record: dict[str, Any]) -> dict[str, float]:
-    return {"score": score(PIPELINE, FEATURES, record)}
+    return {"score": score(MODEL, record)}

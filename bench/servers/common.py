@@ -1,27 +1,22 @@
-"""What every baseline server does per request: the record as a one-row frame, predict_proba."""
+"""What every baseline server does per request: score the record with driftloop's loaded model.
+
+The model is loaded exactly as the inference service loads it (``driftloop.serving.load_version``,
+so with the same compiled scoring path), so every server does the same scoring work and the
+comparison measures what each server adds around it.
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-import numpy as np
-import pandas as pd
+from driftloop.serving import LoadedModel, load_version
 
 
-def load_model() -> tuple[Any, list[dict[str, Any]]]:
-    """The model named by BENCH_MODEL_TAG from the BentoML store, and its feature list."""
-    import bentoml
-
-    model = bentoml.models.get(os.environ["BENCH_MODEL_TAG"])
-    return bentoml.sklearn.load_model(model), list(model.info.metadata["spec"]["features"])
+def load_model() -> LoadedModel:
+    """The model named by BENCH_MODEL_TAG from the BentoML store."""
+    return load_version(os.environ["BENCH_MODEL_TAG"])
 
 
-def score(pipeline: Any, features: list[dict[str, Any]], record: dict[str, Any]) -> float:
-    columns = {
-        f["name"]: np.array(
-            [record[f["name"]]], dtype=object if f["type"] == "categorical" else np.float64
-        )
-        for f in features
-    }
-    return float(pipeline.predict_proba(pd.DataFrame(columns))[0, 1])
+def score(model: LoadedModel, record: dict[str, Any]) -> float:
+    return float(model.score([record])[0])

@@ -22,6 +22,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, create_model
 
 from driftloop.datasets.spec import DatasetSpec
+from driftloop.scoring import CompiledModel, compile_pipeline, probe_records
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,44 @@ def record_model(spec: DatasetSpec) -> type[BaseModel]:
     )
 
 
+def records_frame(features: list[dict[str, Any]], records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Records as the frame the pipeline was trained on (categories as objects, rest float)."""
+    columns: dict[str, Any] = {}
+    for feature in features:
+        values = [record[feature["name"]] for record in records]
+        if feature["type"] == "categorical":
+            columns[feature["name"]] = np.array(values, dtype=object)
+        else:
+            columns[feature["name"]] = np.array(values, dtype=np.float64)
+    return pd.DataFrame(columns)
+
+
+def compile_checked(pipeline: Any, features: list[dict[str, Any]]) -> CompiledModel | None:
+    """The compiled scorer of ``pipeline`` if it gives scikit-learn's scores exactly, else None.
+
+    The check scores probe records that reach every split (``probe_records``) both ways; any
+    difference, or a pipeline of a shape that is not compiled, leaves scoring to scikit-learn.
+    """
+    try:
+        compiled = compile_pipeline(pipeline)
+    except Exception:  # a scikit-learn whose fitted attributes look different
+        log.warning("could not compile the model; scoring through scikit-learn", exc_info=True)
+        return None
+    if compiled is None:
+        log.info("this model's pipeline is not one the compiled path covers; using scikit-learn")
+        return None
+    filler = {
+        f["name"]: (f["categories"] or [None])[0] if f["type"] == "categorical" else 0.0
+        for f in features
+    }
+    probes = [{**filler, **record} for record in probe_records(compiled)]
+    expected = pipeline.predict_proba(records_frame(features, probes))[:, 1]
+    if not np.array_equal(compiled.score(probes), expected):
+        log.warning("the compiled model disagrees with scikit-learn; scoring through scikit-learn")
+        return None
+    return compiled
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """One model version, loaded and ready to score."""
@@ -64,19 +103,15 @@ class LoadedModel:
     threshold: float
     features: list[dict[str, Any]]
     pipeline: Any
+    compiled: CompiledModel | None = None
 
     def frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
-        columns: dict[str, Any] = {}
-        for feature in self.features:
-            values = [record[feature["name"]] for record in records]
-            if feature["type"] == "categorical":
-                columns[feature["name"]] = np.array(values, dtype=object)
-            else:
-                columns[feature["name"]] = np.array(values, dtype=np.float64)
-        return pd.DataFrame(columns)
+        return records_frame(self.features, records)
 
     def score(self, records: list[dict[str, Any]]) -> np.ndarray:
-        """The positive-class score of each record."""
+        """The positive-class score of each record (the compiled path when there is one)."""
+        if self.compiled is not None:
+            return self.compiled.score(records)
         scores: np.ndarray = self.pipeline.predict_proba(self.frame(records))[:, 1]
         return scores
 
@@ -87,14 +122,17 @@ def load_version(tag: str) -> LoadedModel:
 
     model = bentoml.models.get(tag)
     metadata: dict[str, Any] = dict(model.info.metadata)
+    features = list(metadata["spec"]["features"])
+    pipeline = bentoml.sklearn.load_model(model)
     return LoadedModel(
         name=model.tag.name,
         version=str(model.tag.version),
         data_commit=model.info.labels.get("data_commit", ""),
         metrics=dict(metadata.get("metrics", {})),
         threshold=float(metadata["metrics"]["threshold"]),
-        features=list(metadata["spec"]["features"]),
-        pipeline=bentoml.sklearn.load_model(model),
+        features=features,
+        pipeline=pipeline,
+        compiled=compile_checked(pipeline, features),
     )
 
 

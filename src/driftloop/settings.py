@@ -143,6 +143,16 @@ class ServingSettings(_Area):
         default=10_000,
         description="Predictions waiting for the prediction log; beyond it they are dropped.",
     )
+    access_log: bool = Field(
+        default=False,
+        description="BentoML's per-request access log on stdout (the prediction log already "
+        "records every prediction).",
+    )
+    trace_requests: bool = Field(
+        default=False,
+        description="OpenTelemetry spans for /predict and /feedback (BentoML's tracing "
+        "settings choose the exporter and sample rate).",
+    )
 
 
 class MonitorSettings(_Area):

@@ -1,0 +1,104 @@
+"""What BentoML wraps around every request of this service, trimmed to what the service uses.
+
+BentoML (1.4) builds the same middleware stack for every service: request metrics, an
+OpenTelemetry span, a request timeout and a context that backs ``bentoml.Context`` in
+``@bentoml.api`` methods. On one core these layers cost more than a prediction does (measured
+with bench/serve.py). This service answers through its own routes, so :func:`install` keeps:
+
+- BentoML's request metrics (``bentoml_service_request_*``), unchanged;
+- the request timeout, as :class:`RequestTimeout`: the same contract as BentoML's (no response
+  started within ``traffic.timeout``: cancelled and answered 504 with BentoML's message; a
+  response under way is left alone) without a new task and a 60 s timer left behind per request;
+- the OpenTelemetry middleware only when DRIFTLOOP_SERVING__TRACE_REQUESTS is on;
+
+and leaves out the ``bentoml.Context`` middleware, which only ``@bentoml.api`` methods read (this
+service has none). BentoML reads these classes when it builds the app: call :func:`install`
+before that, at import of the service module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+LEFT_OUT_ALWAYS = frozenset({"ContextMiddleware"})
+LEFT_OUT_UNTRACED = frozenset({"OpenTelemetryMiddleware"})
+
+
+class RequestTimeout:
+    """Answers 504 when a request has not started its response within ``timeout`` seconds."""
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        started = False
+        deadline: Any = None
+
+        async def started_send(message: Message) -> None:
+            nonlocal started
+            if not started:
+                started = True
+                deadline.reschedule(None)  # a response under way is not cut off
+            await send(message)
+
+        try:
+            async with asyncio.timeout(self.timeout) as deadline:
+                await self.app(scope, receive, started_send)
+        except TimeoutError:
+            if started or not deadline.expired():
+                raise
+            answer = JSONResponse(
+                {"error": f"Not able to process the request in {self.timeout} seconds"},
+                status_code=504,
+            )
+            await answer(scope, receive, send)
+
+
+def install(service_name: str, *, trace_requests: bool) -> bool:
+    """Trim the middleware BentoML builds for ``service_name``; False if BentoML changed shape.
+
+    Other services in the same process keep BentoML's stack as it is.
+    """
+    try:
+        from _bentoml_impl.server.app import ServiceAppFactory
+        from bentoml._internal.server.http import traffic
+    except ImportError:
+        log.warning("BentoML's app factory moved; serving with its full middleware stack")
+        return False
+    build = getattr(ServiceAppFactory, "middlewares", None)
+    if not isinstance(build, property) or build.fget is None:
+        log.warning("BentoML's middleware list changed shape; serving with its full stack")
+        return False
+    original = build.fget
+    if getattr(original, "__driftloop_trimmed__", False):
+        return True
+    left_out = LEFT_OUT_ALWAYS | (frozenset() if trace_requests else LEFT_OUT_UNTRACED)
+
+    def middlewares(factory: Any) -> list[Any]:
+        stack = original(factory)
+        if factory.service.name != service_name:
+            return stack
+        kept = []
+        for middleware in stack:
+            name = getattr(middleware.cls, "__name__", "")
+            if name in left_out:
+                continue
+            if middleware.cls is traffic.TimeoutMiddleware:
+                middleware.cls = RequestTimeout
+            kept.append(middleware)
+        return kept
+
+    middlewares.__driftloop_trimmed__ = True  # type: ignore[attr-defined]
+    ServiceAppFactory.middlewares = property(middlewares)  # type: ignore[method-assign,assignment]
+    return True

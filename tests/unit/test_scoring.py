@@ -1,0 +1,100 @@
+"""The compiled scoring path gives scikit-learn's scores exactly, or is not used at all."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from driftloop.datasets.spec import load_spec
+from driftloop.datasets.transactions import SCENARIOS, generate_transactions
+from driftloop.scoring import UNSEEN, compile_pipeline, probe_records
+from driftloop.serving import LoadedModel, compile_checked, records_frame
+from driftloop.training import TrainParams, split_frame, train_model
+
+SPEC = load_spec("transactions")
+FEATURES: list[dict[str, Any]] = SPEC.model_dump(mode="json")["features"]
+NAMES = [feature["name"] for feature in FEATURES]
+
+
+def trained(estimator: str = "hist_gradient_boosting") -> Any:
+    params = TrainParams(estimator=estimator)  # type: ignore[arg-type]
+    frame = generate_transactions(6000, seed=1)
+    return train_model(split_frame(frame, SPEC, params, None), SPEC, params).pipeline
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Any:
+    return trained()
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    values = frame[NAMES].astype(object)
+    return values.where(values.notna(), None).to_dict("records")  # type: ignore[return-value]
+
+
+def sklearn_scores(pipeline: Any, rows: list[dict[str, Any]]) -> np.ndarray:
+    return pipeline.predict_proba(records_frame(FEATURES, rows))[:, 1]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_compiled_scores_are_scikit_learns_to_the_last_bit(pipeline: Any, scenario: str) -> None:
+    rows = records(generate_transactions(3000, seed=11, scenario=scenario))  # type: ignore[arg-type]
+    compiled = compile_pipeline(pipeline)
+
+    assert compiled is not None
+    assert np.array_equal(compiled.score(rows), sklearn_scores(pipeline, rows))
+    # One record at a time, as the service mostly sees them, too.
+    assert [compiled.score([row])[0] for row in rows[:50]] == sklearn_scores(
+        pipeline, rows[:50]
+    ).tolist()
+
+
+def test_missing_numbers_and_unseen_categories_follow_scikit_learn(pipeline: Any) -> None:
+    compiled = compile_pipeline(pipeline)
+    assert compiled is not None
+    base = records(generate_transactions(40, seed=3))
+    odd = []
+    for index, row in enumerate(base):
+        changed = dict(row)
+        changed["amount"] = None if index % 2 else changed["amount"]
+        changed["distance_from_home_km"] = None if index % 3 == 0 else 1e9
+        changed["merchant_category"] = UNSEEN if index % 4 == 0 else changed["merchant_category"]
+        odd.append(changed)
+    probes = [{**base[0], **probe} for probe in probe_records(compiled, count=500, seed=5)]
+
+    assert np.array_equal(compiled.score(odd), sklearn_scores(pipeline, odd))
+    assert np.array_equal(compiled.score(probes), sklearn_scores(pipeline, probes))
+
+
+def test_the_service_scores_through_the_compiled_path_only_when_it_agrees(
+    pipeline: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked = compile_checked(pipeline, FEATURES)
+    assert checked is not None
+
+    # A compiled model that is off by one leaf is refused: scoring stays with scikit-learn.
+    wrong_leaf = checked.value.copy()
+    wrong_leaf[0][checked.is_leaf[0]] += 0.5
+    broken = dataclasses.replace(checked, value=wrong_leaf)
+    assert not np.array_equal(
+        broken.score(records(generate_transactions(200, seed=4))),
+        checked.score(records(generate_transactions(200, seed=4))),
+    )
+
+    monkeypatch.setattr("driftloop.serving.compile_pipeline", lambda _: broken)
+    assert compile_checked(pipeline, FEATURES) is None
+
+
+def test_other_pipelines_score_through_scikit_learn() -> None:
+    logistic = trained("logistic_regression")
+    rows = records(generate_transactions(200, seed=9))
+    model = LoadedModel(
+        "m", "v", "c", {}, 0.5, FEATURES, logistic, compile_checked(logistic, FEATURES)
+    )
+
+    assert compile_pipeline(logistic) is None and model.compiled is None
+    assert np.array_equal(model.score(rows), sklearn_scores(logistic, rows))
