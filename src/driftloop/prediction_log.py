@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import pandas as pd
 import sqlalchemy as sa
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,38 @@ class PredictionLog:
                 sa.select(predictions).where(predictions.c.id == prediction_id)
             ).first()
         return None if row is None else dict(row._mapping)
+
+    def window(self, model_name: str, version: str, rows: int) -> pd.DataFrame:
+        """The newest ``rows`` predictions of one model version, oldest first.
+
+        One column per feature, then ``score``, ``label``, ``true_label`` (NaN where no feedback
+        came), ``created_at`` and ``prediction_id``.
+        """
+        if not self._created:
+            self.create()
+        query = (
+            sa.select(
+                predictions.c.id,
+                predictions.c.created_at,
+                predictions.c.features,
+                predictions.c.score,
+                predictions.c.label,
+                predictions.c.true_label,
+            )
+            .where(predictions.c.model_name == model_name, predictions.c.model_version == version)
+            .order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
+            .limit(rows)
+        )
+        with self.engine.connect() as connection:
+            found = connection.execute(query).all()[::-1]
+        features = pd.DataFrame([row.features for row in found])
+        return features.assign(
+            score=[row.score for row in found],
+            label=[row.label for row in found],
+            true_label=pd.array([row.true_label for row in found], dtype="Float64").astype(float),
+            created_at=[row.created_at for row in found],
+            prediction_id=[row.id for row in found],
+        )
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -175,6 +175,10 @@ class MonitorSettings(_Area):
     consecutive_windows: PositiveInt = Field(
         default=3, description="Drifted windows in a row before drift is declared."
     )
+    reference_rows: PositiveInt = Field(
+        default=20_000,
+        description="Most rows of the model's training data kept as the drift reference.",
+    )
     alert_token: Secret = Field(
         default=None,
         description="Bearer token Alertmanager must send to /alerts (secret: no default).",

@@ -199,3 +199,22 @@ def start_inference_server(
         env={"BENTOML_DO_NOT_TRACK": "true", **env},
         cwd=cwd,
     )
+
+
+def start_monitor_server(
+    *,
+    host: str,
+    port: int,
+    log_path: Path,
+    env: dict[str, str],
+    cwd: Path,
+) -> Component:
+    """The monitor (``python -m services.monitor.server``); healthy once /healthz answers."""
+    return start_component(
+        "monitor",
+        [sys.executable, "-m", "services.monitor.server"],
+        health_url=f"http://{host}:{port}/healthz",
+        log_path=log_path,
+        env={"DRIFTLOOP_MONITOR__HOST": host, "DRIFTLOOP_MONITOR__PORT": str(port), **env},
+        cwd=cwd,
+    )

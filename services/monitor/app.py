@@ -1,0 +1,163 @@
+"""The monitor's HTTP face: /metrics, /healthz, /status and the Alertmanager webhook /alerts.
+
+``/alerts`` takes Alertmanager's webhook (version 4) with ``Authorization: Bearer <token>``
+(DRIFTLOOP_MONITOR__ALERT_TOKEN): a missing or wrong token gets 401, a body that is not JSON 400,
+JSON of the wrong shape 422 naming the field. Each alert becomes ``driftloop.alert.firing`` or
+``driftloop.alert.resolved`` about the model its ``model`` label names (the monitored model when
+it has none). The event id is derived from the alert's fingerprint, status and start, so a
+webhook Alertmanager retries does not become two events. When Prefect does not take the events
+the webhook answers 503 and Alertmanager sends it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from driftloop.events import ALERT_FIRING, ALERT_RESOLVED, Event, EventNotDelivered, model_resource
+from services.monitor.monitor import Monitor
+
+log = logging.getLogger("driftloop.monitor")
+
+ALERT_NAMESPACE = uuid.UUID("5f0f3a52-9d3e-4a53-8f6e-1b2c0a7d9e41")
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def problem(status: int, message: str, **extra: Any) -> Response:
+    return json_response({"detail": message, **extra}, status)
+
+
+def alert_events(body: Any, default_model: str | None) -> list[Event] | Response:
+    """Alertmanager's webhook body as events, or the 422 naming what is wrong with it."""
+    if not isinstance(body, dict):
+        return problem(422, "the webhook body must be a JSON object", field="(body)")
+    alerts = body.get("alerts")
+    if not isinstance(alerts, list):
+        return problem(422, "alerts must be a list", field="alerts")
+    events = []
+    for index, alert in enumerate(alerts):
+        where = f"alerts[{index}]"
+        if not isinstance(alert, dict):
+            return problem(422, f"{where} must be an object", field=where)
+        status = alert.get("status")
+        if status not in ("firing", "resolved"):
+            return problem(
+                422, f"{where}.status must be firing or resolved", field=f"{where}.status"
+            )
+        labels = alert.get("labels")
+        if not isinstance(labels, dict) or not isinstance(labels.get("alertname"), str):
+            return problem(
+                422, f"{where}.labels.alertname is required", field=f"{where}.labels.alertname"
+            )
+        annotations = alert.get("annotations") or {}
+        if not isinstance(annotations, dict):
+            return problem(
+                422, f"{where}.annotations must be an object", field=f"{where}.annotations"
+            )
+        model = labels.get("model") or default_model
+        if not model:
+            return problem(422, f"{where}.labels.model is required", field=f"{where}.labels.model")
+        identity = f"{alert.get('fingerprint', '')}|{status}|{alert.get('startsAt', '')}"
+        if not alert.get("fingerprint"):
+            identity += "|" + orjson.dumps(labels, option=orjson.OPT_SORT_KEYS).decode()
+        events.append(
+            Event(
+                event=ALERT_FIRING if status == "firing" else ALERT_RESOLVED,
+                resource_id=model_resource(str(model)),
+                id=str(uuid.uuid5(ALERT_NAMESPACE, identity)),
+                payload={
+                    "model": str(model),
+                    "alertname": labels["alertname"],
+                    "status": status,
+                    "labels": {str(k): str(v) for k, v in labels.items()},
+                    "annotations": {str(k): str(v) for k, v in annotations.items()},
+                    "starts_at": alert.get("startsAt"),
+                    "ends_at": alert.get("endsAt"),
+                    "generator_url": alert.get("generatorURL"),
+                    "fingerprint": alert.get("fingerprint"),
+                },
+            )
+        )
+    return events
+
+
+def create_app(
+    monitor: Monitor,
+    *,
+    registry: CollectorRegistry,
+    send: Callable[[list[Event]], None],
+    alert_token: str | None,
+    interval_seconds: float,
+) -> Starlette:
+    """The monitor's app; its lifespan runs a check every ``interval_seconds``."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            monitor.check()
+            stop.wait(interval_seconds)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def status(request: Request) -> Response:
+        return json_response(monitor.status.as_dict())
+
+    async def alerts(request: Request) -> Response:
+        if alert_token is None:
+            return problem(503, "the alert webhook is off: set DRIFTLOOP_MONITOR__ALERT_TOKEN")
+        given = request.headers.get("authorization", "")
+        expected = f"Bearer {alert_token}"
+        if not secrets.compare_digest(given.encode(), expected.encode()):
+            return problem(401, "missing or wrong bearer token")
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as error:
+            return problem(400, f"request body is not valid JSON: {error}")
+        found = alert_events(body, monitor.status.model)
+        if isinstance(found, Response):
+            return found
+        if found:
+            try:
+                await run_in_threadpool(send, found)
+            except EventNotDelivered as error:
+                log.error("alert webhook: %s", error)
+                return problem(503, "Prefect did not accept the events; send the webhook again")
+        return json_response({"events": [event.event for event in found]})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        checks = threading.Thread(target=loop, name="drift-checks", daemon=True)
+        checks.start()
+        yield
+        stop.set()
+        checks.join(timeout=30)
+
+    return Starlette(
+        routes=[
+            Route("/metrics", metrics),
+            Route("/healthz", healthz),
+            Route("/status", status),
+            Route("/alerts", alerts, methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,298 @@
+"""The monitor's check: the production model's latest window against its training data.
+
+:class:`Monitor` is given everything it talks to (where the production model, the window and
+the reference come from, where events and reports go), so the same class runs against the
+real prediction log, lakeFS and Prefect in the service and against small fakes in unit tests.
+
+One :meth:`Monitor.check`: find the production model; take the newest ``window_rows`` of its
+predictions (a window with no prediction newer than the last judged one is not judged again,
+and one below ``min_window_rows`` not at all); compare it with the model's reference (its
+training data at its data commit, scored by the model, prepared once per version); set the
+gauges. After ``consecutive_windows`` drifted windows in a row, drift is declared once for the
+episode: the Evidently report is stored, ``driftloop.drift.detected`` is sent, and the episode
+ends when a window is no longer drifted or another version becomes production. If the event
+cannot be delivered the declaration is retried at the next check: an event is never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from driftloop.datasets.spec import DatasetSpec
+from driftloop.drift import DriftResult, Reference, compute_drift
+from driftloop.events import DRIFT_DETECTED, Event, EventNotDelivered, model_resource
+from driftloop.settings import MonitorSettings
+
+log = logging.getLogger("driftloop.monitor")
+
+
+@dataclass(frozen=True)
+class ProductionModel:
+    """What the monitor needs to know of the model in production."""
+
+    name: str
+    version: str
+    data_commit: str
+    threshold: float
+
+
+@dataclass
+class Status:
+    """The outcome of the latest check, as /status shows it."""
+
+    state: str = "starting"
+    checked_at: str | None = None
+    model: str | None = None
+    version: str | None = None
+    window_rows: int = 0
+    consecutive_drifted: int = 0
+    drift_declared: bool = False
+    last_event_id: str | None = None
+    last_report: str | None = None
+    problem: str | None = None
+    result: dict[str, Any] | None = None
+    checks: int = 0
+    windows_judged: int = 0  # windows with new traffic that were compared with the reference
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class MonitorMetrics:
+    """The monitor's Prometheus metrics (names fixed in docs/architecture.md)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.feature_drift = Gauge(
+            "driftloop_feature_drift_score",
+            "Drift score of one feature in the latest window (method's own scale).",
+            ["model", "feature", "method"],
+            registry=registry,
+        )
+        self.drift_share = Gauge(
+            "driftloop_drift_share", "Share of drifted features.", ["model"], registry=registry
+        )
+        self.dataset_drift = Gauge(
+            "driftloop_dataset_drift",
+            "1 when the drifted share reaches the threshold.",
+            ["model"],
+            registry=registry,
+        )
+        self.prediction_drift = Gauge(
+            "driftloop_prediction_drift_score",
+            "Drift score of the model's scores against its scores on the reference.",
+            ["model"],
+            registry=registry,
+        )
+        self.performance = Gauge(
+            "driftloop_model_performance",
+            "Quality on the labelled rows of the latest window.",
+            ["model", "metric"],
+            registry=registry,
+        )
+        self.window_rows = Gauge(
+            "driftloop_monitor_window_rows",
+            "Rows in the latest window.",
+            ["model"],
+            registry=registry,
+        )
+        self.check_duration = Histogram(
+            "driftloop_monitor_check_duration_seconds",
+            "Time one drift check took.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.retrain_triggered = Counter(
+            "driftloop_retrain_triggered",
+            "Drift declarations sent to Prefect (each can start a retrain).",
+            registry=registry,
+        )
+        self.event_failures = Counter(
+            "driftloop_monitor_event_failures",
+            "Events Prefect did not accept after every retry (sent again later).",
+            registry=registry,
+        )
+
+    def record(self, model: str, result: DriftResult) -> None:
+        for feature in result.features:
+            self.feature_drift.labels(model, feature.feature, feature.method).set(feature.score)
+        self.drift_share.labels(model).set(result.drifted_share)
+        self.dataset_drift.labels(model).set(int(result.dataset_drift))
+        if result.prediction is not None:
+            self.prediction_drift.labels(model).set(result.prediction.score)
+        if result.performance is not None:
+            self.performance.labels(model, "f1").set(result.performance.f1)
+            if result.performance.roc_auc is not None:
+                self.performance.labels(model, "roc_auc").set(result.performance.roc_auc)
+            self.performance.labels(model, "labelled_rows").set(result.performance.rows)
+
+
+@dataclass
+class _Episode:
+    version: str | None = None
+    newest_judged: Any = None
+    consecutive: int = 0
+    declared: bool = False
+    reference: Reference | None = None
+    history: list[bool] = field(default_factory=list)
+
+
+class Monitor:
+    """Judges the production model's traffic, window after window."""
+
+    def __init__(
+        self,
+        *,
+        spec: DatasetSpec,
+        settings: MonitorSettings,
+        production: Callable[[], ProductionModel | None],
+        window: Callable[[ProductionModel, int], pd.DataFrame],
+        reference: Callable[[ProductionModel], Reference],
+        send: Callable[[list[Event]], None],
+        store_report: Callable[[ProductionModel, Reference, pd.DataFrame], str],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self._production = production
+        self._window = window
+        self._reference = reference
+        self._send = send
+        self._store_report = store_report
+        self.metrics = MonitorMetrics(registry)
+        self.status = Status()
+        self._episode = _Episode()
+        self._lock = threading.Lock()
+
+    def check(self) -> Status:
+        """One drift check; never raises (a failure is reported in the status)."""
+        with self._lock, self.metrics.check_duration.time():
+            try:
+                self._check()
+            except Exception as problem:
+                log.exception("drift check failed")
+                self._set("failed", problem=f"{type(problem).__name__}: {problem}")
+            self.status.checks += 1
+            return self.status
+
+    def _set(self, state: str, **values: Any) -> None:
+        self.status.state = state
+        self.status.checked_at = datetime.now(UTC).isoformat()
+        self.status.problem = None
+        for name, value in values.items():
+            setattr(self.status, name, value)
+
+    def _check(self) -> None:
+        model = self._production()
+        if model is None:
+            self._set("no production model")
+            return
+        episode = self._episode
+        if episode.version != model.version:
+            self._episode = episode = _Episode(version=model.version)
+            log.info("monitoring %s:%s", model.name, model.version)
+        self.status.model, self.status.version = model.name, model.version
+        frame = self._window(model, self.settings.window_rows)
+        self.metrics.window_rows.labels(model.name).set(len(frame))
+        if len(frame) < self.settings.min_window_rows:
+            self._set("waiting for traffic", window_rows=len(frame), result=None)
+            return
+        newest = frame["created_at"].max() if "created_at" in frame else None
+        if newest is not None and newest == episode.newest_judged and not self._pending(episode):
+            # Nothing new since the last verdict, which stands; the same rows count only once.
+            self.status.checked_at = datetime.now(UTC).isoformat()
+            return
+        if episode.reference is None:
+            started = time.monotonic()
+            episode.reference = self._reference(model)
+            log.info(
+                "reference of %s:%s: %d rows at %s, prepared in %.1f s",
+                model.name,
+                model.version,
+                episode.reference.rows,
+                model.data_commit[:12],
+                time.monotonic() - started,
+            )
+        result = compute_drift(
+            episode.reference,
+            frame,
+            self.spec,
+            share_threshold=self.settings.drift_share_threshold,
+            label_threshold=model.threshold,
+        )
+        self.metrics.record(model.name, result)
+        if newest != episode.newest_judged:
+            episode.newest_judged = newest
+            self.status.windows_judged += 1
+            episode.consecutive = episode.consecutive + 1 if result.dataset_drift else 0
+            if not result.dataset_drift:
+                episode.declared = False
+        self._set(
+            "drifting" if result.dataset_drift else "in distribution",
+            window_rows=len(frame),
+            consecutive_drifted=episode.consecutive,
+            drift_declared=episode.declared,
+            result=result.as_dict(),
+        )
+        if self._pending(episode):
+            self._declare(model, episode, frame, result)
+
+    def _pending(self, episode: _Episode) -> bool:
+        return episode.consecutive >= self.settings.consecutive_windows and not episode.declared
+
+    def _declare(
+        self, model: ProductionModel, episode: _Episode, frame: pd.DataFrame, result: DriftResult
+    ) -> None:
+        assert episode.reference is not None
+        report = self._store_report(model, episode.reference, frame)
+        event = Event(
+            event=DRIFT_DETECTED,
+            resource_id=model_resource(model.name),
+            resource_labels={"driftloop.model.version": model.version},
+            payload={
+                "model": model.name,
+                "model_version": model.version,
+                "data_commit": model.data_commit,
+                "window_rows": result.window_rows,
+                "drift_share": result.drifted_share,
+                "share_threshold": result.share_threshold,
+                "drifted_features": result.drifted_features,
+                "feature_scores": {f.feature: f.score for f in result.features},
+                "prediction_drift": None if result.prediction is None else result.prediction.score,
+                "performance": None
+                if result.performance is None
+                else {"f1": result.performance.f1, "roc_auc": result.performance.roc_auc},
+                "consecutive_windows": episode.consecutive,
+                "report": report,
+            },
+        )
+        try:
+            self._send([event])
+        except EventNotDelivered as problem:
+            self.metrics.event_failures.inc()
+            log.error("drift declared but not delivered (sent again next check): %s", problem)
+            self.status.problem = str(problem)
+            self.status.last_report = report
+            return
+        episode.declared = True
+        self.metrics.retrain_triggered.inc()
+        self.status.drift_declared = True
+        self.status.state = "drift declared"
+        self.status.last_event_id = event.id
+        self.status.last_report = report
+        log.warning(
+            "drift declared for %s:%s (share %.2f: %s); report %s",
+            model.name,
+            model.version,
+            result.drifted_share,
+            ", ".join(result.drifted_features),
+            report,
+        )

@@ -1,0 +1,146 @@
+"""The monitor with its real dependencies: the registry, the prediction log, lakeFS and Prefect.
+
+    python -m services.monitor.server            (or: driftloop monitor serve)
+
+Settings come from DRIFTLOOP_* (see ``driftloop config show``): the model registry and the
+prediction log under DRIFTLOOP_HOME, lakeFS from ``lakefs.*``, Prefect's API from
+``prefect.api_url``, the cadence and thresholds from ``monitor.*``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import pandas as pd
+import uvicorn
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+
+from driftloop.datasets.spec import DatasetSpec, load_spec
+from driftloop.drift import Reference, prepare_reference
+from driftloop.events import Event, send_events
+from driftloop.ingestion import isolated_branch, read_dataset
+from driftloop.lakefs_client import LakeFSClient
+from driftloop.prediction_log import PredictionLog
+from driftloop.registry import ModelRegistry
+from driftloop.serving import load_version
+from driftloop.settings import Settings, get_settings
+from services.monitor.app import create_app
+from services.monitor.monitor import Monitor, ProductionModel
+
+log = logging.getLogger("driftloop.monitor")
+
+
+def report_path(model: str, at: datetime) -> str:
+    """Where a drift report goes in lakeFS: ``reports/drift/<model>/<utc-timestamp>.html``."""
+    return f"reports/drift/{model}/{at.strftime('%Y%m%dT%H%M%S%fZ')}.html"
+
+
+class Dependencies:
+    """What the monitor talks to, built from settings."""
+
+    def __init__(self, settings: Settings, spec: DatasetSpec) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.registry = ModelRegistry(settings.bentoml_home, settings.registry_database)
+        self.prediction_log = PredictionLog(settings.prediction_log_url)
+        self.lakefs = LakeFSClient.from_settings(settings.lakefs)
+        self.api_url = str(settings.prefect.api_url)
+        key = settings.prefect.api_key
+        self.api_key = key.get_secret_value() if key else None
+
+    def production(self) -> ProductionModel | None:
+        version = self.registry.production(self.spec.model_name)
+        if version is None:
+            return None
+        return ProductionModel(
+            name=version.name,
+            version=version.version,
+            data_commit=version.data_commit,
+            threshold=float(version.metrics.get("threshold", 0.5)),
+        )
+
+    def window(self, model: ProductionModel, rows: int) -> pd.DataFrame:
+        return self.prediction_log.window(model.name, model.version, rows)
+
+    def reference(self, model: ProductionModel) -> Reference:
+        """The model's training data at its data commit, sampled, scored by the model itself."""
+        frame = read_dataset(self.lakefs, model.data_commit, self.settings.dataset)
+        limit = self.settings.monitor.reference_rows
+        if len(frame) > limit:
+            frame = frame.sample(n=limit, random_state=0).reset_index(drop=True)
+        loaded = load_version(f"{model.name}:{model.version}")
+        features = frame[self.spec.feature_names]
+        records = features.astype(object).where(features.notna(), None).to_dict("records")
+        scores = loaded.score(records)  # type: ignore[arg-type]
+        return prepare_reference(frame, self.spec, scores)
+
+    def send(self, events: list[Event]) -> None:
+        send_events(self.api_url, events, api_key=self.api_key)
+
+    def store_report(
+        self, model: ProductionModel, reference: Reference, window: pd.DataFrame
+    ) -> str:
+        """Render the Evidently report and land it on main through its own branch."""
+        from driftloop.drift import render_report
+
+        html = render_report(reference, window, self.spec)
+        at = datetime.now(UTC)
+        path = report_path(model.name, at)
+        name = f"report-{model.version}-{at.strftime('%Y%m%d%H%M%S%f')}"
+        main = self.settings.lakefs.default_branch
+        with isolated_branch(self.lakefs, name, main) as branch:
+            self.lakefs.upload(branch, path, html.encode(), content_type="text/html")
+            self.lakefs.commit(
+                branch,
+                f"drift report for {model.name}:{model.version}",
+                {"driftloop.model": model.name, "driftloop.model_version": model.version},
+            )
+            merged = self.lakefs.merge(branch, main, message=f"drift report {path}")
+        return f"lakefs://{self.settings.lakefs.repository}/{merged}/{path}"
+
+
+def build_app(settings: Settings | None = None) -> Starlette:
+    """The monitor app with its real dependencies."""
+    settings = settings or get_settings()
+    spec = load_spec(settings.dataset)
+    dependencies = Dependencies(settings, spec)
+    registry = CollectorRegistry()
+    monitor = Monitor(
+        spec=spec,
+        settings=settings.monitor,
+        production=dependencies.production,
+        window=dependencies.window,
+        reference=dependencies.reference,
+        send=dependencies.send,
+        store_report=dependencies.store_report,
+        registry=registry,
+    )
+    token = settings.monitor.alert_token
+    return create_app(
+        monitor,
+        registry=registry,
+        send=dependencies.send,
+        alert_token=token.get_secret_value() if token else None,
+        interval_seconds=settings.monitor.interval_seconds,
+    )
+
+
+def main() -> None:
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = build_app(settings)
+    log.info(
+        "monitor on http://%s:%d (checks every %.0f s)",
+        settings.monitor.host,
+        settings.monitor.port,
+        settings.monitor.interval_seconds,
+    )
+    uvicorn.run(app, host=settings.monitor.host, port=settings.monitor.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""The monitor as a real process over real neighbours: a lakeFS-compatible server holding the
+model's training data, a Prefect server receiving events, a SQLite prediction log and the model
+registry. In-distribution traffic declares nothing; drifted traffic declares drift once, with
+the Evidently report stored in lakeFS and the event in Prefect; Alertmanager's webhook becomes
+events."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prefect.settings import temporary_settings
+
+from driftloop.datasets.spec import load_spec
+from driftloop.datasets.transactions import generate_transactions
+from driftloop.events import DRIFT_DETECTED
+from driftloop.lakefs_client import LakeFSClient
+from driftloop.prediction_log import Prediction, PredictionLog
+from driftloop.processes import Component, free_port
+from driftloop.registry import ModelRegistry
+from driftloop.serving import load_version
+from driftloop.settings import get_settings
+from driftloop.stack import start_monitor_server
+from flows.ingest import ingest
+from flows.train import train
+from tests.integration.conftest import LakeFSServer, PrefectServer
+
+SPEC = load_spec("transactions")
+PROJECT = Path(__file__).resolve().parents[2]
+TOKEN = "monitor-test-token"
+
+
+class World:
+    def __init__(self, home: Path, lake: LakeFSClient, env: dict[str, str], api_url: str) -> None:
+        self.home, self.lake, self.env, self.api_url = home, lake, env, api_url
+        settings = get_settings()
+        self.registry = ModelRegistry(settings.bentoml_home, settings.registry_database)
+        production = self.registry.production(SPEC.model_name)
+        assert production is not None
+        self.version = production
+        self.log = PredictionLog(settings.prediction_log_url)
+        self.model = load_version(production.tag)
+        self.clock = datetime.now(UTC)
+
+    def traffic(self, rows: int, scenario: str, seed: int) -> None:
+        """``rows`` scored predictions of the production model, written to the prediction log."""
+        frame = generate_transactions(rows, seed=seed, scenario=scenario)  # type: ignore[arg-type]
+        records = frame[SPEC.feature_names].to_dict("records")
+        scores = self.model.score(records).tolist()  # type: ignore[arg-type]
+        rows_out = []
+        for index, (record, score) in enumerate(zip(records, scores, strict=True)):
+            at = self.clock + timedelta(milliseconds=index)
+            rows_out.append(
+                Prediction(
+                    str(uuid.uuid4()),
+                    at,
+                    self.model.name,
+                    self.model.version,
+                    {k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()},
+                    score,
+                    int(score >= self.model.threshold),
+                )
+            )
+        self.clock += timedelta(seconds=rows)
+        self.log.write(rows_out)
+
+
+@pytest.fixture
+def world(
+    prefect_server: PrefectServer,
+    lakefs_server: LakeFSServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> Iterator[World]:
+    repo = f"monitor-{uuid.uuid4().hex[:8]}"
+    env = {
+        **lakefs_server.settings_env(),
+        "DRIFTLOOP_LAKEFS__REPOSITORY": repo,
+        "DRIFTLOOP_HOME": str(tmp_path / "home"),
+        "DRIFTLOOP_PREFECT__API_URL": prefect_server.api_url,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with temporary_settings(
+        updates={"api.url": prefect_server.api_url, "server.ephemeral.enabled": False}
+    ):
+        ingest("transactions", "builtin:?rows=6000&seed=1", batch_id="day-1")
+        train()
+    yield World(tmp_path / "home", lakefs_server.client(repo), env, prefect_server.api_url)
+
+
+@pytest.fixture
+def monitor(world: World) -> Iterator[Component]:
+    port = free_port()
+    component = start_monitor_server(
+        host="127.0.0.1",
+        port=port,
+        log_path=world.home / "monitor.log",
+        env={
+            **world.env,
+            "DRIFTLOOP_MONITOR__INTERVAL_SECONDS": "0.5",
+            "DRIFTLOOP_MONITOR__WINDOW_ROWS": "500",
+            "DRIFTLOOP_MONITOR__MIN_WINDOW_ROWS": "200",
+            "DRIFTLOOP_MONITOR__CONSECUTIVE_WINDOWS": "2",
+            "DRIFTLOOP_MONITOR__ALERT_TOKEN": TOKEN,
+            "BENTOML_HOME": os.environ["BENTOML_HOME"],
+        },
+        cwd=PROJECT,
+    )
+    try:
+        component.wait_healthy(timeout=60)
+        yield component
+    finally:
+        component.stop()
+
+
+def base(component: Component) -> str:
+    return component.health_url.removesuffix("/healthz")
+
+
+def judged(component: Component, windows: int, timeout: float = 60) -> dict[str, Any]:
+    """The monitor's status once it has judged ``windows`` windows of new traffic in all."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{base(component)}/status").json()
+        if status["windows_judged"] >= windows and status["state"] != "failed":
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"the monitor judged fewer than {windows} windows in {timeout} s")
+
+
+def drift_events(api_url: str, version: str) -> list[dict[str, Any]]:
+    found = httpx.post(
+        f"{api_url}/events/filter",
+        json={"filter": {"event": {"name": [DRIFT_DETECTED]}}, "limit": 50},
+    ).json()["events"]
+    return [e for e in found if e["payload"].get("model_version") == version]
+
+
+def test_drift_is_declared_once_with_its_report_in_lakefs_and_its_event_in_prefect(
+    world: World, monitor: Component
+) -> None:
+    for judged_so_far, seed in enumerate((11, 12, 13), start=1):  # in-distribution windows
+        world.traffic(500, "baseline", seed)
+        calm = judged(monitor, judged_so_far)
+    assert calm["state"] == "in distribution", calm
+    assert drift_events(world.api_url, world.version.version) == []
+
+    for judged_so_far, seed in enumerate((21, 22, 23), start=4):  # drifted: declared at the 2nd
+        world.traffic(500, "covariate_shift", seed)
+        drifted = judged(monitor, judged_so_far)
+    assert drifted["drift_declared"], drifted
+
+    deadline = time.monotonic() + 20
+    while not (events := drift_events(world.api_url, world.version.version)):
+        assert time.monotonic() < deadline, "no drift event reached Prefect"
+        time.sleep(0.5)
+    assert len(events) == 1
+    payload = events[0]["payload"]
+    assert events[0]["resource"]["prefect.resource.id"] == f"driftloop.model.{SPEC.model_name}"
+    assert payload["data_commit"] == world.version.data_commit
+    assert float(payload["drift_share"]) >= 0.3 and "amount" in payload["drifted_features"]
+    location = payload["report"]
+    assert location.startswith(f"lakefs://{world.lake.repository}/")
+    commit, path = location.split("/", 3)[3].split("/", 1)
+    html = world.lake.download(commit, path).decode()
+    assert path.startswith(f"reports/drift/{SPEC.model_name}/") and "amount" in html
+    assert world.lake.download("main", path) == html.encode()  # merged into main
+
+    metrics = httpx.get(f"{base(monitor)}/metrics").text
+    assert "driftloop_retrain_triggered_total 1.0" in metrics
+    assert f'driftloop_dataset_drift{{model="{SPEC.model_name}"}} 1.0' in metrics
+
+
+def test_alertmanager_webhooks_become_prefect_events(world: World, monitor: Component) -> None:
+    fingerprint = uuid.uuid4().hex
+    body = {
+        "version": "4",
+        "status": "firing",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {"alertname": "DatasetDrift", "model": SPEC.model_name},
+                "annotations": {"summary": "drift share above threshold for 5m"},
+                "startsAt": "2026-11-26T07:00:00Z",
+                "fingerprint": fingerprint,
+            }
+        ],
+    }
+    url = f"{base(monitor)}/alerts"
+
+    refused = httpx.post(url, json=body)
+    accepted = httpx.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+
+    assert refused.status_code == 401 and accepted.status_code == 200
+    deadline = time.monotonic() + 20
+    while True:
+        found = httpx.post(
+            f"{world.api_url}/events/filter",
+            json={"filter": {"event": {"name": ["driftloop.alert.firing"]}}, "limit": 50},
+        ).json()["events"]
+        mine = [e for e in found if e["payload"].get("fingerprint") == fingerprint]
+        if mine:
+            break
+        assert time.monotonic() < deadline, "the alert event did not reach Prefect"
+        time.sleep(0.5)
+    assert mine[0]["payload"]["alertname"] == "DatasetDrift"
