@@ -31,6 +31,8 @@ model_app = typer.Typer(
     help="Model versions: list, show, promote, roll back.", no_args_is_help=True
 )
 app.add_typer(model_app, name="model")
+monitor_app = typer.Typer(help="The drift monitor.", no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
 
 console = Console()
 errors = Console(stderr=True)
@@ -105,6 +107,32 @@ def lakefs_serve(
         soft_wrap=True,
     )
     serve(root, host=bind_host, port=bind_port, access_key_id=key, secret_access_key=secret)
+
+
+@monitor_app.command("serve")
+def monitor_serve() -> None:
+    """Run the monitor: drift checks every DRIFTLOOP_MONITOR__INTERVAL_SECONDS, /metrics,
+    /status, /healthz and the Alertmanager webhook /alerts on DRIFTLOOP_MONITOR__PORT."""
+    from services.monitor.server import main
+
+    settings = load_settings()
+    monitor = settings.monitor
+    if port_in_use(monitor.host, monitor.port):
+        errors.print(
+            f"[bold red]error:[/] port {monitor.port} on {monitor.host} is taken; set "
+            "DRIFTLOOP_MONITOR__PORT.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=1)
+    console.print(
+        f"monitor on http://{monitor.host}:{monitor.port} (status: /status, metrics: /metrics); "
+        f"checks every {monitor.interval_seconds:g} s against lakeFS {settings.lakefs.endpoint}, "
+        f"events to {settings.prefect.api_url}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    main()
 
 
 @app.command()

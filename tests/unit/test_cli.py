@@ -50,3 +50,18 @@ def test_invalid_setting_stops_the_command_naming_the_variable(
     assert result.returncode == 2
     assert variable in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_monitor_serve_names_a_taken_port(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = driftloop(
+            "monitor", "serve", cwd=tmp_path, env={"DRIFTLOOP_MONITOR__PORT": str(port)}
+        )
+
+    assert result.returncode == 1
+    assert f"port {port}" in result.stderr and "DRIFTLOOP_MONITOR__PORT" in result.stderr
