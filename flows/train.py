@@ -29,6 +29,7 @@ from driftloop.training import (
     train_model,
 )
 from flows.common import emit, lakefs, settings
+from flows.package import bento
 
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "cache_policy": NO_CACHE}
 
@@ -104,8 +105,13 @@ def train(
     seed: int = 42,
     holdout: HoldoutMode = "stratified",
     promote: bool = True,
+    package: bool = False,
 ) -> dict[str, object]:
-    """Train on the dataset at a pinned lakeFS commit; promote only if it beats production."""
+    """Train on the dataset at a pinned lakeFS commit; promote only if it beats production.
+
+    With ``package``, a winning challenger is packaged as a Bento before it is promoted, so the
+    version that goes to production always has its Bento.
+    """
     logger = get_run_logger()
     config = settings()
     spec = load_spec(dataset)
@@ -122,6 +128,7 @@ def train(
     logger.info("registered %s: %s", version.tag, trained.metrics)
 
     decision, production_metrics = None, None
+    payload: dict[str, object] = {}
     if promote:
         decision, production_metrics = judge(registry, spec, version, split, config.registry.gate)
         payload = {
@@ -132,6 +139,9 @@ def train(
             "reasons": decision.reasons,
         }
         if decision.promote:
+            if package:
+                payload["bento"] = bento(version.tag, str(config.bentoml_home))
+                logger.info("packaged %s as Bento %s", version.tag, payload["bento"])
             version = registry.promote(version.name, version.version, "; ".join(decision.reasons))
             emit(Event(MODEL_PROMOTED, model_resource(version.name), payload), config)
             logger.info("promoted %s to production", version.tag)
@@ -152,6 +162,7 @@ def train(
         "metrics": version.metrics,
         "digest": trained.digest,
         "promoted": bool(decision and decision.promote),
+        "bento": payload.get("bento") if promote else None,
         "reasons": decision.reasons if decision else [],
         "batches": [asdict(batch) for batch in lineage],
         "flow_run_id": str(flow_run.id),

@@ -165,6 +165,35 @@ class PredictionLog:
             prediction_id=[row.id for row in found],
         )
 
+    def labelled(self, model_name: str, since: datetime | None = None) -> pd.DataFrame:
+        """Predictions of ``model_name`` (any version) that received their true label, made
+        after ``since``, oldest first: the features, ``true_label``, ``created_at``,
+        ``prediction_id`` and the ``model_version`` that answered."""
+        if not self._created:
+            self.create()
+        query = (
+            sa.select(
+                predictions.c.id,
+                predictions.c.created_at,
+                predictions.c.model_version,
+                predictions.c.features,
+                predictions.c.true_label,
+            )
+            .where(predictions.c.model_name == model_name, predictions.c.true_label.is_not(None))
+            .order_by(predictions.c.created_at, predictions.c.id)
+        )
+        if since is not None:
+            query = query.where(predictions.c.created_at > since)
+        with self.engine.connect() as connection:
+            found = connection.execute(query).all()
+        features = pd.DataFrame([row.features for row in found])
+        return features.assign(
+            true_label=[int(row.true_label) for row in found],
+            created_at=pd.to_datetime([row.created_at for row in found], utc=True),
+            prediction_id=[row.id for row in found],
+            model_version=[row.model_version for row in found],
+        )
+
     def dispose(self) -> None:
         self.engine.dispose()
 

@@ -1,0 +1,133 @@
+"""The retrain flow on real processes (Prefect server, lakeFS-compatible server): labelled
+production traffic lands as a batch through the ingest flow, a model trained on the new commit
+faces the gate, and a winner is packaged and promoted."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prefect.settings import temporary_settings
+from sklearn.metrics import f1_score
+
+from driftloop.datasets.spec import load_spec
+from driftloop.datasets.transactions import generate_transactions
+from driftloop.lakefs_client import LakeFSClient
+from driftloop.prediction_log import Prediction, PredictionLog
+from driftloop.registry import ModelRegistry
+from driftloop.serving import load_version
+from driftloop.settings import get_settings
+from flows.ingest import ingest
+from flows.retrain import retrain
+from flows.train import train
+from tests.integration.conftest import LakeFSServer, PrefectServer
+
+SPEC = load_spec("transactions")
+
+
+@pytest.fixture
+def world(
+    prefect_server: PrefectServer,
+    lakefs_server: LakeFSServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> Iterator[LakeFSClient]:
+    """A production model trained on one landed batch of this test's own repository."""
+    repo = f"retrain-{uuid.uuid4().hex[:8]}"
+    for name, value in lakefs_server.settings_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DRIFTLOOP_LAKEFS__REPOSITORY", repo)
+    monkeypatch.setenv("DRIFTLOOP_HOME", str(tmp_path / "home"))
+    with temporary_settings(
+        updates={"api.url": prefect_server.api_url, "server.ephemeral.enabled": False}
+    ):
+        ingest("transactions", "builtin:?rows=6000&seed=1", batch_id="day-1")
+        train()
+        yield lakefs_server.client(repo)
+
+
+def served_with_feedback(rows: int, scenario: str, seed: int) -> tuple[list[dict], list[int]]:
+    """``rows`` predictions of the production model logged, each with its true label."""
+    settings = get_settings()
+    registry = ModelRegistry(settings.bentoml_home, settings.registry_database)
+    production = registry.production(SPEC.model_name)
+    assert production is not None
+    model = load_version(production.tag)
+    frame = generate_transactions(rows, seed=seed, scenario=scenario)  # type: ignore[arg-type]
+    records = [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        for r in frame[SPEC.feature_names].to_dict("records")
+    ]
+    truth = frame[SPEC.target].astype(int).tolist()
+    log = PredictionLog(settings.prediction_log_url)
+    now = datetime.now(UTC)
+    predictions = [
+        Prediction(
+            str(uuid.uuid4()),
+            now + timedelta(milliseconds=i),
+            model.name,
+            model.version,
+            record,
+            score,
+            int(score >= model.threshold),
+        )
+        for i, (record, score) in enumerate(
+            zip(records, model.score(records).tolist(), strict=True)
+        )
+    ]
+    log.write(predictions)
+    for prediction, label in zip(predictions, truth, strict=True):
+        log.record_feedback(prediction.id, label)
+    log.dispose()
+    return records, truth
+
+
+def f1_of(tag: str, records: list[dict], truth: list[int]) -> float:
+    model = load_version(tag)
+    return float(f1_score(truth, (model.score(records) >= model.threshold).astype(int)))
+
+
+def test_labelled_drifted_traffic_becomes_a_batch_and_a_better_model(
+    world: LakeFSClient,
+) -> None:
+    settings = get_settings()
+    registry = ModelRegistry(settings.bentoml_home, settings.registry_database)
+    before = registry.production(SPEC.model_name)
+    assert before is not None
+    served_with_feedback(3000, "concept_drift", seed=7)
+    held_out = generate_transactions(4000, seed=9, scenario="concept_drift")
+    records = [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        for r in held_out[SPEC.feature_names].to_dict("records")
+    ]
+    truth = held_out[SPEC.target].astype(int).tolist()
+
+    outcome = retrain(reason="driftloop.drift.detected", model_version=before.version)
+
+    assert outcome["retrained"] is True and outcome["labelled_rows"] == 3000
+    assert str(outcome["batch_id"]).startswith("feedback-")
+    assert world.resolve("main") == outcome["data_commit"]
+    assert f"datasets/transactions/batches/{outcome['batch_id']}.parquet" in [
+        o.path for o in world.list_objects("main", "datasets/transactions/batches/")
+    ]
+    after = registry.production(SPEC.model_name)
+    assert after is not None
+    assert outcome["promoted"], outcome["reasons"]
+    assert after.version == outcome["version"] != before.version
+    assert after.data_commit == outcome["data_commit"]
+    assert f1_of(after.tag, records, truth) > f1_of(before.tag, records, truth)
+
+
+def test_too_few_labels_retrain_nothing(world: LakeFSClient) -> None:
+    settings = get_settings()
+    registry = ModelRegistry(settings.bentoml_home, settings.registry_database)
+    before = registry.production(SPEC.model_name)
+    served_with_feedback(50, "concept_drift", seed=7)
+
+    state = retrain(min_labelled_rows=200, return_state=True)
+
+    assert state.is_completed() and "only 50 labelled predictions" in str(state.message)
+    assert registry.production(SPEC.model_name) == before
