@@ -50,6 +50,7 @@ def retrain(
     model_version: str | None = None,
     drift_share: float | None = None,
     report: str | None = None,
+    alertname: str | None = None,
     min_labelled_rows: int = 200,
 ) -> dict[str, object] | State:
     """Ingest the labelled production traffic since the production model's data, retrain, gate,
@@ -61,6 +62,7 @@ def retrain(
         model_version: the production version the triggering event was about.
         drift_share: the drifted share of features the monitor saw, when drift started it.
         report: where the Evidently report of that drift is (lakefs://...).
+        alertname: the Prometheus alert that started it, when an alert did.
         min_labelled_rows: fewer labelled rows than this: nothing to learn from yet.
     """
     logger = get_run_logger()
@@ -71,12 +73,13 @@ def retrain(
     if production is None:
         raise RegistryError(f"{spec.model_name} has no production version to retrain")
     logger.info(
-        "retraining %s (production %s) because of %s%s%s",
+        "retraining %s (production %s) because of %s%s%s%s",
         spec.model_name,
         production.version,
         reason,
         f"; drift share {drift_share:.2f}" if drift_share is not None else "",
         f"; report {report}" if report else "",
+        f"; alert {alertname}" if alertname else "",
     )
     if model_version and model_version != production.version:
         logger.info(

@@ -109,6 +109,34 @@ def lakefs_serve(
     serve(root, host=bind_host, port=bind_port, access_key_id=key, secret_access_key=secret)
 
 
+@app.command()
+def deploy() -> None:
+    """Apply prefect.yaml to the Prefect server: the process work pool, the ingest, train and
+    retrain deployments, and the trigger that starts retrain on drift and alerts."""
+    from driftloop.deploy import DeployError, apply, project_dir
+
+    settings = load_settings()
+    try:
+        project = project_dir()
+        console.print(
+            f"applying {project / 'prefect.yaml'} to {settings.prefect.api_url} "
+            f"(work pool {settings.prefect.work_pool}) ...",
+            highlight=False,
+            soft_wrap=True,
+        )
+        apply(settings, project)
+    except DeployError as error:
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    ui = str(settings.prefect.api_url).rstrip("/").removesuffix("/api")
+    console.print(
+        "deployed ingest, train and retrain (retrain starts on driftloop.drift.detected and "
+        f"driftloop.alert.firing); see {ui}/deployments and {ui}/automations",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 @monitor_app.command("serve")
 def monitor_serve() -> None:
     """Run the monitor: drift checks every DRIFTLOOP_MONITOR__INTERVAL_SECONDS, /metrics,

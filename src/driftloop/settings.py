@@ -116,6 +116,11 @@ class PrefectSettings(_Area):
     worker_query_seconds: PositiveFloat = Field(
         default=2.0, description="How often the process worker polls for runs."
     )
+    ingest_schedule_active: bool = Field(
+        default=False,
+        description="Whether the ingest deployment's cron schedule runs (paused in the embedded "
+        "stack, where batches arrive by hand or from the demo).",
+    )
 
 
 class ServingSettings(_Area):

@@ -1,0 +1,79 @@
+"""Apply prefect.yaml: the work pool, the ingest/train/retrain deployments and the retrain trigger.
+
+prefect.yaml reads the values that vary (where the code is, the pool, the cron schedule, the
+cooldown) from DRIFTLOOP_* environment variables; :func:`deployment_env` sets them from
+driftloop's settings, and :func:`apply` runs ``prefect --no-prompt deploy --all`` with them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from driftloop.settings import Settings
+
+
+class DeployError(RuntimeError):
+    """prefect.yaml could not be applied; the message says why and where to look."""
+
+
+def project_dir(start: Path | None = None) -> Path:
+    """The folder holding prefect.yaml: ``start`` or one of its parents, else this checkout."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "prefect.yaml").is_file() and (folder / "flows").is_dir():
+            return folder
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "prefect.yaml").is_file():
+        return checkout
+    raise DeployError(f"no prefect.yaml with a flows/ folder in {here} or above")
+
+
+def deployment_env(settings: Settings, project: Path) -> dict[str, str]:
+    """The variables prefect.yaml reads, and the Prefect client's own."""
+    prefect = settings.prefect
+    env = {
+        "PREFECT_API_URL": str(prefect.api_url),
+        "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
+        "DRIFTLOOP_PROJECT_DIR": str(project),
+        "DRIFTLOOP_PREFECT__WORK_POOL": prefect.work_pool,
+        "DRIFTLOOP_PREFECT__INGEST_CRON": prefect.ingest_cron,
+        "DRIFTLOOP_INGEST_SCHEDULE_ACTIVE": "true" if prefect.ingest_schedule_active else "false",
+        "DRIFTLOOP_RETRAIN_COOLDOWN": f"PT{prefect.retrain_cooldown_seconds}S",
+    }
+    if prefect.api_key is not None:
+        env["PREFECT_API_KEY"] = prefect.api_key.get_secret_value()
+    return env
+
+
+def apply(settings: Settings, project: Path) -> str:
+    """Create the work pool and apply every deployment of prefect.yaml; Prefect's output."""
+    from driftloop.stack import ensure_process_pool
+
+    api_url = str(settings.prefect.api_url).rstrip("/")
+    try:
+        httpx.get(f"{api_url}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as error:
+        raise DeployError(
+            f"no Prefect server answers at {api_url} ({error}); start one (driftloop up) or set "
+            "DRIFTLOOP_PREFECT__API_URL"
+        ) from None
+    ensure_process_pool(api_url, settings.prefect.work_pool)
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    finished = subprocess.run(
+        [prefect, "--no-prompt", "deploy", "--all"],
+        cwd=project,
+        env={**os.environ, **deployment_env(settings, project)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    output = finished.stdout + finished.stderr
+    if finished.returncode != 0:
+        raise DeployError(f"prefect deploy failed (exit {finished.returncode}):\n{output[-3000:]}")
+    return output
