@@ -106,7 +106,9 @@ def retrain(
     if ingested.is_failed():  # the batch failed validation: main is unchanged, nothing trained
         return Failed(message=f"feedback batch {batch_id} rejected: {ingested.message}")
     landed = ingested.result()
-    trained = train(dataset, ref=str(landed["commit_id"]), promote=True, package=True)
+    trained = train(
+        dataset, ref=str(landed["commit_id"]), promote=True, package=True, judge_on="newest_batch"
+    )
     return {
         "retrained": True,
         "reason": reason,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Literal
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
@@ -31,6 +32,7 @@ from driftloop.training import (
 from flows.common import emit, lakefs, settings
 from flows.package import bento
 
+JudgeOn = Literal["holdout", "newest_batch"]
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "cache_policy": NO_CACHE}
 
 
@@ -84,17 +86,31 @@ def judge(
     registry: ModelRegistry,
     spec: DatasetSpec,
     challenger: ModelVersion,
-    split: Split,
+    challenger_pipeline: object,
+    rows: pd.DataFrame,
     policy: GatePolicy,
-) -> tuple[GateDecision, dict[str, float] | None]:
-    """Measure production on the challenger's holdout, then apply the gate."""
+) -> tuple[GateDecision, dict[str, float], dict[str, float] | None]:
+    """Measure the challenger and production on the same rows, then apply the gate."""
+    threshold = float(challenger.metrics["threshold"])
+    challenger_metrics = evaluate(challenger_pipeline, rows, spec, threshold).as_dict()
     production = registry.production(spec.model_name)
     production_metrics = None
     if production is not None:
         pipeline = registry.load(production.name, production.version)
-        threshold = float(challenger.metrics["threshold"])
-        production_metrics = evaluate(pipeline, split.holdout, spec, threshold).as_dict()
-    return decide(challenger.metrics, production_metrics, policy), production_metrics
+        production_metrics = evaluate(pipeline, rows, spec, threshold).as_dict()
+    decision = decide(challenger_metrics, production_metrics, policy)
+    return decision, challenger_metrics, production_metrics
+
+
+def judged_rows(split: Split, newest: pd.Series, spec: DatasetSpec, judge_on: str) -> pd.DataFrame:
+    """The holdout, or only its rows from the newest batch (what traffic looks like now)."""
+    if judge_on != "newest_batch":
+        return split.holdout
+    recent = split.holdout[newest.loc[split.holdout.index].to_numpy()]
+    labels = recent[spec.target].astype(int)
+    if len(recent) < 50 or labels.nunique() < 2:
+        return split.holdout  # too few (or one-class) recent rows to judge on: the whole holdout
+    return recent
 
 
 @flow(name="train")
@@ -106,11 +122,14 @@ def train(
     holdout: HoldoutMode = "stratified",
     promote: bool = True,
     package: bool = False,
+    judge_on: JudgeOn = "holdout",
 ) -> dict[str, object]:
     """Train on the dataset at a pinned lakeFS commit; promote only if it beats production.
 
     With ``package``, a winning challenger is packaged as a Bento before it is promoted, so the
-    version that goes to production always has its Bento.
+    version that goes to production always has its Bento. ``judge_on="newest_batch"`` judges
+    challenger and production on the holdout rows of the batch that landed last (retraining on
+    drift asks which model is better on today's traffic, not on last month's).
     """
     logger = get_run_logger()
     config = settings()
@@ -130,7 +149,11 @@ def train(
     decision, production_metrics = None, None
     payload: dict[str, object] = {}
     if promote:
-        decision, production_metrics = judge(registry, spec, version, split, config.registry.gate)
+        rows = judged_rows(split, newest, spec, judge_on)
+        logger.info("the gate judges on %d holdout rows (%s)", len(rows), judge_on)
+        decision, _, production_metrics = judge(
+            registry, spec, version, trained.pipeline, rows, config.registry.gate
+        )
         payload = {
             "model": version.name,
             "version": version.version,

@@ -1,0 +1,268 @@
+"""The closed loop on real processes: a Prefect server and process worker with the deployments
+applied, the lakeFS-compatible server, `bentoml serve`, and the monitor.
+
+In-distribution traffic triggers nothing. Drifted traffic with labels from the concept-drift
+scenario makes the monitor declare drift; the automation creates a retrain run by itself; the
+worker runs it; a new version serves, and its F1 on the drifted data beats the old model's. A
+storm of drift events makes exactly one retrain run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prefect.settings import temporary_settings
+from sklearn.metrics import f1_score
+
+from driftloop.datasets.spec import load_spec
+from driftloop.datasets.transactions import generate_transactions
+from driftloop.events import DRIFT_DETECTED, Event, model_resource, send_events
+from driftloop.processes import Component, free_port
+from driftloop.stack import (
+    ensure_process_pool,
+    start_inference_server,
+    start_monitor_server,
+    start_process_worker,
+)
+from flows.ingest import ingest
+from flows.train import train
+from tests.commands import run_driftloop as driftloop
+from tests.integration.conftest import LakeFSServer, PrefectServer
+
+SPEC = load_spec("transactions")
+log = logging.getLogger(__name__)
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Loop:
+    env: dict[str, str]
+    api_url: str
+    inference: Component
+    monitor: Component
+    retrain_id: str
+    home: Path
+
+    def url(self, component: Component, path: str) -> str:
+        root = component.health_url.rsplit("/", 1)[0]
+        return root + path
+
+    def serving_version(self) -> str:
+        return str(httpx.get(self.url(self.inference, "/model"), timeout=10).json()["version"])
+
+    def retrain_runs(self) -> list[dict[str, Any]]:
+        response = httpx.post(
+            f"{self.api_url}/flow_runs/filter",
+            json={"flow_runs": {"deployment_id": {"any_": [self.retrain_id]}}},
+            timeout=30,
+        )
+        response.raise_for_status()
+        return list(response.json())
+
+    def status(self) -> dict[str, Any]:
+        return dict(httpx.get(self.url(self.monitor, "/status"), timeout=10).json())
+
+
+def records_of(scenario: str, rows: int, seed: int) -> tuple[list[dict[str, Any]], list[int]]:
+    frame = generate_transactions(rows, seed=seed, scenario=scenario)  # type: ignore[arg-type]
+    records = [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        for r in frame[SPEC.feature_names].to_dict("records")
+    ]
+    return records, frame[SPEC.target].astype(int).tolist()
+
+
+def send_traffic(loop: Loop, records: list[dict[str, Any]], truth: list[int] | None) -> list[dict]:
+    """POST the records in lists of 50; send each true label as feedback when given."""
+    answers: list[dict[str, Any]] = []
+    with httpx.Client(timeout=30) as client:
+        for start in range(0, len(records), 50):
+            response = client.post(
+                loop.url(loop.inference, "/predict"), json=records[start : start + 50]
+            )
+            response.raise_for_status()
+            answers.extend(response.json())
+        if truth is not None:
+            for answer, label in zip(answers, truth, strict=True):
+                client.post(
+                    loop.url(loop.inference, "/feedback"),
+                    json={"prediction_id": answer["prediction_id"], "label": label},
+                ).raise_for_status()
+    return answers
+
+
+def f1_of(answers: list[dict[str, Any]], truth: list[int]) -> float:
+    return float(f1_score(truth, [a["label"] for a in answers]))
+
+
+@pytest.fixture(scope="module")
+def loop(
+    prefect_server: PrefectServer,
+    lakefs_server: LakeFSServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Loop]:
+    home = tmp_path_factory.mktemp("loop-home")
+    pool = f"loop-{uuid.uuid4().hex[:6]}"
+    env = {
+        **lakefs_server.settings_env(),
+        "DRIFTLOOP_LAKEFS__REPOSITORY": f"loop-{uuid.uuid4().hex[:8]}",
+        "DRIFTLOOP_HOME": str(home),
+        "DRIFTLOOP_PREFECT__API_URL": prefect_server.api_url,
+        "DRIFTLOOP_PREFECT__WORK_POOL": pool,
+        "DRIFTLOOP_SERVING__MODEL_POLL_SECONDS": "0.5",
+        "DRIFTLOOP_MONITOR__INTERVAL_SECONDS": "1",
+        "DRIFTLOOP_MONITOR__WINDOW_ROWS": "500",
+        "DRIFTLOOP_MONITOR__MIN_WINDOW_ROWS": "300",
+        "DRIFTLOOP_MONITOR__CONSECUTIVE_WINDOWS": "2",
+        "BENTOML_HOME": os.environ["BENTOML_HOME"],
+    }
+    components: list[Component] = []
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        with temporary_settings(
+            updates={"api.url": prefect_server.api_url, "server.ephemeral.enabled": False}
+        ):
+            ingest("transactions", "builtin:?rows=6000&seed=1", batch_id="day-1")
+            train()
+        ensure_process_pool(prefect_server.api_url, pool)
+        deployed = driftloop("deploy", cwd=PROJECT, env=env)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        deployments = httpx.post(f"{prefect_server.api_url}/deployments/filter", json={}).json()
+        retrain_id = next(
+            d["id"] for d in deployments if d["name"] == "retrain" and d["work_pool_name"] == pool
+        )
+        components.append(
+            start_process_worker(
+                api_url=prefect_server.api_url,
+                pool=pool,
+                log_path=home / "worker.log",
+                query_seconds=1,
+                cwd=PROJECT,
+                extra_env=env,
+            )
+        )
+        inference = start_inference_server(
+            host="127.0.0.1",
+            port=free_port(),
+            log_path=home / "inference.log",
+            env=env,
+            cwd=PROJECT,
+        )
+        components.append(inference)
+        monitor = start_monitor_server(
+            host="127.0.0.1",
+            port=free_port(),
+            log_path=home / "monitor.log",
+            env=env,
+            cwd=PROJECT,
+        )
+        components.append(monitor)
+        inference.wait_healthy(timeout=120)
+        monitor.wait_healthy(timeout=60)
+        yield Loop(env, prefect_server.api_url, inference, monitor, retrain_id, home)
+    finally:
+        for component in reversed(components):
+            component.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def wait_for(what: str, check: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(1)
+    raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
+
+
+def test_in_distribution_traffic_triggers_nothing(loop: Loop) -> None:
+    before = loop.status()["windows_judged"]
+    for seed in range(31, 41):  # ten windows of in-distribution traffic, with labels
+        records, truth = records_of("baseline", 500, seed)
+        send_traffic(loop, records, truth)
+        wait_for(
+            "a judged window",
+            lambda judged=before: loop.status()["windows_judged"] > judged,
+            timeout=60,
+        )
+        before = loop.status()["windows_judged"]
+        assert loop.status()["state"] == "in distribution", loop.status()
+
+    assert loop.retrain_runs() == []
+    assert not loop.status()["drift_declared"]
+
+
+def test_concept_drift_retrains_and_a_better_model_serves(loop: Loop) -> None:
+    old_version = loop.serving_version()
+    probe, probe_truth = records_of("concept_drift", 2000, 99)
+
+    started = time.monotonic()
+    for seed in (41, 42, 43):
+        records, truth = records_of("concept_drift", 500, seed)
+        send_traffic(loop, records, truth)
+        time.sleep(1.5)
+    wait_for("drift declared", lambda: loop.status()["drift_declared"], timeout=90)
+    runs = wait_for("a retrain run", loop.retrain_runs, timeout=60)
+    assert len(runs) == 1
+    assert runs[0]["parameters"]["reason"] == DRIFT_DETECTED
+    assert runs[0]["parameters"]["model_version"] == old_version
+
+    def finished() -> dict[str, Any] | None:
+        run = loop.retrain_runs()[0]
+        return run if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    run = wait_for("the retrain run to finish", finished, timeout=300)
+    assert run["state_type"] == "COMPLETED", (
+        run["state"],
+        (loop.home / "worker.log").read_text()[-3000:],
+    )
+    new_version = wait_for(
+        "the new version serving",
+        lambda: (v := loop.serving_version()) != old_version and v,
+        timeout=30,
+    )
+    elapsed = time.monotonic() - started
+
+    # Both versions judged on the same fresh drifted traffic: the new one's F1 is higher.
+    from driftloop.serving import load_version
+
+    old = load_version(f"{SPEC.model_name}:{old_version}")
+    new = load_version(f"{SPEC.model_name}:{new_version}")
+    old_f1 = f1_score(probe_truth, (old.score(probe) >= old.threshold).astype(int))
+    new_f1 = f1_score(probe_truth, (new.score(probe) >= new.threshold).astype(int))
+    served = send_traffic(loop, probe[:200], None)
+    assert {a["model_version"] for a in served} == {new_version}
+    assert new_f1 > old_f1, (old_f1, new_f1)
+    log.info("loop closed in %.0f s: F1 on drifted data %.3f -> %.3f", elapsed, old_f1, new_f1)
+
+
+def test_a_storm_of_drift_events_makes_one_retrain_run(loop: Loop) -> None:
+    model = f"storm-{uuid.uuid4().hex[:6]}"  # its own resource: its own cooldown window
+    payload = {"model_version": model, "drift_share": 0.9, "report": "lakefs://storm/x.html"}
+    events = [Event(DRIFT_DETECTED, model_resource(model), payload) for _ in range(100)]
+    started = time.monotonic()
+    for start in range(0, 100, 10):
+        send_events(loop.api_url, events[start : start + 10])
+        time.sleep(0.9)
+    assert time.monotonic() - started <= 12
+
+    def storm_runs() -> list[dict[str, Any]]:
+        return [r for r in loop.retrain_runs() if r["parameters"].get("model_version") == model]
+
+    wait_for("the storm's retrain run", storm_runs, timeout=30)
+    time.sleep(5)  # let any further (wrong) runs appear
+    assert len(storm_runs()) == 1
