@@ -132,7 +132,6 @@ class MonitorMetrics:
             self.performance.labels(model, "f1").set(result.performance.f1)
             if result.performance.roc_auc is not None:
                 self.performance.labels(model, "roc_auc").set(result.performance.roc_auc)
-            self.performance.labels(model, "labelled_rows").set(result.performance.rows)
 
 
 @dataclass

@@ -449,7 +449,7 @@ def main() -> None:
 
 @app.command()
 def demo() -> None:
-    """Run the loop on this machine and show what happened (stages not built yet are named)."""
+    """Run the loop on this machine and show what happened (and what the demo skips yet)."""
     from driftloop.demo import DemoFailed, run_demo
 
     try:

@@ -28,7 +28,7 @@ def test_demo_lands_a_batch_rejects_a_corrupted_one_and_stops_everything(tmp_pat
     assert "batch demo-day-2-corrupted rejected, main unchanged" in result.stdout
     assert "stage production" in result.stdout and "challenger" in result.stdout
     assert "Bento driftloop-inference:" in result.stdout
-    assert "not built yet" in result.stdout
+    assert "not in the demo yet" in result.stdout
     assert (tmp_path / ".driftloop" / "logs" / "prefect-server.log").exists()
     for port in (prefect_port, lakefs_port):  # nothing left running
         with socket.socket() as probe:
