@@ -218,3 +218,43 @@ def start_monitor_server(
         env={"DRIFTLOOP_MONITOR__HOST": host, "DRIFTLOOP_MONITOR__PORT": str(port), **env},
         cwd=cwd,
     )
+
+
+def start_prometheus(
+    *, config: Path, host: str, port: int, data: Path, log_path: Path
+) -> Component:
+    """Debian's ``prometheus`` with ``config``; healthy once /-/ready answers."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise FileNotFoundError("prometheus is not on PATH (Debian package: prometheus)")
+    command = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={data}",
+        f"--web.listen-address={host}:{port}",
+        "--web.enable-lifecycle",
+    ]
+    return start_component(
+        "prometheus", command, health_url=f"http://{host}:{port}/-/ready", log_path=log_path
+    )
+
+
+def start_alertmanager(
+    *, config: Path, host: str, port: int, data: Path, log_path: Path
+) -> Component:
+    """Debian's ``prometheus-alertmanager`` with ``config``, no cluster port; /-/ready health."""
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if binary is None:
+        raise FileNotFoundError(
+            "alertmanager is not on PATH (Debian package: prometheus-alertmanager)"
+        )
+    command = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.path={data}",
+        f"--web.listen-address={host}:{port}",
+        "--cluster.listen-address=",
+    ]
+    return start_component(
+        "alertmanager", command, health_url=f"http://{host}:{port}/-/ready", log_path=log_path
+    )
