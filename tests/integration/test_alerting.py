@@ -18,6 +18,7 @@ import httpx
 import pytest
 from prefect.settings import temporary_settings
 
+from driftloop.dashboards import queries
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
 from driftloop.observability import Targets, write_alertmanager_config, write_prometheus_config
@@ -160,21 +161,30 @@ def retrain_runs(stack: dict[str, Any]) -> list[dict[str, Any]]:
     )
 
 
-def send(stack: dict[str, Any], scenario: str, seed: int) -> None:
+def send(stack: dict[str, Any], scenario: str, seed: int, labels: bool = False) -> None:
+    """500 transactions through /predict; with ``labels``, each one's true label as feedback."""
     frame = generate_transactions(500, seed=seed, scenario=scenario)  # type: ignore[arg-type]
     records = [
         {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
         for r in frame[SPEC.feature_names].to_dict("records")
     ]
+    base = root(stack["inference"])
     with httpx.Client(timeout=30) as client:
+        answers: list[dict[str, Any]] = []
         for start in range(0, 500, 50):
-            client.post(
-                f"{root(stack['inference'])}/predict", json=records[start : start + 50]
-            ).raise_for_status()
+            response = client.post(f"{base}/predict", json=records[start : start + 50])
+            response.raise_for_status()
+            answers += response.json()
+        if labels:
+            for answer, label in zip(answers, frame[SPEC.target].tolist(), strict=True):
+                client.post(
+                    f"{base}/feedback",
+                    json={"prediction_id": answer["prediction_id"], "label": int(label)},
+                ).raise_for_status()
 
 
 def test_drifted_traffic_fires_the_alert_that_creates_a_retrain_run(stack: dict[str, Any]) -> None:
-    send(stack, "baseline", 5)
+    send(stack, "baseline", 5, labels=True)
     time.sleep(5)
     assert retrain_runs(stack) == []
 
@@ -193,3 +203,20 @@ def test_drifted_traffic_fires_the_alert_that_creates_a_retrain_run(stack: dict[
     assert not httpx.get(f"{root(stack['monitor'])}/status").json()["drift_declared"]
     firing = httpx.get(f"{root(stack['prometheus'])}/api/v1/alerts").json()["data"]["alerts"]
     assert any(a["labels"]["alertname"] == "DatasetDrift" for a in firing)
+
+
+def test_every_dashboard_panel_query_returns_data(stack: dict[str, Any]) -> None:
+    """The dashboards' queries, evaluated by the real Prometheus scraping the real services
+    under the traffic above (no Grafana server can run here: its queries are what it shows)."""
+    send(stack, "baseline", 7, labels=True)
+    time.sleep(3)
+    empty = []
+    for dashboard, panel, expr in queries():
+        answer = httpx.get(
+            f"{root(stack['prometheus'])}/api/v1/query", params={"query": expr}
+        ).json()
+        assert answer["status"] == "success", (panel, expr, answer)
+        if not answer["data"]["result"]:
+            empty.append(f"{dashboard} / {panel}: {expr}")
+
+    assert empty == []

@@ -1,0 +1,218 @@
+"""driftloop's Grafana dashboards, generated from code.
+
+    python -m driftloop.dashboards        (writes grafana/dashboards/*.json)
+
+Two dashboards over the Prometheus datasource provisioned as uid ``driftloop-prometheus``:
+"Model health" (drift share, per-feature drift, prediction drift, score distribution, live F1
+and ROC AUC, the version serving, retrain triggers) and "Service" (requests/s, p50 and p99
+latency, error rate, prediction-log drops, monitor check time). The JSON in git must equal what
+this module generates (a test checks), so a change goes through here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DATASOURCE = {"type": "prometheus", "uid": "driftloop-prometheus"}
+FOLDER = Path(__file__).resolve().parents[2] / "grafana" / "dashboards"
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    queries: tuple[tuple[str, str], ...]  # (PromQL, legend)
+    kind: str = "timeseries"
+    unit: str = "short"
+    description: str = ""
+
+
+MODEL_HEALTH = (
+    Panel(
+        "Drift share over time",
+        (("max by (model) (driftloop_drift_share)", "{{model}}"),),
+        unit="percentunit",
+        description="Share of features drifted in the monitor's latest window; alert at 30 %.",
+    ),
+    Panel(
+        "Per-feature drift",
+        (("max by (feature, method) (driftloop_feature_drift_score)", "{{feature}} ({{method}})"),),
+        description="Each feature's drift score (Evidently's default test; threshold 0.1).",
+    ),
+    Panel(
+        "Prediction drift",
+        (("max by (model) (driftloop_prediction_drift_score)", "{{model}}"),),
+        description="Drift of the model's scores against its scores on its training data.",
+    ),
+    Panel(
+        "Prediction score distribution",
+        (("sum by (le) (increase(driftloop_prediction_score_bucket[5m]))", "{{le}}"),),
+        kind="heatmap",
+        description="Scores the service answered, by histogram bucket.",
+    ),
+    Panel(
+        "Live F1 and ROC AUC",
+        (
+            (
+                'max by (model, metric) (driftloop_model_performance{metric=~"f1|roc_auc"})',
+                "{{metric}}",
+            ),
+        ),
+        description="On the predictions in the latest window that got their true label.",
+    ),
+    Panel(
+        "Model version serving",
+        (("max by (version) (driftloop_model_info) == 1", "{{version}}"),),
+        kind="state-timeline",
+        description="Which version answered, per time; a swap shows as a new row.",
+    ),
+    Panel(
+        "Retrain triggers",
+        (("sum(increase(driftloop_retrain_triggered_total[5m]))", "drift declarations"),),
+        kind="bars",
+        description="Drift declarations the monitor sent to Prefect (each can start a retrain).",
+    ),
+)
+
+SERVICE = (
+    Panel(
+        "Requests per second",
+        (("sum by (endpoint) (rate(bentoml_service_request_total[1m]))", "{{endpoint}}"),),
+        unit="reqps",
+    ),
+    Panel(
+        "Latency of /predict (p50, p99)",
+        tuple(
+            (
+                f"histogram_quantile({q}, sum by (le) (rate("
+                'bentoml_service_request_duration_seconds_bucket{endpoint="/predict"}[1m])))',
+                f"p{int(q * 100)}",
+            )
+            for q in (0.5, 0.99)
+        ),
+        unit="s",
+    ),
+    Panel(
+        "Error rate",
+        (
+            (
+                'sum(rate(bentoml_service_request_total{http_response_code=~"5.."}[1m]) or '
+                "vector(0)) / sum(rate(bentoml_service_request_total[1m]))",
+                "5xx share",
+            ),
+        ),
+        unit="percentunit",
+    ),
+    Panel(
+        "Prediction-log drops",
+        (("sum(rate(driftloop_prediction_log_dropped_total[5m]))", "dropped/s"),),
+        description="Predictions the prediction log had no room for (its store was down).",
+    ),
+    Panel(
+        "Monitor check time (p90) and window rows",
+        (
+            (
+                "histogram_quantile(0.9, sum by (le) "
+                "(rate(driftloop_monitor_check_duration_seconds_bucket[5m])))",
+                "check p90",
+            ),
+            ("max by (model) (driftloop_monitor_window_rows)", "window rows {{model}}"),
+        ),
+    ),
+)
+
+
+def panel_json(panel: Panel, number: int) -> dict[str, Any]:
+    kind = "barchart" if panel.kind == "bars" else panel.kind
+    return {
+        "id": number,
+        "type": "timeseries" if kind == "barchart" else kind,
+        "title": panel.title,
+        "description": panel.description,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": 8, "w": 12, "x": 12 * ((number - 1) % 2), "y": 8 * ((number - 1) // 2)},
+        "fieldConfig": {
+            "defaults": {
+                "unit": panel.unit,
+                **({"custom": {"drawStyle": "bars"}} if panel.kind == "bars" else {}),
+            },
+            "overrides": [],
+        },
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
+        "targets": [
+            {
+                "refId": chr(ord("A") + index),
+                "datasource": DATASOURCE,
+                "expr": expr,
+                "legendFormat": legend,
+            }
+            for index, (expr, legend) in enumerate(panel.queries)
+        ],
+    }
+
+
+def dashboard(uid: str, title: str, panels: tuple[Panel, ...], tags: list[str]) -> dict[str, Any]:
+    return {
+        "uid": uid,
+        "title": title,
+        "tags": ["driftloop", *tags],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": False,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "panels": [panel_json(panel, n) for n, panel in enumerate(panels, start=1)],
+        "annotations": {
+            "list": [
+                {
+                    "name": "driftloop events",
+                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                    "enable": True,
+                    "iconColor": "orange",
+                    "target": {"type": "tags", "tags": ["driftloop"], "limit": 100},
+                }
+            ]
+        },
+    }
+
+
+def dashboards() -> dict[str, dict[str, Any]]:
+    """File name → dashboard JSON model."""
+    return {
+        "model-health.json": dashboard(
+            "driftloop-model-health", "driftloop — Model health", MODEL_HEALTH, ["model"]
+        ),
+        "service.json": dashboard("driftloop-service", "driftloop — Service", SERVICE, ["service"]),
+    }
+
+
+def render(model: dict[str, Any]) -> str:
+    return json.dumps(model, indent=2, sort_keys=True) + "\n"
+
+
+def queries() -> list[tuple[str, str, str]]:
+    """(dashboard, panel, PromQL) of every panel query."""
+    return [
+        (model["title"], panel["title"], target["expr"])
+        for model in dashboards().values()
+        for panel in model["panels"]
+        for target in panel["targets"]
+    ]
+
+
+def write(folder: Path = FOLDER) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, model in dashboards().items():
+        path = folder / name
+        path.write_text(render(model))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for path in write():
+        print(f"wrote {path}")  # noqa: T201

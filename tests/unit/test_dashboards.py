@@ -1,0 +1,58 @@
+"""The dashboards in git are the generated ones, and they use the provisioned datasource."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from driftloop.dashboards import DATASOURCE, FOLDER, dashboards, queries, render
+
+GRAFANA = Path(__file__).resolve().parents[2] / "grafana"
+
+
+def test_the_json_in_git_is_what_the_code_generates() -> None:
+    generated = dashboards()
+
+    assert sorted(p.name for p in FOLDER.glob("*.json")) == sorted(generated)
+    for name, model in generated.items():
+        assert (FOLDER / name).read_text() == render(model), (
+            f"{name} differs: run `python -m driftloop.dashboards`"
+        )
+
+
+def test_dashboards_use_the_provisioned_datasource_and_the_provider_reads_them() -> None:
+    datasources = yaml.safe_load((GRAFANA / "provisioning/datasources/prometheus.yml").read_text())
+    provider = yaml.safe_load((GRAFANA / "provisioning/dashboards/driftloop.yml").read_text())
+
+    assert datasources["datasources"][0]["uid"] == DATASOURCE["uid"]
+    assert provider["providers"][0]["editable"] is False
+    assert provider["providers"][0]["disableDeletion"] is True
+    for name in dashboards():
+        model = json.loads((FOLDER / name).read_text())
+        for panel in model["panels"]:
+            assert panel["datasource"] == DATASOURCE
+            assert all(target["datasource"] == DATASOURCE for target in panel["targets"])
+
+
+def test_model_health_and_service_have_the_panels_users_look_for() -> None:
+    titles = {(dashboard, panel) for dashboard, panel, _ in queries()}
+    model, service = "driftloop — Model health", "driftloop — Service"
+
+    for panel in (
+        "Drift share over time",
+        "Per-feature drift",
+        "Prediction score distribution",
+        "Live F1 and ROC AUC",
+        "Model version serving",
+        "Retrain triggers",
+    ):
+        assert (model, panel) in titles
+    for panel in (
+        "Requests per second",
+        "Latency of /predict (p50, p99)",
+        "Error rate",
+        "Prediction-log drops",
+    ):
+        assert (service, panel) in titles
