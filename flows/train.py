@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 from driftloop.datasets.spec import DatasetSpec, load_spec
 from driftloop.events import MODEL_PROMOTED, MODEL_REJECTED, Event, model_resource
 from driftloop.gate import GateDecision, GatePolicy, decide
+from driftloop.grafana import annotate_if_configured
 from driftloop.ingestion import batch_lineage, load_training_frame
 from driftloop.lakefs_client import LakeFSClient
 from driftloop.provenance import git_sha
@@ -167,6 +168,11 @@ def train(
                 logger.info("packaged %s as Bento %s", version.tag, payload["bento"])
             version = registry.promote(version.name, version.version, "; ".join(decision.reasons))
             emit(Event(MODEL_PROMOTED, model_resource(version.name), payload), config)
+            annotate_if_configured(
+                config,
+                f"promoted {version.tag} (data {commit_id[:12]}): {'; '.join(decision.reasons)}",
+                ["promotion", version.name],
+            )
             logger.info("promoted %s to production", version.tag)
         else:
             registry.reject(version.name, version.version, decision.reasons)

@@ -158,6 +158,7 @@ class Monitor:
         send: Callable[[list[Event]], None],
         store_report: Callable[[ProductionModel, Reference, pd.DataFrame], str],
         registry: CollectorRegistry,
+        annotate: Callable[[str, list[str]], None] = lambda text, tags: None,
     ) -> None:
         self.spec = spec
         self.settings = settings
@@ -166,6 +167,7 @@ class Monitor:
         self._reference = reference
         self._send = send
         self._store_report = store_report
+        self._annotate = annotate
         self.metrics = MonitorMetrics(registry)
         self.status = Status()
         self._episode = _Episode()
@@ -283,6 +285,11 @@ class Monitor:
             return
         episode.declared = True
         self.metrics.retrain_triggered.inc()
+        self._annotate(
+            f"drift on {model.name}:{model.version}: {result.drifted_share:.0%} of features "
+            f"({', '.join(result.drifted_features)}); report {report}",
+            ["drift", model.name],
+        )
         self.status.drift_declared = True
         self.status.state = "drift declared"
         self.status.last_event_id = event.id

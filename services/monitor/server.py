@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from driftloop.datasets.spec import DatasetSpec, load_spec
 from driftloop.drift import Reference, prepare_reference
 from driftloop.events import Event, send_events
+from driftloop.grafana import annotate_if_configured
 from driftloop.ingestion import isolated_branch, read_dataset
 from driftloop.lakefs_client import LakeFSClient
 from driftloop.prediction_log import PredictionLog
@@ -116,6 +117,7 @@ def build_app(settings: Settings | None = None) -> Starlette:
         send=dependencies.send,
         store_report=dependencies.store_report,
         registry=registry,
+        annotate=lambda text, tags: annotate_if_configured(settings, text, tags),
     )
     token = settings.monitor.alert_token
     return create_app(

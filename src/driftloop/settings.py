@@ -190,6 +190,22 @@ class MonitorSettings(_Area):
     )
 
 
+class GrafanaSettings(_Area):
+    """Grafana, when there is one: dashboards sync and event annotations."""
+
+    url: AnyHttpUrl | None = Field(
+        default=None,
+        description="Grafana to annotate model promotions and drift in; none: no annotations.",
+    )
+    token: Secret = Field(
+        default=None, description="Grafana service-account token (secret: no default)."
+    )
+    prometheus_url: str = Field(
+        default="http://127.0.0.1:9090",
+        description="Prometheus URL as Grafana reaches it (the datasource `grafana sync` writes).",
+    )
+
+
 class StorageSettings(_Area):
     """Local state: prediction log database and the BentoML model store."""
 
@@ -240,6 +256,7 @@ class Settings(BaseSettings):
     )
     lakefs: LakeFSSettings = Field(default_factory=LakeFSSettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
+    grafana: GrafanaSettings = Field(default_factory=GrafanaSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)

@@ -63,6 +63,7 @@ class World:
         self.model: ProductionModel | None = MODEL
         self.references: list[str] = []
         self.reports: list[str] = []
+        self.annotations: list[tuple[str, list[str]]] = []
         self.registry = CollectorRegistry()
         self.monitor = Monitor(
             spec=SPEC,
@@ -79,6 +80,7 @@ class World:
             send=self.prefect.send,
             store_report=self.store_report,
             registry=self.registry,
+            annotate=lambda text, tags: self.annotations.append((text, tags)),
         )
 
     def reference(self, model: ProductionModel) -> Reference:
@@ -143,6 +145,8 @@ def test_drift_is_declared_once_after_k_drifted_windows_with_the_numbers_that_ex
     assert "amount" in payload["drifted_features"]
     assert payload["report"].startswith("lakefs://driftloop/")
     assert world.metric("driftloop_retrain_triggered_total") == 1
+    assert len(world.annotations) == 1 and world.annotations[0][1] == ["drift", MODEL.name]
+    assert "amount" in world.annotations[0][0]
 
 
 def test_a_window_without_new_traffic_is_not_counted_again() -> None:
