@@ -147,14 +147,16 @@ def train(
     version = register(registry, spec, trained, commit_id, lineage)
     logger.info("registered %s: %s", version.tag, trained.metrics)
 
-    decision, production_metrics = None, None
+    decision, production_metrics, compared, compared_on = None, None, None, ""
     payload: dict[str, object] = {}
     if promote:
         rows = judged_rows(split, newest, spec, judge_on)
         logger.info("the gate judges on %d holdout rows (%s)", len(rows), judge_on)
-        decision, _, production_metrics = judge(
+        decision, compared, production_metrics = judge(
             registry, spec, version, trained.pipeline, rows, config.registry.gate
         )
+        if rows is not split.holdout:
+            compared_on = f"the {len(rows)} holdout rows of the newest batch"
         payload = {
             "model": version.name,
             "version": version.version,
@@ -179,7 +181,7 @@ def train(
             emit(Event(MODEL_REJECTED, model_resource(version.name), payload), config)
             logger.warning("rejected %s: %s", version.tag, "; ".join(decision.reasons))
     create_markdown_artifact(
-        training_report(version, decision, production_metrics),
+        training_report(version, decision, production_metrics, compared, compared_on),
         key=f"training-{spec.name}".replace("_", "-"),
         description=f"{version.tag}: {version.stage}",
     )

@@ -12,8 +12,15 @@ def training_report(
     version: ModelVersion,
     decision: GateDecision | None,
     production_metrics: dict[str, float] | None,
+    compared: dict[str, float] | None = None,
+    compared_on: str = "",
 ) -> str:
-    """Metrics (beside production's on the same holdout), the verdict, and the lineage."""
+    """Metrics (beside production's on the same rows), the verdict, and the lineage.
+
+    ``compared`` are this version's metrics on the rows the gate judged, when those are not the
+    whole holdout (``compared_on`` says which rows).
+    """
+    ours = compared or version.metrics
     lines = [
         f"# {version.tag}",
         "",
@@ -21,12 +28,13 @@ def training_report(
         f"code `{version.git_sha}`, holdout: {version.split}, "
         f"{int(version.metrics.get('rows', 0))} rows.",
         "",
+        *([f"The gate compared both models on {compared_on}.", ""] if compared_on else []),
         "| metric | this version | production |",
         "|---|---|---|",
     ]
     for name in _SHOWN:
         theirs = f"{production_metrics[name]:.4f}" if production_metrics else "–"
-        lines.append(f"| {name} | {version.metrics[name]:.4f} | {theirs} |")
+        lines.append(f"| {name} | {ours[name]:.4f} | {theirs} |")
     lines.append(f"| threshold | {version.metrics['threshold']:.2f} | |")
     if decision is not None:
         verdict = "**promoted to production**" if decision.promote else "**rejected**"
