@@ -11,6 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -152,13 +153,13 @@ def stack(
                 os.environ[name] = value
 
 
-def retrain_runs(stack: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(
-        httpx.post(
-            f"{stack['api_url']}/flow_runs/filter",
-            json={"flow_runs": {"deployment_id": {"any_": [stack["retrain_id"]]}}},
-        ).json()
-    )
+def retrain_runs(stack: dict[str, Any], since: datetime) -> list[dict[str, Any]]:
+    """Runs of the retrain deployment created after ``since`` (other tests share it)."""
+    found = httpx.post(
+        f"{stack['api_url']}/flow_runs/filter",
+        json={"flow_runs": {"deployment_id": {"any_": [stack["retrain_id"]]}}},
+    ).json()
+    return [run for run in found if datetime.fromisoformat(run["created"]) >= since]
 
 
 def send(stack: dict[str, Any], scenario: str, seed: int, labels: bool = False) -> None:
@@ -184,14 +185,15 @@ def send(stack: dict[str, Any], scenario: str, seed: int, labels: bool = False) 
 
 
 def test_drifted_traffic_fires_the_alert_that_creates_a_retrain_run(stack: dict[str, Any]) -> None:
+    since = datetime.now(UTC)
     send(stack, "baseline", 5, labels=True)
     time.sleep(5)
-    assert retrain_runs(stack) == []
+    assert retrain_runs(stack, since) == []
 
     started = time.monotonic()
     send(stack, "covariate_shift", 6)
     deadline = started + 60
-    while not (runs := retrain_runs(stack)) and time.monotonic() < deadline:
+    while not (runs := retrain_runs(stack, since)) and time.monotonic() < deadline:
         time.sleep(1)
     elapsed = time.monotonic() - started
 

@@ -63,8 +63,12 @@ def source_file(tmp_path: Path, frame: pd.DataFrame, name: str = "batch.parquet"
     return str(path)
 
 
-def wait_for_event(api_url: str, name: str, batch_id: str, timeout: float = 20.0) -> dict:
-    """The Prefect event ``name`` about ``batch_id``, read back through the server's API."""
+def wait_for_event(
+    api_url: str, name: str, batch_id: str, timeout: float = 20.0, **payload: object
+) -> dict:
+    """The Prefect event ``name`` about ``batch_id`` (and with ``payload``'s values), read back
+    through the server's API. Other tests on the session's server land batches of the same
+    name in repositories of their own: ``payload`` tells this test's event apart."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         response = httpx.post(
@@ -73,7 +77,10 @@ def wait_for_event(api_url: str, name: str, batch_id: str, timeout: float = 20.0
         )
         response.raise_for_status()
         for event in response.json()["events"]:
-            if event["payload"].get("batch_id") == batch_id:
+            found = event["payload"]
+            if found.get("batch_id") == batch_id and all(
+                found.get(key) == value for key, value in payload.items()
+            ):
                 return event
         time.sleep(0.5)
     raise AssertionError(f"no {name} event for {batch_id} within {timeout} s")
@@ -115,7 +122,9 @@ def test_valid_batch_lands_on_main_with_its_lineage(
     assert stored["transaction_id"].tolist() == expected["transaction_id"].tolist()
     assert stored["amount"].tolist() == expected["amount"].tolist()
     assert not lake.branch_exists(ingest_branch("day-1"))
-    event = wait_for_event(use_prefect.api_url, "driftloop.ingest.merged", "day-1")
+    event = wait_for_event(
+        use_prefect.api_url, "driftloop.ingest.merged", "day-1", data_commit=head.id
+    )
     assert event["resource"]["prefect.resource.id"] == "driftloop.model.transactions-classifier"
     assert event["payload"]["data_commit"] == head.id and event["payload"]["rows"] == 3000
 

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +60,20 @@ class Loop:
     def serving_version(self) -> str:
         return str(httpx.get(self.url(self.inference, "/model"), timeout=10).json()["version"])
 
-    def retrain_runs(self) -> list[dict[str, Any]]:
+    def retrain_runs(self, since: datetime | None = None) -> list[dict[str, Any]]:
+        """Runs of the retrain deployment created after ``since``: other tests on the session's
+        server apply the same deployment and send events of their own."""
         response = httpx.post(
             f"{self.api_url}/flow_runs/filter",
             json={"flow_runs": {"deployment_id": {"any_": [self.retrain_id]}}},
             timeout=30,
         )
         response.raise_for_status()
-        return list(response.json())
+        return [
+            run
+            for run in response.json()
+            if since is None or datetime.fromisoformat(run["created"]) >= since
+        ]
 
     def status(self) -> dict[str, Any]:
         return dict(httpx.get(self.url(self.monitor, "/status"), timeout=10).json())
@@ -190,6 +197,7 @@ def wait_for(what: str, check: Any, timeout: float) -> Any:
 
 
 def test_in_distribution_traffic_triggers_nothing(loop: Loop) -> None:
+    since = datetime.now(UTC)
     before = loop.status()["windows_judged"]
     for seed in range(31, 41):  # ten windows of in-distribution traffic, with labels
         records, truth = records_of("baseline", 500, seed)
@@ -202,7 +210,7 @@ def test_in_distribution_traffic_triggers_nothing(loop: Loop) -> None:
         before = loop.status()["windows_judged"]
         assert loop.status()["state"] == "in distribution", loop.status()
 
-    assert loop.retrain_runs() == []
+    assert loop.retrain_runs(since) == []
     assert not loop.status()["drift_declared"]
 
 
@@ -210,19 +218,19 @@ def test_concept_drift_retrains_and_a_better_model_serves(loop: Loop) -> None:
     old_version = loop.serving_version()
     probe, probe_truth = records_of("concept_drift", 2000, 99)
 
-    started = time.monotonic()
+    started, since = time.monotonic(), datetime.now(UTC)
     for seed in (41, 42, 43):
         records, truth = records_of("concept_drift", 500, seed)
         send_traffic(loop, records, truth)
         time.sleep(1.5)
     wait_for("drift declared", lambda: loop.status()["drift_declared"], timeout=90)
-    runs = wait_for("a retrain run", loop.retrain_runs, timeout=60)
+    runs = wait_for("a retrain run", lambda: loop.retrain_runs(since), timeout=60)
     assert len(runs) == 1
     assert runs[0]["parameters"]["reason"] == DRIFT_DETECTED
     assert runs[0]["parameters"]["model_version"] == old_version
 
     def finished() -> dict[str, Any] | None:
-        run = loop.retrain_runs()[0]
+        run = loop.retrain_runs(since)[0]
         return run if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
     run = wait_for("the retrain run to finish", finished, timeout=300)
