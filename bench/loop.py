@@ -181,13 +181,11 @@ def traffic(base: str, scenario: str, seed: int) -> None:
     """500 transactions in lists of 50, each followed by its true label."""
     from driftloop.datasets.spec import load_spec
     from driftloop.datasets.transactions import generate_transactions
+    from driftloop.serving import frame_records
 
     spec = load_spec("transactions")
     frame = generate_transactions(500, seed=seed, scenario=scenario)  # type: ignore[arg-type]
-    records = [
-        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-        for r in frame[spec.feature_names].to_dict("records")
-    ]
+    records = frame_records(frame, spec.feature_names)
     truth = frame[spec.target].astype(int).tolist()
     with httpx.Client(timeout=30) as client:
         answers: list[dict[str, Any]] = []

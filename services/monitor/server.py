@@ -25,7 +25,7 @@ from driftloop.ingestion import isolated_branch, read_dataset
 from driftloop.lakefs_client import LakeFSClient
 from driftloop.prediction_log import PredictionLog
 from driftloop.registry import ModelRegistry
-from driftloop.serving import load_version
+from driftloop.serving import frame_records, load_version
 from driftloop.settings import Settings, get_settings
 from services.monitor.app import create_app
 from services.monitor.monitor import Monitor, ProductionModel
@@ -72,9 +72,7 @@ class Dependencies:
         if len(frame) > limit:
             frame = frame.sample(n=limit, random_state=0).reset_index(drop=True)
         loaded = load_version(f"{model.name}:{model.version}")
-        features = frame[self.spec.feature_names]
-        records = features.astype(object).where(features.notna(), None).to_dict("records")
-        scores = loaded.score(records)  # type: ignore[arg-type]
+        scores = loaded.score(frame_records(frame, self.spec.feature_names))
         return prepare_reference(frame, self.spec, scores)
 
     def send(self, events: list[Event]) -> None:

@@ -66,6 +66,12 @@ def records_frame(features: list[dict[str, Any]], records: list[dict[str, Any]])
     return pd.DataFrame(columns)
 
 
+def frame_records(frame: pd.DataFrame, names: list[str]) -> list[dict[str, Any]]:
+    """Rows of ``frame`` as records a client would send: plain Python values, None if missing."""
+    values = frame[names].astype(object)
+    return values.where(values.notna(), None).to_dict("records")  # type: ignore[return-value]
+
+
 def compile_checked(pipeline: Any, features: list[dict[str, Any]]) -> CompiledModel | None:
     """The compiled scorer of ``pipeline`` if it gives scikit-learn's scores exactly, else None.
 

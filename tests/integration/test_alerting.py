@@ -24,6 +24,7 @@ from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
 from driftloop.observability import Targets, write_alertmanager_config, write_prometheus_config
 from driftloop.processes import Component, free_port
+from driftloop.serving import frame_records
 from driftloop.stack import (
     ensure_process_pool,
     start_alertmanager,
@@ -68,8 +69,9 @@ def stack(
         "DRIFTLOOP_MONITOR__ALERT_TOKEN": TOKEN,
         "BENTOML_HOME": os.environ["BENTOML_HOME"],
     }
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
+    patch = pytest.MonkeyPatch()  # the module's processes and in-process flows see ``env``
+    for name, value in env.items():
+        patch.setenv(name, value)
     components: list[Component] = []
     try:
         with temporary_settings(
@@ -146,11 +148,7 @@ def stack(
     finally:
         for component in reversed(components):
             component.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        patch.undo()
 
 
 def retrain_runs(stack: dict[str, Any], since: datetime) -> list[dict[str, Any]]:
@@ -165,10 +163,7 @@ def retrain_runs(stack: dict[str, Any], since: datetime) -> list[dict[str, Any]]
 def send(stack: dict[str, Any], scenario: str, seed: int, labels: bool = False) -> None:
     """500 transactions through /predict; with ``labels``, each one's true label as feedback."""
     frame = generate_transactions(500, seed=seed, scenario=scenario)  # type: ignore[arg-type]
-    records = [
-        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-        for r in frame[SPEC.feature_names].to_dict("records")
-    ]
+    records = frame_records(frame, SPEC.feature_names)
     base = root(stack["inference"])
     with httpx.Client(timeout=30) as client:
         answers: list[dict[str, Any]] = []

@@ -28,6 +28,7 @@ from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
 from driftloop.events import DRIFT_DETECTED, Event, model_resource, send_events
 from driftloop.processes import Component, free_port
+from driftloop.serving import frame_records
 from driftloop.stack import (
     ensure_process_pool,
     start_inference_server,
@@ -81,10 +82,7 @@ class Loop:
 
 def records_of(scenario: str, rows: int, seed: int) -> tuple[list[dict[str, Any]], list[int]]:
     frame = generate_transactions(rows, seed=seed, scenario=scenario)  # type: ignore[arg-type]
-    records = [
-        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-        for r in frame[SPEC.feature_names].to_dict("records")
-    ]
+    records = frame_records(frame, SPEC.feature_names)
     return records, frame[SPEC.target].astype(int).tolist()
 
 
@@ -133,8 +131,9 @@ def loop(
         "BENTOML_HOME": os.environ["BENTOML_HOME"],
     }
     components: list[Component] = []
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
+    patch = pytest.MonkeyPatch()  # the module's processes and in-process flows see ``env``
+    for name, value in env.items():
+        patch.setenv(name, value)
     try:
         with temporary_settings(
             updates={"api.url": prefect_server.api_url, "server.ephemeral.enabled": False}
@@ -180,11 +179,7 @@ def loop(
     finally:
         for component in reversed(components):
             component.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        patch.undo()
 
 
 def wait_for(what: str, check: Any, timeout: float) -> Any:

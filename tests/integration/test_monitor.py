@@ -25,7 +25,7 @@ from driftloop.lakefs_client import LakeFSClient
 from driftloop.prediction_log import Prediction, PredictionLog
 from driftloop.processes import Component, free_port
 from driftloop.registry import ModelRegistry
-from driftloop.serving import load_version
+from driftloop.serving import frame_records, load_version
 from driftloop.settings import get_settings
 from driftloop.stack import start_monitor_server
 from flows.ingest import ingest
@@ -52,7 +52,7 @@ class World:
     def traffic(self, rows: int, scenario: str, seed: int) -> None:
         """``rows`` scored predictions of the production model, written to the prediction log."""
         frame = generate_transactions(rows, seed=seed, scenario=scenario)  # type: ignore[arg-type]
-        records = frame[SPEC.feature_names].to_dict("records")
+        records = frame_records(frame, SPEC.feature_names)
         scores = self.model.score(records).tolist()  # type: ignore[arg-type]
         rows_out = []
         for index, (record, score) in enumerate(zip(records, scores, strict=True)):
@@ -63,7 +63,7 @@ class World:
                     at,
                     self.model.name,
                     self.model.version,
-                    {k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()},
+                    record,
                     score,
                     int(score >= self.model.threshold),
                 )

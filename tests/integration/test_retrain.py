@@ -18,7 +18,7 @@ from driftloop.datasets.transactions import generate_transactions
 from driftloop.lakefs_client import LakeFSClient
 from driftloop.prediction_log import Prediction, PredictionLog
 from driftloop.registry import ModelRegistry
-from driftloop.serving import load_version
+from driftloop.serving import frame_records, load_version
 from driftloop.settings import get_settings
 from flows.ingest import ingest
 from flows.retrain import retrain
@@ -57,10 +57,7 @@ def served_with_feedback(rows: int, scenario: str, seed: int) -> tuple[list[dict
     assert production is not None
     model = load_version(production.tag)
     frame = generate_transactions(rows, seed=seed, scenario=scenario)  # type: ignore[arg-type]
-    records = [
-        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-        for r in frame[SPEC.feature_names].to_dict("records")
-    ]
+    records = frame_records(frame, SPEC.feature_names)
     truth = frame[SPEC.target].astype(int).tolist()
     log = PredictionLog(settings.prediction_log_url)
     now = datetime.now(UTC)
@@ -99,10 +96,7 @@ def test_labelled_drifted_traffic_becomes_a_batch_and_a_better_model(
     assert before is not None
     served_with_feedback(3000, "concept_drift", seed=7)
     held_out = generate_transactions(4000, seed=9, scenario="concept_drift")
-    records = [
-        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-        for r in held_out[SPEC.feature_names].to_dict("records")
-    ]
+    records = frame_records(held_out, SPEC.feature_names)
     truth = held_out[SPEC.target].astype(int).tolist()
 
     outcome = retrain(reason="driftloop.drift.detected", model_version=before.version)

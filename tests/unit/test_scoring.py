@@ -12,7 +12,7 @@ import pytest
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import SCENARIOS, generate_transactions
 from driftloop.scoring import UNSEEN, compile_pipeline, probe_records
-from driftloop.serving import LoadedModel, compile_checked, records_frame
+from driftloop.serving import LoadedModel, compile_checked, frame_records, records_frame
 from driftloop.training import TrainParams, split_frame, train_model
 
 SPEC = load_spec("transactions")
@@ -32,8 +32,7 @@ def pipeline() -> Any:
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    values = frame[NAMES].astype(object)
-    return values.where(values.notna(), None).to_dict("records")  # type: ignore[return-value]
+    return frame_records(frame, NAMES)
 
 
 def sklearn_scores(pipeline: Any, rows: list[dict[str, Any]]) -> np.ndarray:
