@@ -22,7 +22,7 @@ from driftloop.drift import Reference, prepare_reference
 from driftloop.events import Event, send_events
 from driftloop.grafana import annotate_if_configured
 from driftloop.ingestion import isolated_branch, read_dataset
-from driftloop.lakefs_client import LakeFSClient
+from driftloop.lakefs_client import CredentialsMissingError, LakeFSClient
 from driftloop.prediction_log import PredictionLog
 from driftloop.registry import ModelRegistry
 from driftloop.serving import frame_records, load_version
@@ -132,7 +132,10 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = build_app(settings)
+    try:
+        app = build_app(settings)
+    except CredentialsMissingError as error:
+        raise SystemExit(f"monitor: {error}") from None
     log.info(
         "monitor on http://%s:%d (checks every %.0f s)",
         settings.monitor.host,

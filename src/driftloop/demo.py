@@ -1,182 +1,351 @@
-"""``driftloop demo``: run what the loop has so far on this machine, and show what happened.
+"""``driftloop demo``: the whole loop on this machine, from nothing, with a timeline at the end.
 
-Today that is: a Prefect server, the embedded lakeFS-compatible server, one valid batch landed on
-main through its isolated branch, and one corrupted batch rejected with main unchanged. The stages
-not in the demo yet are named at the end.
+1. The embedded stack (:class:`driftloop.localstack.LocalStack`) under ``<home>/demo``, fresh for
+   every run, with a fast monitor (a check every 2 s over 500-row windows, drift declared after 2
+   drifted windows); its bootstrap lands a first batch through its branch and trains the first
+   model, which the inference service serves.
+2. A corrupted batch is rejected and main does not move.
+3. In-distribution traffic with delayed labels: the monitor judges windows; nothing happens.
+4. Concept drift: the same features, a different fraud pattern, with labels. The monitor
+   declares drift, sends ``driftloop.drift.detected``; Prefect's automation runs the retrain
+   deployment on the worker; the gate promotes the retrained model; the service swaps to it.
+5. The timeline (drift onset, event, retrain start, new version serving) and F1 before and after
+   on fresh drifted data. The demo fails unless a new version serves and its F1 is higher.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
-from contextlib import ExitStack
-from pathlib import Path
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
+import httpx
 from rich.console import Console
 
-from driftloop.processes import Component, ComponentFailed, port_in_use
-from driftloop.settings import Settings
-from driftloop.stack import (
-    drain_prefect_client,
-    ensure_process_pool,
-    start_lakefs_server,
-    start_prefect_server,
-)
+from driftloop.localstack import LocalStack, StackError, Stop
+from driftloop.settings import Settings, get_settings
 
-# Built and tested on real processes (tests/integration/test_loop.py, bench/loop.py); the demo
-# runs them once `driftloop up` exists (issue #8).
-NOT_IN_DEMO_YET = (
-    ("serve with BentoML and log predictions", "#8"),
-    ("monitor drift and retrain automatically", "#8"),
-)
+# The monitor's cadence for the demo: the defaults (a check a minute, 1,000-row windows,
+# three drifted windows) suit production traffic, not a demo that should finish in minutes.
+DEMO_ENV = {
+    "DRIFTLOOP_MONITOR__INTERVAL_SECONDS": "2",
+    "DRIFTLOOP_MONITOR__WINDOW_ROWS": "500",
+    "DRIFTLOOP_MONITOR__MIN_WINDOW_ROWS": "300",
+    "DRIFTLOOP_MONITOR__CONSECUTIVE_WINDOWS": "2",
+    "DRIFTLOOP_SERVING__MODEL_POLL_SECONDS": "1",
+    "DRIFTLOOP_PREFECT__WORKER_QUERY_SECONDS": "1",
+    "DRIFTLOOP_STACK__BOOTSTRAP": "true",
+    "DRIFTLOOP_DATASET": "transactions",
+}
+LOOP_TIMEOUT_SECONDS = 480
 
 
 class DemoFailed(RuntimeError):
     """A step of the demo failed; the message says which and where to look."""
 
 
-def run_demo(settings: Settings, console: Console) -> None:
-    """Start the stack, land a good batch, reject a bad one, and stop everything again."""
-    home = settings.home.resolve()
-    logs = home / "logs"
-    prefect_url = settings.prefect.api_url
-    prefect_host, prefect_port = prefect_url.host or "127.0.0.1", prefect_url.port or 4200
-    lakefs_host, lakefs_port = settings.lakefs.embedded_host, settings.lakefs.embedded_port
-    for name, host, port, variable in (
-        ("Prefect server", prefect_host, prefect_port, "DRIFTLOOP_PREFECT__API_URL"),
-        ("lakeFS-compatible server", lakefs_host, lakefs_port, "DRIFTLOOP_LAKEFS__EMBEDDED_PORT"),
-    ):
-        if port_in_use(host, port):
+@dataclass
+class Timeline:
+    drift_onset: datetime | None = None
+    drift_event: datetime | None = None
+    retrain_started: datetime | None = None
+    new_version_serving: datetime | None = None
+
+    def lines(self) -> list[tuple[str, datetime | None]]:
+        return [
+            ("drift onset (first drifted request)", self.drift_onset),
+            ("driftloop.drift.detected in Prefect", self.drift_event),
+            ("retrain flow run started", self.retrain_started),
+            ("new model version serving", self.new_version_serving),
+        ]
+
+
+def run_demo(settings: Settings, console: Console, *, keep_running: bool = False) -> None:
+    """Run the demo under ``<settings.home>/demo``; raise DemoFailed unless the loop closed."""
+    home = settings.home.resolve() / "demo"
+    if home.exists():
+        if (home / "stack.json").exists():
             raise DemoFailed(
-                f"port {port} on {host} is taken, so the {name} cannot start; stop what listens "
-                f"there or set {variable}"
+                f"a demo stack seems to run under {home} (stack.json); stop it with "
+                f"`DRIFTLOOP_HOME={home} driftloop down`"
             )
-    console.print(f"[bold]driftloop demo[/] — state under {home}, logs under {logs}")
-    key, secret = _credentials(settings)
-    api_url = str(prefect_url).rstrip("/")
-    with ExitStack() as running:
-        _start(
-            running,
-            console,
-            start_prefect_server(
-                host=prefect_host,
-                port=prefect_port,
-                prefect_home=home / "prefect",
-                log_path=logs / "prefect-server.log",
-            ),
-            timeout=120,
-        )
-        _start(
-            running,
-            console,
-            start_lakefs_server(
-                home=home,
-                host=lakefs_host,
-                port=lakefs_port,
-                log_path=logs / "lakefs.log",
-                access_key_id=key,
-                secret_access_key=secret,
-            ),
-            timeout=60,
-        )
-        ensure_process_pool(api_url, settings.prefect.work_pool)
-        console.print(f"[green]✓[/] Prefect UI at {api_url.removesuffix('/api')}")
-        lakefs_endpoint = f"http://{lakefs_host}:{lakefs_port}"
-        os.environ.update(
-            {
-                "DRIFTLOOP_LAKEFS__ENDPOINT": lakefs_endpoint,
-                "DRIFTLOOP_LAKEFS__ACCESS_KEY_ID": key,
-                "DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY": secret,
-            }
-        )
-        try:
-            _ingest_two_batches(api_url, home, console)
-            _train_and_package(api_url, console)
-        finally:
-            drain_prefect_client()
-    for stage, issue in NOT_IN_DEMO_YET:
-        console.print(
-            f"[yellow]–[/] not in the demo yet: {stage} (built; bench/loop.py runs it; "
-            f"the demo gets it with issue {issue})"
-        )
+        shutil.rmtree(home)
+    env = {**DEMO_ENV, "DRIFTLOOP_HOME": str(home)}
+    os.environ.update(env)
+    demo_settings = get_settings()
 
+    def say(message: str) -> None:
+        console.print(message, highlight=False, soft_wrap=True)
 
-def _credentials(settings: Settings) -> tuple[str, str]:
-    """The configured lakeFS keys, or a pair made for this run (never printed or written out)."""
-    lakefs = settings.lakefs
-    if lakefs.access_key_id and lakefs.secret_access_key:
-        return lakefs.access_key_id.get_secret_value(), lakefs.secret_access_key.get_secret_value()
-    return "AKIADEMO" + secrets.token_hex(6).upper(), secrets.token_urlsafe(30)
+    from driftloop.deploy import DeployError, project_dir
 
-
-def _start(running: ExitStack, console: Console, component: Component, timeout: float) -> Component:
-    running.callback(component.stop)
-    console.print(f"starting {component.name} (log: {component.log_path})")
+    console.rule("[bold]driftloop demo[/]: the stack")
+    say(f"fresh state under {home}; every component's log under {home / 'logs'}")
     try:
-        component.wait_healthy(timeout=timeout)
-    except ComponentFailed as error:
+        stack = LocalStack(demo_settings, project=project_dir(), say=say, extra_env=env)
+        with stack.running_stack():
+            Demo(stack, console).run()
+            if keep_running:
+                say("the stack keeps running for you to look around; Ctrl-C stops it")
+                stack.supervise()
+    except Stop:
+        say("stopped every component")
+    except (StackError, DeployError) as error:
         raise DemoFailed(str(error)) from None
-    console.print(f"[green]✓[/] {component.name} healthy")
-    return component
 
 
-def _ingest_two_batches(api_url: str, home: Path, console: Console) -> None:
-    from prefect.settings import temporary_settings
+class Demo:
+    """The demo's steps against a running stack."""
 
-    from driftloop.datasets.transactions import generate_transactions
-    from driftloop.ingestion import BatchRejected
-    from flows.ingest import ingest_batch
+    def __init__(self, stack: LocalStack, console: Console) -> None:
+        from driftloop.datasets.spec import load_spec
 
-    with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
-        console.rule("write, audit, publish: a valid batch")
-        outcome = ingest_batch("transactions", "builtin:?rows=5000&seed=1", "demo-day-1").outcome
-        verb = "landed on main" if outcome["status"] == "merged" else "was already on main"
-        console.print(
-            f"[green]✓[/] batch demo-day-1 ({outcome['rows']} rows) {verb} at commit "
-            f"{outcome['commit_id']}"
-        )
-        console.rule("a corrupted batch")
+        self.stack = stack
+        self.console = console
+        self.settings = stack.settings
+        self.spec = load_spec("transactions")
+        self.api_url = stack.env["PREFECT_API_URL"]
+        self.ui = self.api_url.removesuffix("/api")
+        self.inference = f"http://{self.settings.serving.host}:{self.settings.serving.port}"
+        self.monitor = f"http://{self.settings.monitor.host}:{self.settings.monitor.port}"
+        self.started = datetime.now(UTC)
+
+    def say(self, message: str) -> None:
+        self.console.print(message, highlight=False, soft_wrap=True)
+
+    def run(self) -> None:
+        self.rejected_batch()
+        old_version = self.serving_version()
+        self.say(f"[green]✓[/] the inference service serves {self.spec.model_name}:{old_version}")
+        self.in_distribution()
+        timeline, new_version = self.concept_drift(old_version)
+        self.conclude(timeline, old_version, new_version)
+
+    def rejected_batch(self) -> None:
+        from driftloop.datasets.transactions import generate_transactions
+        from driftloop.ingestion import BatchRejected
+        from driftloop.lakefs_client import LakeFSClient
+        from flows.ingest import ingest_batch
+
+        self.console.rule("write, audit, publish: a corrupted batch")
+        client = LakeFSClient.from_settings(self.settings.lakefs)
+        main = self.settings.lakefs.default_branch
+        before = client.branch_head(main)
         corrupted = generate_transactions(2000, seed=2)
         corrupted.loc[:99, "amount"] = -corrupted.loc[:99, "amount"]
         corrupted.loc[100:109, "merchant_category"] = "casino"
-        path = home / "demo-corrupted-batch.csv"
+        path = self.stack.home / "corrupted-batch.csv"
         corrupted.to_csv(path, index=False)
         try:
-            ingest_batch("transactions", str(path), "demo-day-2-corrupted")
+            self.in_prefect(lambda: ingest_batch("transactions", str(path), "corrupted"))
         except BatchRejected as rejected:
-            console.print(
-                f"[green]✓[/] batch demo-day-2-corrupted rejected, main unchanged; branch "
-                f"{rejected.branch} kept for inspection:\n{rejected.report.summary()}",
-                highlight=False,
+            self.say(
+                f"[green]✓[/] batch 'corrupted' rejected, main unchanged; branch "
+                f"{rejected.branch} kept for inspection:\n{rejected.report.summary()}"
             )
         else:
             raise DemoFailed("the corrupted batch was not rejected")
+        if client.branch_head(main) != before:
+            raise DemoFailed(f"main moved from {before} although the batch was rejected")
 
+    def in_distribution(self) -> None:
+        self.console.rule("traffic like the training data, with delayed labels")
+        judged = self.monitor_status()["windows_judged"]
+        for seed in (31, 32, 33):
+            self.traffic("baseline", seed)
+            status = self.wait_for(
+                "the monitor to judge a window", partial(self.judged_after, judged), timeout=60
+            )
+            judged = status["windows_judged"]
+            self.say(f"  window {judged}: {status['state']}, drift share {drift_share(status):.2f}")
+        if self.monitor_status()["drift_declared"]:
+            raise DemoFailed("the monitor declared drift on in-distribution traffic")
+        self.say("[green]✓[/] in distribution: no drift declared, no retrain")
 
-def _train_and_package(api_url: str, console: Console) -> None:
-    from prefect.settings import temporary_settings
-
-    from flows.ingest import ingest_batch
-    from flows.package import package
-    from flows.train import train
-
-    with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
-        console.rule("train on the pinned commit, gate, register")
-        first: dict[str, Any] = train()
-        console.print(
-            f"[green]✓[/] {first['model']}:{first['version']} trained on commit "
-            f"{first['data_commit']}: roc_auc {first['metrics']['roc_auc']:.3f}, "
-            f"stage {first['stage']} ({'; '.join(first['reasons'])})",
-            highlight=False,
+    def concept_drift(self, old_version: str) -> tuple[Timeline, str]:
+        self.console.rule("concept drift: the fraud pattern changes")
+        timeline = Timeline(drift_onset=datetime.now(UTC))
+        seed, deadline = 40, time.monotonic() + LOOP_TIMEOUT_SECONDS
+        seen: set[str] = set()
+        while time.monotonic() < deadline:
+            seed += 1
+            self.traffic("concept_drift", seed)
+            status = self.monitor_status()
+            if "declared" not in seen and status["drift_declared"]:
+                seen.add("declared")
+                self.say(
+                    f"  the monitor declared drift (drift share {drift_share(status):.2f}); "
+                    f"report: {status.get('last_report') or 'being written'}"
+                )
+            if timeline.drift_event is None:
+                timeline.drift_event = first_event(self.api_url, "driftloop.drift.detected")
+                if timeline.drift_event:
+                    self.say("  Prefect received driftloop.drift.detected")
+            run = newest_run(self.api_url, "retrain", self.started)
+            if run is not None:
+                state = run["state_name"]
+                if state not in seen:
+                    seen.add(state)
+                    self.say(
+                        f"  retrain run {run['name']}: {state} "
+                        f"({self.ui}/runs/flow-run/{run['id']})"
+                    )
+                if run.get("start_time") and timeline.retrain_started is None:
+                    timeline.retrain_started = datetime.fromisoformat(run["start_time"])
+                if run["state_type"] in ("FAILED", "CRASHED", "CANCELLED"):
+                    raise DemoFailed(
+                        f"the retrain run ended {state}; its log is in the Prefect UI at "
+                        f"{self.ui}/runs/flow-run/{run['id']} and in {self.stack.logs}/worker.log"
+                    )
+            version = self.serving_version()
+            if version != old_version:
+                timeline.new_version_serving = datetime.now(UTC)
+                self.say(f"[green]✓[/] the service swapped to {self.spec.model_name}:{version}")
+                return timeline, version
+        raise DemoFailed(
+            f"no new version served within {LOOP_TIMEOUT_SECONDS} s of drift; see the monitor "
+            f"({self.monitor}/status, {self.stack.logs}/monitor.log) and the retrain runs "
+            f"({self.ui}/runs)"
         )
-        ingest_batch("transactions", "builtin:?rows=5000&seed=3", "demo-day-3")
-        challenger: dict[str, Any] = train(estimator="logistic_regression", holdout="newest_batch")
-        console.print(
-            f"[green]✓[/] challenger {challenger['version']} ({challenger['stage']}): "
-            f"{'; '.join(challenger['reasons'])}",
-            highlight=False,
+
+    def conclude(self, timeline: Timeline, old_version: str, new_version: str) -> None:
+        from sklearn.metrics import f1_score
+
+        from driftloop.datasets.transactions import generate_transactions
+        from driftloop.serving import frame_records, load_version
+
+        probe = generate_transactions(2000, seed=99, scenario="concept_drift")
+        records = frame_records(probe, self.spec.feature_names)
+        truth = probe[self.spec.target].astype(int)
+        f1 = {}
+        for version in (old_version, new_version):
+            model = load_version(f"{self.spec.model_name}:{version}")
+            f1[version] = float(f1_score(truth, model.score(records) >= model.threshold))
+        self.console.rule("timeline")
+        onset = timeline.drift_onset
+        for label, at in timeline.lines():
+            offset = f"+{(at - onset).total_seconds():6.1f} s" if at and onset else "   (none)"
+            clock = at.strftime("%H:%M:%S") if at else ""
+            self.say(f"  {label:38} {clock:>8}  {offset}")
+        self.say(
+            f"  F1 on 2,000 fresh drifted transactions: {old_version} {f1[old_version]:.3f} -> "
+            f"{new_version} {f1[new_version]:.3f}"
         )
-        console.rule("package the production model")
-        built = package()
-        console.print(f"[green]✓[/] Bento {built['bento']} with {built['model']}", highlight=False)
+        report = self.save_report()
+        self.console.rule("where to look")
+        for line in (
+            f"Prefect UI: {self.ui} (deployments: {self.ui}/deployments, automations: "
+            f"{self.ui}/automations, flow runs and their artifacts: {self.ui}/runs)",
+            f"inference: {self.inference}/predict, {self.inference}/model, "
+            f"{self.inference}/metrics",
+            f"monitor: {self.monitor}/status, {self.monitor}/metrics",
+            f"the Evidently drift report: {report}",
+            f"model history: DRIFTLOOP_HOME={self.stack.home} driftloop model history",
+        ):
+            self.say(f"  {line}")
+        if f1[new_version] <= f1[old_version]:
+            raise DemoFailed(
+                f"the new version's F1 ({f1[new_version]:.3f}) is not above the old one's "
+                f"({f1[old_version]:.3f}) on drifted data"
+            )
+        self.say("[bold green]the loop closed[/]: drift → event → retrain → a better model serving")
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def traffic(self, scenario: str, seed: int, rows: int = 500) -> None:
+        """``rows`` transactions in requests of 50, then each one's true label as feedback."""
+        from driftloop.datasets.transactions import generate_transactions
+        from driftloop.serving import frame_records
+
+        frame = generate_transactions(rows, seed=seed, scenario=scenario)  # type: ignore[arg-type]
+        records = frame_records(frame, self.spec.feature_names)
+        truth = frame[self.spec.target].astype(int).tolist()
+        with httpx.Client(base_url=self.inference, timeout=30) as client:
+            answers: list[dict[str, Any]] = []
+            for start in range(0, rows, 50):
+                response = client.post("/predict", json=records[start : start + 50])
+                response.raise_for_status()
+                answers += response.json()
+            for answer, label in zip(answers, truth, strict=True):
+                client.post(
+                    "/feedback", json={"prediction_id": answer["prediction_id"], "label": label}
+                ).raise_for_status()
+
+    def serving_version(self) -> str:
+        return str(httpx.get(f"{self.inference}/model", timeout=10).json()["version"])
+
+    def monitor_status(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.monitor}/status", timeout=10).json())
+
+    def judged_after(self, judged: int) -> dict[str, Any] | None:
+        """The monitor's status once it has judged more than ``judged`` windows."""
+        status = self.monitor_status()
+        return status if status["windows_judged"] > judged else None
+
+    def save_report(self) -> str:
+        """Copy the newest drift report from lakeFS to the demo's folder; where it is."""
+        from driftloop.lakefs_client import LakeFSClient
+
+        client = LakeFSClient.from_settings(self.settings.lakefs)
+        main = self.settings.lakefs.default_branch
+        reports = sorted(
+            found.path
+            for found in client.list_objects(main, f"reports/drift/{self.spec.model_name}/")
+            if found.path.endswith(".html")
+        )
+        if not reports:
+            return "none written (see the monitor's log)"
+        target = self.stack.home / "drift-report.html"
+        target.write_bytes(client.download(main, reports[-1]))
+        return f"{target} (in lakeFS: {main}/{reports[-1]})"
+
+    def wait_for(self, what: str, check: Callable[[], Any], timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if found := check():
+                return found
+            time.sleep(0.5)
+        raise DemoFailed(f"timed out waiting for {what} ({timeout:.0f} s)")
+
+    def in_prefect(self, work: Callable[[], Any]) -> Any:
+        """Run an in-process flow against the stack's Prefect server."""
+        from prefect.settings import temporary_settings
+
+        with temporary_settings(
+            updates={"api.url": self.api_url, "server.ephemeral.enabled": False}
+        ):
+            return work()
+
+
+def first_event(api_url: str, name: str) -> datetime | None:
+    """When the first event called ``name`` occurred, as Prefect recorded it."""
+    found = httpx.post(
+        f"{api_url}/events/filter",
+        json={"filter": {"event": {"name": [name]}}, "limit": 10},
+        timeout=10,
+    ).json()["events"]
+    times = [datetime.fromisoformat(event["occurred"]) for event in found]
+    return min(times) if times else None
+
+
+def newest_run(api_url: str, deployment: str, since: datetime) -> dict[str, Any] | None:
+    """The newest run of the deployment named ``deployment`` created after ``since``."""
+    deployments = httpx.post(f"{api_url}/deployments/filter", json={}, timeout=10).json()
+    ids = [d["id"] for d in deployments if d["name"] == deployment]
+    runs = httpx.post(
+        f"{api_url}/flow_runs/filter",
+        json={"flow_runs": {"deployment_id": {"any_": ids}}, "sort": "EXPECTED_START_TIME_DESC"},
+        timeout=10,
+    ).json()
+    fresh = [run for run in runs if datetime.fromisoformat(run["created"]) >= since]
+    return max(fresh, key=lambda run: run["created"]) if fresh else None
+
+
+def drift_share(status: dict[str, Any]) -> float:
+    """The drifted share of features in the monitor's latest judged window (0 before one)."""
+    return float((status.get("result") or {}).get("drifted_share", 0.0))

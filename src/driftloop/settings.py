@@ -206,6 +206,30 @@ class GrafanaSettings(_Area):
     )
 
 
+class StackSettings(_Area):
+    """The embedded stack that `driftloop up` and `driftloop demo` run on one machine."""
+
+    prometheus_port: int = Field(
+        default=9090, ge=1, le=65535, description="Port of the stack's Prometheus."
+    )
+    alertmanager_port: int = Field(
+        default=9093, ge=1, le=65535, description="Port of the stack's Alertmanager."
+    )
+    observability: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Start Prometheus and Alertmanager: auto when their binaries are on PATH, on "
+        "(missing binaries are an error) or off.",
+    )
+    bootstrap: bool = Field(
+        default=True,
+        description="When no production model exists, `driftloop up` lands a built-in batch and "
+        "trains one, so the inference service has a model to serve.",
+    )
+    start_timeout_seconds: PositiveFloat = Field(
+        default=180.0, description="How long `driftloop up` waits for a component to be healthy."
+    )
+
+
 class StorageSettings(_Area):
     """Local state: prediction log database and the BentoML model store."""
 
@@ -261,6 +285,7 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    stack: StackSettings = Field(default_factory=StackSettings)
 
     @property
     def prediction_log_url(self) -> str:

@@ -59,6 +59,7 @@ def start_prefect_server(
     log_path: Path,
     database_url: str | None = None,
     ui: bool = True,
+    extra_env: dict[str, str] | None = None,
 ) -> Component:
     """Start ``prefect server start`` on ``host:port``; wait for it with ``wait_healthy``."""
     prefect_home.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ def start_prefect_server(
         command,
         health_url=f"http://{host}:{port}/api/health",
         log_path=log_path,
-        env=prefect_server_env(prefect_home, database_url),
+        env={**prefect_server_env(prefect_home, database_url), **(extra_env or {})},
     )
 
 

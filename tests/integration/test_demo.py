@@ -1,48 +1,125 @@
-"""`driftloop demo`, the README's main job, run as a user runs it (on free ports)."""
+"""`driftloop demo`, the README's main job, run as a new user runs it: in a fresh copy of the
+project (the files git tracks or would track, no .venv, no .driftloop), through the README's
+command `python3 scripts/dev.py demo`, which installs the environment first. Only the ports are
+moved to free ones, so the test does not collide with anything on the machine."""
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 
-from driftloop.processes import free_port
-from tests.commands import run_driftloop
+import pytest
+
+from driftloop.processes import free_port, port_in_use
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 
-def run_demo(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return run_driftloop("demo", env=env, cwd=tmp_path)
+def fresh_copy(target: Path) -> Path:
+    """The project's files as a clone of this tree would have them (committed or not)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for name in filter(None, listed):
+        source = PROJECT / name.decode()
+        if source.is_file():
+            destination = target / name.decode()
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(source.read_bytes())
+            destination.chmod(source.stat().st_mode & 0o777)
+    return target
 
 
-def test_demo_lands_a_batch_rejects_a_corrupted_one_and_stops_everything(tmp_path: Path) -> None:
-    prefect_port, lakefs_port = free_port(), free_port()
-    env = {
-        "DRIFTLOOP_PREFECT__API_URL": f"http://127.0.0.1:{prefect_port}/api",
-        "DRIFTLOOP_LAKEFS__EMBEDDED_PORT": str(lakefs_port),
+def user_env(ports: dict[str, int]) -> dict[str, str]:
+    """A user's shell: none of the test session's settings, the stack's ports moved."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DRIFTLOOP_", "PREFECT_", "BENTOML_", "VIRTUAL_ENV"))
+    }
+    return {
+        **base,
+        "COLUMNS": "200",
+        "DRIFTLOOP_PREFECT__API_URL": f"http://127.0.0.1:{ports['prefect']}/api",
+        "DRIFTLOOP_LAKEFS__EMBEDDED_PORT": str(ports["lakefs"]),
+        "DRIFTLOOP_LAKEFS__ENDPOINT": f"http://127.0.0.1:{ports['lakefs']}",
+        "DRIFTLOOP_SERVING__PORT": str(ports["inference"]),
+        "DRIFTLOOP_MONITOR__PORT": str(ports["monitor"]),
+        "DRIFTLOOP_STACK__PROMETHEUS_PORT": str(ports["prometheus"]),
+        "DRIFTLOOP_STACK__ALERTMANAGER_PORT": str(ports["alertmanager"]),
     }
 
-    result = run_demo(tmp_path, env)
 
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "batch demo-day-1 (5000 rows) landed on main" in result.stdout
-    assert "batch demo-day-2-corrupted rejected, main unchanged" in result.stdout
-    assert "stage production" in result.stdout and "challenger" in result.stdout
-    assert "Bento driftloop-inference:" in result.stdout
-    assert "not in the demo yet" in result.stdout
-    assert (tmp_path / ".driftloop" / "logs" / "prefect-server.log").exists()
-    for port in (prefect_port, lakefs_port):  # nothing left running
-        with socket.socket() as probe:
-            assert probe.connect_ex(("127.0.0.1", port)) != 0
+PORTS = ("prefect", "lakefs", "inference", "monitor", "prometheus", "alertmanager")
+
+
+@pytest.mark.timeout(900)
+def test_demo_closes_the_loop_from_a_fresh_copy(tmp_path: Path) -> None:
+    clone = fresh_copy(tmp_path / "driftloop")
+    ports = {name: free_port() for name in PORTS}
+    started = time.monotonic()
+
+    result = subprocess.run(
+        [sys.executable, "scripts/dev.py", "demo"],
+        cwd=clone,
+        env=user_env(ports),
+        capture_output=True,
+        text=True,
+        timeout=840,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    out = result.stdout
+
+    assert result.returncode == 0, out[-5000:] + result.stderr[-3000:]
+    assert "[dev] environment ready" in out  # it installed its own environment first
+    assert "batch 'corrupted' rejected, main unchanged" in out
+    assert "in distribution: no drift declared, no retrain" in out
+    assert "the monitor declared drift" in out
+    # The timeline has every step, each after the onset, in the loop's order.
+    offsets = {}
+    for label in (
+        "driftloop.drift.detected in Prefect",
+        "retrain flow run started",
+        "new model version serving",
+    ):
+        found = re.search(re.escape(label) + r"\s+\d\d:\d\d:\d\d\s+\+\s*([\d.]+) s", out)
+        assert found, f"no time for {label!r} in the timeline:\n{out[-3000:]}"
+        offsets[label] = float(found.group(1))
+    assert list(offsets.values()) == sorted(offsets.values())
+    f1 = re.search(r"F1 on 2,000 fresh drifted transactions: \w+ ([\d.]+) -> \w+ ([\d.]+)", out)
+    assert f1 and float(f1.group(2)) > float(f1.group(1))
+    assert "the loop closed" in out
+    report = clone / ".driftloop" / "demo" / "drift-report.html"
+    assert report.exists() and b"Data Drift" in report.read_bytes()
+    # Everything stopped. (How long it took is reported, not judged: timings are not tests.)
+    assert [name for name, port in ports.items() if port_in_use("127.0.0.1", port)] == []
+    print(f"the demo took {elapsed:.0f} s from a fresh copy, install included")  # noqa: T201
 
 
 def test_demo_names_a_taken_port(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in PORTS}
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
+        taken.bind(("127.0.0.1", ports["prefect"]))
         taken.listen()
-        port = taken.getsockname()[1]
-        env = {"DRIFTLOOP_PREFECT__API_URL": f"http://127.0.0.1:{port}/api"}
-
-        result = run_demo(tmp_path, env)
+        result = subprocess.run(
+            [str(Path(sys.executable).with_name("driftloop")), "demo"],
+            cwd=tmp_path,
+            env=user_env(ports),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
     assert result.returncode == 1
-    assert f"port {port}" in result.stderr and "Prefect server" in result.stderr
+    assert f"port {ports['prefect']} on 127.0.0.1 is taken, so prefect-server" in result.stderr
+    assert "DRIFTLOOP_PREFECT__API_URL" in result.stderr

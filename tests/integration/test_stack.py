@@ -1,0 +1,284 @@
+"""`driftloop up`, `status` and `down` run as a user runs them, on free ports, in a folder of
+their own (its .env and .driftloop/): every component a real process, Prometheus and Alertmanager
+too (CI installs them; these tests expect them on PATH)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from driftloop.processes import free_port, pid_alive, port_in_use
+
+PROJECT = Path(__file__).resolve().parents[2]
+DRIFTLOOP = str(Path(sys.executable).with_name("driftloop"))
+COMPONENTS = {
+    "prefect-server",
+    "lakefs",
+    "prefect-worker",
+    "inference",
+    "monitor",
+    "alertmanager",
+    "prometheus",
+}
+
+
+@dataclass
+class Place:
+    """A folder to run the stack from, and the ports it uses."""
+
+    folder: Path
+    ports: dict[str, int]
+
+    @property
+    def env(self) -> dict[str, str]:
+        # As a user's shell: no settings of the test session, only where the stack listens.
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DRIFTLOOP_", "PREFECT_", "BENTOML_"))
+        }
+        p = self.ports
+        return {
+            **base,
+            "COLUMNS": "250",
+            "DRIFTLOOP_PREFECT__API_URL": f"http://127.0.0.1:{p['prefect-server']}/api",
+            "DRIFTLOOP_LAKEFS__EMBEDDED_PORT": str(p["lakefs"]),
+            "DRIFTLOOP_LAKEFS__ENDPOINT": f"http://127.0.0.1:{p['lakefs']}",
+            "DRIFTLOOP_SERVING__PORT": str(p["inference"]),
+            "DRIFTLOOP_MONITOR__PORT": str(p["monitor"]),
+            "DRIFTLOOP_STACK__PROMETHEUS_PORT": str(p["prometheus"]),
+            "DRIFTLOOP_STACK__ALERTMANAGER_PORT": str(p["alertmanager"]),
+            # `on`: a missing binary fails the start instead of silently skipping them.
+            "DRIFTLOOP_STACK__OBSERVABILITY": "on",
+        }
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [DRIFTLOOP, *args],
+            env=self.env,
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start(self) -> subprocess.Popen[bytes]:
+        """`driftloop up` in the foreground of its own session, as in a terminal; its output
+        goes to ``output`` (a file: a full pipe would block it)."""
+        with self.output.open("wb") as output:
+            return subprocess.Popen(
+                [DRIFTLOOP, "up"],
+                env=self.env,
+                cwd=self.folder,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def output(self) -> Path:
+        return self.folder / "up-output.txt"
+
+    def finish(self, up: subprocess.Popen[bytes], timeout: float = 120) -> str:
+        """Wait for `driftloop up` to exit (SIGKILL if it does not); what it printed."""
+        try:
+            up.wait(timeout=timeout)
+        finally:
+            if up.poll() is None:
+                os.killpg(up.pid, signal.SIGKILL)
+        return self.output.read_text()
+
+    def state(self) -> dict[str, Any] | None:
+        path = self.folder / ".driftloop" / "stack.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def wait_status_ok(self, up: subprocess.Popen[bytes] | None, timeout: float = 300) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if up is not None and up.poll() is not None:
+                raise AssertionError(f"up exited {up.returncode}:\n{self.output.read_text()}")
+            status = self.run("status")
+            if status.returncode == 0:
+                return status.stdout
+            time.sleep(2)
+        raise AssertionError(f"the stack was not healthy in {timeout:.0f} s:\n{status.stdout}")
+
+    def assert_all_stopped(self, pids: list[int]) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
+            time.sleep(0.5)
+        assert [pid for pid in pids if pid_alive(pid)] == []
+        taken = [name for name, port in self.ports.items() if port_in_use("127.0.0.1", port)]
+        assert taken == []
+        assert self.state() is None
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Place]:
+    if shutil.which("prometheus") is None:
+        pytest.fail("prometheus is not on PATH; .ci/run installs the Debian package")
+    folder = tmp_path_factory.mktemp("user-folder")
+    ports = {name: free_port() for name in COMPONENTS - {"prefect-worker"}}
+    found = Place(folder, ports)
+    yield found
+    found.run("down")
+
+
+def component_pids(place: Place) -> list[int]:
+    state = place.state()
+    assert state is not None
+    return [int(state["supervisor"])] + [c["pid"] for c in state["components"]]
+
+
+def test_up_detached_serves_predictions_and_down_stops_everything(place: Place) -> None:
+    started = place.run("up", "--detach", timeout=400)
+
+    assert started.returncode == 0, started.stdout + started.stderr
+    # A first model was trained because there was none; the status table names every component.
+    assert "no production model of transactions-classifier yet" in started.stdout
+    status = place.wait_status_ok(None, timeout=30)
+    for name in COMPONENTS:
+        assert name in status
+    assert "✗" not in status and "serving transactions-classifier:" in status
+    # Secrets were made for the embedded stack, kept in .env (0600), never printed.
+    dotenv = (place.folder / ".env").read_text()
+    secrets = [line.split("=", 1)[1] for line in dotenv.splitlines() if "=" in line]
+    assert len(secrets) == 3
+    assert (place.folder / ".env").stat().st_mode & 0o777 == 0o600
+    log_text = (place.folder / ".driftloop" / "logs" / "up.log").read_text()
+    for secret in secrets:
+        assert secret not in started.stdout + started.stderr + log_text
+
+    # The stack does its job: it answers predictions, Prometheus scrapes every service, and the
+    # deployments are on the Prefect server.
+    base = f"http://127.0.0.1:{place.ports['inference']}"
+    record = httpx.get(f"{base}/model", timeout=10).json()
+    assert record["name"] == "transactions-classifier"
+    prometheus = f"http://127.0.0.1:{place.ports['prometheus']}"
+    deadline, health = time.monotonic() + 60, {}
+    while time.monotonic() < deadline:
+        targets = httpx.get(f"{prometheus}/api/v1/targets", timeout=10).json()
+        health = {t["labels"]["job"]: t["health"] for t in targets["data"]["activeTargets"]}
+        if health and set(health.values()) == {"up"}:
+            break
+        time.sleep(2)
+    assert health == {"driftloop-inference": "up", "driftloop-monitor": "up", "prefect": "up"}
+    api = f"http://127.0.0.1:{place.ports['prefect-server']}/api"
+    names = {d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}).json()}
+    assert {"ingest", "train", "retrain"} <= names
+
+    pids = component_pids(place)
+    stopped = place.run("down")
+
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped every component" in stopped.stdout
+    place.assert_all_stopped(pids)
+    after = place.run("status")
+    assert after.returncode == 1 and "no stack is running" in after.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_every_component(place: Place, sig: signal.Signals) -> None:
+    up = place.start()
+    place.wait_status_ok(up)
+    pids = component_pids(place)
+    os.killpg(up.pid, sig)
+    output = place.finish(up)
+
+    assert up.returncode == 0, output
+    # The model from the first start is still production: no second bootstrap.
+    assert "✓ production model transactions-classifier:" in output
+    assert "stopped every component" in output
+    place.assert_all_stopped(pids)
+
+
+def test_a_dead_component_shows_in_status_and_down_cleans_up(place: Place) -> None:
+    up = place.start()
+    try:
+        place.wait_status_ok(up)
+        state = place.state()
+        assert state is not None
+        # The supervisor is killed outright (no clean stop), then the monitor dies.
+        os.killpg(up.pid, signal.SIGKILL)
+        place.finish(up, timeout=10)
+        monitor = next(c for c in state["components"] if c["name"] == "monitor")
+        os.killpg(monitor["pid"], signal.SIGKILL)
+        time.sleep(1)
+
+        status = place.run("status")
+
+        assert status.returncode == 1
+        line = next(line for line in status.stdout.splitlines() if "monitor" in line)
+        assert "✗" in line and "not running" in line
+        assert "prefect-server" in status.stdout
+    finally:
+        pids = component_pids(place)
+        stopped = place.run("down")
+    assert "left behind by the supervisor" in stopped.stdout
+    place.assert_all_stopped(pids)
+
+
+def test_the_supervisor_stops_everything_when_a_component_dies(place: Place) -> None:
+    up = place.start()
+    try:
+        place.wait_status_ok(up)
+        pids = component_pids(place)
+        state = place.state()
+        assert state is not None
+        inference = next(c for c in state["components"] if c["name"] == "inference")
+        os.killpg(inference["pid"], signal.SIGKILL)
+    finally:
+        output = place.finish(up)
+
+    assert up.returncode == 1
+    assert "inference exited" in output and "logs/inference.log" in output
+    place.assert_all_stopped(pids)
+
+
+def test_a_taken_port_is_named_and_nothing_starts(place: Place) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", place.ports["monitor"]))
+        taken.listen()
+
+        result = place.run("up")
+
+    assert result.returncode == 1
+    message = result.stderr
+    assert f"port {place.ports['monitor']} on 127.0.0.1 is taken, so monitor cannot start" in (
+        message
+    )
+    assert "DRIFTLOOP_MONITOR__PORT" in message
+    assert place.state() is None
+    assert not port_in_use("127.0.0.1", place.ports["prefect-server"])
+
+
+def test_a_component_that_fails_to_start_is_named_with_its_log(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    folder = tmp_path_factory.mktemp("broken-folder")
+    (folder / ".driftloop").mkdir()
+    (folder / ".driftloop" / "lakefs").write_text("a file where the lakeFS data folder goes")
+    place = Place(folder, {name: free_port() for name in COMPONENTS - {"prefect-worker"}})
+
+    result = place.run("up", timeout=300)
+
+    assert result.returncode == 1
+    assert "lakefs exited with code" in result.stderr
+    assert f"log: {folder / '.driftloop' / 'logs' / 'lakefs.log'}" in result.stderr
+    # The Prefect server, started beside it, was stopped again.
+    assert not port_in_use("127.0.0.1", place.ports["prefect-server"])
+    assert place.state() is None
