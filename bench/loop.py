@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/loop.py [--repeat 3] [--skip-loop]
 
-Part 1, the loop (its own Prefect server on SQLite, process worker, lakeFS-compatible server,
-`bentoml serve` and monitor, in a temporary folder; one model trained on 6,000 transactions;
+Part 1, the loop (the stack `driftloop up` starts: its own Prefect server on SQLite, process
+worker, lakeFS-compatible server, `bentoml serve` and monitor, in a temporary folder, on free
+ports; the first model trained by the stack's bootstrap on 5,000 transactions;
 monitor every 1 s over windows of 500 rows, drift declared after 2 drifted windows): it sends
 in-distribution traffic, then concept-drift traffic with labels, and measures from the first
 drifted request to (a) the driftloop.drift.detected event (its time as Prefect records it),
@@ -32,7 +33,6 @@ from typing import Any
 import httpx
 
 PROJECT = Path(__file__).resolve().parents[1]
-ACCESS_KEY = "AKIABENCHMARK0000001"
 
 
 def main() -> None:
@@ -46,101 +46,40 @@ def main() -> None:
 
 
 def loop_timings() -> None:
-    from driftloop.processes import Component, free_port
-    from driftloop.stack import (
-        ensure_process_pool,
-        start_inference_server,
-        start_lakefs_server,
-        start_monitor_server,
-        start_prefect_server,
-        start_process_worker,
-    )
+    from driftloop.demo import first_event, newest_run
+    from driftloop.deploy import project_dir
+    from driftloop.localstack import LocalStack
+    from driftloop.processes import free_port
+    from driftloop.settings import get_settings
 
     work = Path(tempfile.mkdtemp(prefix="driftloop-bench-loop-"))
-    print(f"[bench] part 1: the loop; working in {work}", flush=True)
-    secret = os.urandom(16).hex()
-    lakefs_port, prefect_port = free_port(), free_port()
-    api_url = f"http://127.0.0.1:{prefect_port}/api"
-    pool = "bench-loop"
+    print(f"[bench] part 1: the loop; the stack (driftloop up's) under {work}", flush=True)
     env = {
-        "DRIFTLOOP_HOME": str(work / "home"),
-        "BENTOML_HOME": str(work / "bentoml"),
-        "DRIFTLOOP_STORAGE__BENTOML_HOME": str(work / "bentoml"),
-        "DRIFTLOOP_LAKEFS__ENDPOINT": f"http://127.0.0.1:{lakefs_port}",
-        "DRIFTLOOP_LAKEFS__ACCESS_KEY_ID": ACCESS_KEY,
-        "DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY": secret,
-        "DRIFTLOOP_LAKEFS__REPOSITORY": "bench",
-        "DRIFTLOOP_PREFECT__API_URL": api_url,
-        "DRIFTLOOP_PREFECT__WORK_POOL": pool,
+        "DRIFTLOOP_HOME": str(work),
+        "DRIFTLOOP_PREFECT__API_URL": f"http://127.0.0.1:{free_port()}/api",
+        "DRIFTLOOP_SERVING__PORT": str(free_port()),
+        "DRIFTLOOP_MONITOR__PORT": str(free_port()),
+        "DRIFTLOOP_STACK__OBSERVABILITY": "off",
         "DRIFTLOOP_SERVING__MODEL_POLL_SECONDS": "0.5",
+        "DRIFTLOOP_PREFECT__WORKER_QUERY_SECONDS": "1",
         "DRIFTLOOP_MONITOR__INTERVAL_SECONDS": "1",
         "DRIFTLOOP_MONITOR__WINDOW_ROWS": "500",
         "DRIFTLOOP_MONITOR__MIN_WINDOW_ROWS": "300",
         "DRIFTLOOP_MONITOR__CONSECUTIVE_WINDOWS": "2",
-        "PREFECT_API_URL": api_url,
-        "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
+    lakefs_port = free_port()
+    env["DRIFTLOOP_LAKEFS__EMBEDDED_PORT"] = str(lakefs_port)
+    env["DRIFTLOOP_LAKEFS__ENDPOINT"] = f"http://127.0.0.1:{lakefs_port}"
     os.environ.update(env)
-    components: list[Component] = []
-    try:
-        lakefs = start_lakefs_server(
-            home=work / "lakefs",
-            host="127.0.0.1",
-            port=lakefs_port,
-            log_path=work / "lakefs.log",
-            access_key_id=ACCESS_KEY,
-            secret_access_key=secret,
-        )
-        prefect = start_prefect_server(
-            host="127.0.0.1",
-            port=prefect_port,
-            prefect_home=work / "prefect",
-            log_path=work / "prefect.log",
-            ui=False,
-        )
-        components += [lakefs, prefect]
-        lakefs.wait_healthy(60)
-        prefect.wait_healthy(120)
-        from flows.ingest import ingest
-        from flows.train import train
-
-        print("[bench] landing 6,000 transactions and training the first model", flush=True)
-        ingest("transactions", "builtin:?rows=6000&seed=1", batch_id="day-1")
-        train()
-        ensure_process_pool(api_url, pool)
-        from driftloop.deploy import apply
-        from driftloop.settings import get_settings
-
-        apply(get_settings(), PROJECT)
-        worker = start_process_worker(
-            api_url=api_url,
-            pool=pool,
-            log_path=work / "worker.log",
-            query_seconds=1,
-            cwd=PROJECT,
-            extra_env=env,
-        )
-        inference = start_inference_server(
-            host="127.0.0.1",
-            port=free_port(),
-            log_path=work / "inference.log",
-            env=env,
-            cwd=PROJECT,
-        )
-        monitor = start_monitor_server(
-            host="127.0.0.1",
-            port=free_port(),
-            log_path=work / "monitor.log",
-            env=env,
-            cwd=PROJECT,
-        )
-        components += [worker, inference, monitor]
-        inference.wait_healthy(120)
-        monitor.wait_healthy(60)
-        base = inference.health_url.removesuffix("/readyz")
+    settings = get_settings()
+    stack = LocalStack(
+        settings, project=project_dir(PROJECT), say=lambda m: print(f"[bench] {m}"), extra_env=env
+    )
+    with stack.running_stack():
+        api_url = stack.env["PREFECT_API_URL"]
+        base = f"http://127.0.0.1:{settings.serving.port}"
         old_version = httpx.get(f"{base}/model").json()["version"]
-
         print("[bench] in-distribution traffic (3 windows)", flush=True)
         for seed in (11, 12, 13):
             traffic(base, "baseline", seed)
@@ -158,12 +97,13 @@ def loop_timings() -> None:
                 served_at = datetime.now(UTC)
                 break
         event = first_event(api_url, "driftloop.drift.detected")
-        run = first_run(api_url, "retrain")
+        run = newest_run(api_url, "retrain", first_drifted)
+        run_start = datetime.fromisoformat(run["start_time"]) if run and run["start_time"] else None
         print()
         print("the loop: seconds from the first drifted request")
         rows = [
             ("(a) drift event", event),
-            ("(b) retrain run started", run),
+            ("(b) retrain run started", run_start),
             ("(c) new version serving", served_at),
         ]
         for label, at in rows:
@@ -172,9 +112,6 @@ def loop_timings() -> None:
         verdict = f"{(served_at - first_drifted).total_seconds():.0f} s" if served_at else "did not"
         print(f"target: (c) under 120 s -> {verdict}")
         print()
-    finally:
-        for component in reversed(components):
-            component.stop()
 
 
 def traffic(base: str, scenario: str, seed: int) -> None:
@@ -195,24 +132,6 @@ def traffic(base: str, scenario: str, seed: int) -> None:
             client.post(
                 f"{base}/feedback", json={"prediction_id": answer["prediction_id"], "label": label}
             )
-
-
-def first_event(api_url: str, name: str) -> datetime | None:
-    found = httpx.post(
-        f"{api_url}/events/filter", json={"filter": {"event": {"name": [name]}}, "limit": 10}
-    ).json()["events"]
-    times = [datetime.fromisoformat(e["occurred"]) for e in found]
-    return min(times) if times else None
-
-
-def first_run(api_url: str, deployment: str) -> datetime | None:
-    deployments = httpx.post(f"{api_url}/deployments/filter", json={}).json()
-    ids = [d["id"] for d in deployments if d["name"] == deployment]
-    runs = httpx.post(
-        f"{api_url}/flow_runs/filter", json={"flow_runs": {"deployment_id": {"any_": ids}}}
-    ).json()
-    starts = [datetime.fromisoformat(r["start_time"]) for r in runs if r.get("start_time")]
-    return min(starts) if starts else None
 
 
 def check_timings(repeat: int) -> None:
