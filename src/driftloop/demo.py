@@ -75,7 +75,13 @@ def run_demo(settings: Settings, console: Console, *, keep_running: bool = False
                 f"`DRIFTLOOP_HOME={home} driftloop down`"
             )
         shutil.rmtree(home)
-    env = {**DEMO_ENV, "DRIFTLOOP_HOME": str(home)}
+    lakefs = settings.lakefs
+    env = {
+        **DEMO_ENV,
+        "DRIFTLOOP_HOME": str(home),
+        # Always the embedded lakeFS-compatible server: demo data never goes to a real lakeFS.
+        "DRIFTLOOP_LAKEFS__ENDPOINT": f"http://{lakefs.embedded_host}:{lakefs.embedded_port}",
+    }
     os.environ.update(env)
     demo_settings = get_settings()
 

@@ -181,18 +181,28 @@ def _stop_group(pid: int, grace_seconds: float = 10.0) -> None:
         pass
 
 
-def local_secrets(settings: Settings, dotenv: Path | None) -> dict[str, str]:
+def local_secrets(settings: Settings, dotenv: Path | None, *, embedded: bool) -> dict[str, str]:
     """lakeFS keys for the embedded server and the Alertmanager webhook token.
 
     The configured values when there are any; otherwise new random ones, appended to ``dotenv``
     (created 0600) when given, so later commands (``driftloop ingest``, ``train``) reach the same
-    server. Never printed.
+    server. Never printed. A lakeFS that is not the embedded one needs its keys configured.
     """
     lakefs, monitor = settings.lakefs, settings.monitor
     values: dict[str, str] = {}
+    if (lakefs.access_key_id is None) != (lakefs.secret_access_key is None):
+        raise StackError(
+            "set both DRIFTLOOP_LAKEFS__ACCESS_KEY_ID and DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY, "
+            "or neither (then `driftloop up` makes a pair for the embedded server)"
+        )
     if lakefs.access_key_id and lakefs.secret_access_key:
         values["DRIFTLOOP_LAKEFS__ACCESS_KEY_ID"] = lakefs.access_key_id.get_secret_value()
         values["DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY"] = lakefs.secret_access_key.get_secret_value()
+    elif not embedded:
+        raise StackError(
+            f"lakeFS at {lakefs.endpoint} (DRIFTLOOP_LAKEFS__ENDPOINT) is not the embedded "
+            "server: set DRIFTLOOP_LAKEFS__ACCESS_KEY_ID and DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY"
+        )
     if monitor.alert_token:
         values["DRIFTLOOP_MONITOR__ALERT_TOKEN"] = monitor.alert_token.get_secret_value()
     created = {
@@ -409,7 +419,7 @@ class LocalStack:
     def _prepare_environment(self) -> None:
         settings = self.settings
         api_url = str(settings.prefect.api_url).rstrip("/")
-        lakefs_secrets = local_secrets(settings, self.dotenv)
+        lakefs_secrets = local_secrets(settings, self.dotenv, embedded=self.embedded_lakefs)
         self.env = {
             "DRIFTLOOP_HOME": str(self.home),
             "BENTOML_HOME": str(settings.bentoml_home),
