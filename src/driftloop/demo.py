@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -251,7 +252,7 @@ class Demo:
             f"{self.inference}/metrics",
             f"monitor: {self.monitor}/status, {self.monitor}/metrics",
             f"the Evidently drift report: {report}",
-            f"model history: DRIFTLOOP_HOME={self.stack.home} driftloop model history",
+            f"model history: DRIFTLOOP_HOME={self.stack.home} {command()} model history",
         ):
             self.say(f"  {line}")
         if f1[new_version] <= f1[old_version]:
@@ -350,6 +351,18 @@ def newest_run(api_url: str, deployment: str, since: datetime) -> dict[str, Any]
     ).json()
     fresh = [run for run in runs if datetime.fromisoformat(run["created"]) >= since]
     return max(fresh, key=lambda run: run["created"]) if fresh else None
+
+
+def command() -> str:
+    """How to type ``driftloop`` here: relative to the working folder when it is below it."""
+    from driftloop.stack import driftloop_executable
+
+    executable = Path(driftloop_executable())
+    return (
+        str(executable.relative_to(Path.cwd()))
+        if executable.is_relative_to(Path.cwd())
+        else (str(executable))
+    )
 
 
 def drift_share(status: dict[str, Any]) -> float:

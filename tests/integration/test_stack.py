@@ -180,6 +180,28 @@ def test_up_detached_serves_predictions_and_down_stops_everything(place: Place) 
     api = f"http://127.0.0.1:{place.ports['prefect-server']}/api"
     names = {d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}).json()}
     assert {"ingest", "train", "retrain"} <= names
+    # Alertmanager reaches the monitor's webhook with the token `up` made: a drift alert becomes
+    # driftloop.alert.firing in Prefect.
+    alertmanager = f"http://127.0.0.1:{place.ports['alertmanager']}"
+    alert = {
+        "labels": {
+            "alertname": "DatasetDrift",
+            "kind": "drift",
+            "severity": "warning",
+            "model": "transactions-classifier",
+        },
+        "annotations": {"summary": "sent by test_stack"},
+    }
+    httpx.post(f"{alertmanager}/api/v2/alerts", json=[alert], timeout=10).raise_for_status()
+    deadline, firing = time.monotonic() + 60, []
+    while time.monotonic() < deadline and not firing:
+        time.sleep(2)
+        firing = httpx.post(
+            f"{api}/events/filter",
+            json={"filter": {"event": {"name": ["driftloop.alert.firing"]}}},
+            timeout=10,
+        ).json()["events"]
+    assert firing and firing[0]["payload"]["alertname"] == "DatasetDrift", firing
 
     pids = component_pids(place)
     stopped = place.run("down")
