@@ -22,3 +22,28 @@ def run_driftloop(
         timeout=timeout,
         check=False,
     )
+
+
+# The components of the local stack that listen on a port.
+STACK_PORTS = ("prefect-server", "lakefs", "inference", "monitor", "prometheus", "alertmanager")
+
+
+def stack_env(ports: dict[str, int]) -> dict[str, str]:
+    """A user's shell for `driftloop up` / `demo`: none of the test session's settings, only the
+    stack's ports moved to ``ports`` (component name -> port), so tests collide with nothing."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DRIFTLOOP_", "PREFECT_", "BENTOML_", "VIRTUAL_ENV"))
+    }
+    return {
+        **base,
+        "COLUMNS": "250",
+        "DRIFTLOOP_PREFECT__API_URL": f"http://127.0.0.1:{ports['prefect-server']}/api",
+        "DRIFTLOOP_LAKEFS__EMBEDDED_PORT": str(ports["lakefs"]),
+        "DRIFTLOOP_LAKEFS__ENDPOINT": f"http://127.0.0.1:{ports['lakefs']}",
+        "DRIFTLOOP_SERVING__PORT": str(ports["inference"]),
+        "DRIFTLOOP_MONITOR__PORT": str(ports["monitor"]),
+        "DRIFTLOOP_STACK__PROMETHEUS_PORT": str(ports["prometheus"]),
+        "DRIFTLOOP_STACK__ALERTMANAGER_PORT": str(ports["alertmanager"]),
+    }

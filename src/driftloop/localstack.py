@@ -39,6 +39,7 @@ import httpx
 
 from driftloop.processes import (
     Component,
+    ComponentFailed,
     become_subreaper,
     descendants,
     pid_alive,
@@ -654,25 +655,16 @@ class LocalStack:
         record = next(r for c, r in self.running if c is component)
         if health_url is not None:
             record = Record(**{**asdict(record), "health": health_url})
-        deadline = time.monotonic() + self.settings.stack.start_timeout_seconds
-        health = Health(False, "not checked yet")
-        while time.monotonic() < deadline:
-            code = component.process.poll()
-            if code is not None:
-                raise StackError(
-                    f"{component.name} exited with code {code} before it was healthy; "
-                    f"log: {component.log_path}\n{component.log_tail(20)}"
-                )
+
+        def probe() -> tuple[bool, str]:
             health = check(record)
-            if health.healthy:
-                self.say(f"✓ {component.name} healthy at {record.url}")
-                return
-            time.sleep(0.5)
-        raise StackError(
-            f"{component.name} was not healthy after "
-            f"{self.settings.stack.start_timeout_seconds:.0f} s ({health.detail}); "
-            f"log: {component.log_path}\n{component.log_tail(20)}"
-        )
+            return health.healthy, health.detail
+
+        try:
+            component.wait_healthy(self.settings.stack.start_timeout_seconds, probe, tail_lines=20)
+        except ComponentFailed as failed:
+            raise StackError(str(failed)) from None
+        self.say(f"✓ {component.name} healthy at {record.url}")
 
     def _write_state(self, *, ready: bool) -> None:
         state = {

@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,26 +61,34 @@ class Component:
         except httpx.HTTPError:
             return False
 
-    def wait_healthy(self, timeout: float) -> None:
-        """Block until the health URL answers 2xx.
+    def wait_healthy(
+        self,
+        timeout: float,
+        probe: Callable[[], tuple[bool, str]] | None = None,
+        tail_lines: int = 60,
+    ) -> None:
+        """Block until the health URL answers 2xx, or until ``probe`` says (healthy, detail).
 
         Raises:
-            ComponentFailed: the process exited, or ``timeout`` seconds passed.
+            ComponentFailed: the process exited, or ``timeout`` seconds passed; the message
+                names the component, its log and the log's last ``tail_lines`` lines.
         """
-        deadline = time.monotonic() + timeout
+        probe = probe or (lambda: (self.is_healthy(), f"at {self.health_url}"))
+        deadline, detail = time.monotonic() + timeout, "not checked yet"
         while time.monotonic() < deadline:
             code = self.process.poll()
             if code is not None:
                 raise ComponentFailed(
                     f"{self.name} exited with code {code} before it was healthy; "
-                    f"log: {self.log_path}\n{self.log_tail()}"
+                    f"log: {self.log_path}\n{self.log_tail(tail_lines)}"
                 )
-            if self.is_healthy():
+            healthy, detail = probe()
+            if healthy:
                 return
             time.sleep(0.25)
         raise ComponentFailed(
-            f"{self.name} was not healthy at {self.health_url} after {timeout:.0f} s; "
-            f"log: {self.log_path}\n{self.log_tail()}"
+            f"{self.name} was not healthy after {timeout:.0f} s ({detail}); "
+            f"log: {self.log_path}\n{self.log_tail(tail_lines)}"
         )
 
     def stop(self, grace_seconds: float = 10.0) -> None:

@@ -5,7 +5,6 @@ moved to free ones, so the test does not collide with anything on the machine.""
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from driftloop.processes import free_port, port_in_use
+from tests.commands import STACK_PORTS, stack_env
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -38,39 +38,16 @@ def fresh_copy(target: Path) -> Path:
     return target
 
 
-def user_env(ports: dict[str, int]) -> dict[str, str]:
-    """A user's shell: none of the test session's settings, the stack's ports moved."""
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DRIFTLOOP_", "PREFECT_", "BENTOML_", "VIRTUAL_ENV"))
-    }
-    return {
-        **base,
-        "COLUMNS": "200",
-        "DRIFTLOOP_PREFECT__API_URL": f"http://127.0.0.1:{ports['prefect']}/api",
-        "DRIFTLOOP_LAKEFS__EMBEDDED_PORT": str(ports["lakefs"]),
-        "DRIFTLOOP_LAKEFS__ENDPOINT": f"http://127.0.0.1:{ports['lakefs']}",
-        "DRIFTLOOP_SERVING__PORT": str(ports["inference"]),
-        "DRIFTLOOP_MONITOR__PORT": str(ports["monitor"]),
-        "DRIFTLOOP_STACK__PROMETHEUS_PORT": str(ports["prometheus"]),
-        "DRIFTLOOP_STACK__ALERTMANAGER_PORT": str(ports["alertmanager"]),
-    }
-
-
-PORTS = ("prefect", "lakefs", "inference", "monitor", "prometheus", "alertmanager")
-
-
 @pytest.mark.timeout(900)
 def test_demo_closes_the_loop_from_a_fresh_copy(tmp_path: Path) -> None:
     clone = fresh_copy(tmp_path / "driftloop")
-    ports = {name: free_port() for name in PORTS}
+    ports = {name: free_port() for name in STACK_PORTS}
     started = time.monotonic()
 
     result = subprocess.run(
         [sys.executable, "scripts/dev.py", "demo"],
         cwd=clone,
-        env=user_env(ports),
+        env=stack_env(ports),
         capture_output=True,
         text=True,
         timeout=840,
@@ -106,14 +83,14 @@ def test_demo_closes_the_loop_from_a_fresh_copy(tmp_path: Path) -> None:
 
 
 def test_demo_names_a_taken_port(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in PORTS}
+    ports = {name: free_port() for name in STACK_PORTS}
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", ports["prefect"]))
+        taken.bind(("127.0.0.1", ports["prefect-server"]))
         taken.listen()
         result = subprocess.run(
             [str(Path(sys.executable).with_name("driftloop")), "demo"],
             cwd=tmp_path,
-            env=user_env(ports),
+            env=stack_env(ports),
             capture_output=True,
             text=True,
             timeout=120,
@@ -121,5 +98,7 @@ def test_demo_names_a_taken_port(tmp_path: Path) -> None:
         )
 
     assert result.returncode == 1
-    assert f"port {ports['prefect']} on 127.0.0.1 is taken, so prefect-server" in result.stderr
+    assert (
+        f"port {ports['prefect-server']} on 127.0.0.1 is taken, so prefect-server" in result.stderr
+    )
     assert "DRIFTLOOP_PREFECT__API_URL" in result.stderr

@@ -21,18 +21,11 @@ import httpx
 import pytest
 
 from driftloop.processes import free_port, pid_alive, port_in_use
+from tests.commands import STACK_PORTS, stack_env
 
 PROJECT = Path(__file__).resolve().parents[2]
 DRIFTLOOP = str(Path(sys.executable).with_name("driftloop"))
-COMPONENTS = {
-    "prefect-server",
-    "lakefs",
-    "prefect-worker",
-    "inference",
-    "monitor",
-    "alertmanager",
-    "prometheus",
-}
+COMPONENTS = {*STACK_PORTS, "prefect-worker"}
 
 
 @dataclass
@@ -44,26 +37,8 @@ class Place:
 
     @property
     def env(self) -> dict[str, str]:
-        # As a user's shell: no settings of the test session, only where the stack listens.
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("DRIFTLOOP_", "PREFECT_", "BENTOML_"))
-        }
-        p = self.ports
-        return {
-            **base,
-            "COLUMNS": "250",
-            "DRIFTLOOP_PREFECT__API_URL": f"http://127.0.0.1:{p['prefect-server']}/api",
-            "DRIFTLOOP_LAKEFS__EMBEDDED_PORT": str(p["lakefs"]),
-            "DRIFTLOOP_LAKEFS__ENDPOINT": f"http://127.0.0.1:{p['lakefs']}",
-            "DRIFTLOOP_SERVING__PORT": str(p["inference"]),
-            "DRIFTLOOP_MONITOR__PORT": str(p["monitor"]),
-            "DRIFTLOOP_STACK__PROMETHEUS_PORT": str(p["prometheus"]),
-            "DRIFTLOOP_STACK__ALERTMANAGER_PORT": str(p["alertmanager"]),
-            # `on`: a missing binary fails the start instead of silently skipping them.
-            "DRIFTLOOP_STACK__OBSERVABILITY": "on",
-        }
+        # `on`: a missing binary fails the start instead of silently skipping them.
+        return {**stack_env(self.ports), "DRIFTLOOP_STACK__OBSERVABILITY": "on"}
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -132,7 +107,7 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Place]:
     if shutil.which("prometheus") is None:
         pytest.fail("prometheus is not on PATH; .ci/run installs the Debian package")
     folder = tmp_path_factory.mktemp("user-folder")
-    ports = {name: free_port() for name in COMPONENTS - {"prefect-worker"}}
+    ports = {name: free_port() for name in STACK_PORTS}
     found = Place(folder, ports)
     yield found
     found.run("down")
@@ -294,7 +269,7 @@ def test_a_component_that_fails_to_start_is_named_with_its_log(
     folder = tmp_path_factory.mktemp("broken-folder")
     (folder / ".driftloop").mkdir()
     (folder / ".driftloop" / "lakefs").write_text("a file where the lakeFS data folder goes")
-    place = Place(folder, {name: free_port() for name in COMPONENTS - {"prefect-worker"}})
+    place = Place(folder, {name: free_port() for name in STACK_PORTS})
 
     result = place.run("up", timeout=300)
 
