@@ -28,7 +28,8 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from driftloop.localstack import LocalStack, StackError, Stop
+from driftloop.localstack import LocalStack, StackError, Stop, down, read_state
+from driftloop.processes import pid_alive
 from driftloop.settings import Settings, get_settings
 
 # The monitor's cadence for the demo: the defaults (a check a minute, 1,000-row windows,
@@ -68,13 +69,20 @@ class Timeline:
 
 def run_demo(settings: Settings, console: Console, *, keep_running: bool = False) -> None:
     """Run the demo under ``<settings.home>/demo``; raise DemoFailed unless the loop closed."""
+
+    def say(message: str) -> None:
+        console.print(message, highlight=False, soft_wrap=True)
+
     home = settings.home.resolve() / "demo"
     if home.exists():
-        if (home / "stack.json").exists():
+        state = read_state(settings.model_copy(update={"home": home}))
+        if state is not None and pid_alive(int(state["supervisor"])):
             raise DemoFailed(
-                f"a demo stack seems to run under {home} (stack.json); stop it with "
-                f"`DRIFTLOOP_HOME={home} driftloop down`"
+                f"a demo stack runs under {home} (supervisor pid {state['supervisor']}); stop "
+                f"it with `DRIFTLOOP_HOME={home} driftloop down`"
             )
+        if state is not None:  # left behind by a demo that was killed: stop what remains
+            down(settings.model_copy(update={"home": home}), say)
         shutil.rmtree(home)
     lakefs = settings.lakefs
     env = {
@@ -86,22 +94,23 @@ def run_demo(settings: Settings, console: Console, *, keep_running: bool = False
     os.environ.update(env)
     demo_settings = get_settings()
 
-    def say(message: str) -> None:
-        console.print(message, highlight=False, soft_wrap=True)
-
     from driftloop.deploy import DeployError, project_dir
 
     console.rule("[bold]driftloop demo[/]: the stack")
     say(f"fresh state under {home}; every component's log under {home / 'logs'}")
+    closed = False
     try:
         stack = LocalStack(demo_settings, project=project_dir(), say=say, extra_env=env)
         with stack.running_stack():
             Demo(stack, console).run()
+            closed = True
             if keep_running:
                 say("the stack keeps running for you to look around; Ctrl-C stops it")
                 stack.supervise()
     except Stop:
         say("stopped every component")
+        if not closed:
+            raise DemoFailed("interrupted before the loop closed") from None
     except (StackError, DeployError) as error:
         raise DemoFailed(str(error)) from None
 

@@ -5,7 +5,9 @@ moved to free ones, so the test does not collide with anything on the machine.""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -102,3 +104,32 @@ def test_demo_names_a_taken_port(tmp_path: Path) -> None:
         f"port {ports['prefect-server']} on 127.0.0.1 is taken, so prefect-server" in result.stderr
     )
     assert "DRIFTLOOP_PREFECT__API_URL" in result.stderr
+
+
+def test_an_interrupted_demo_stops_everything_and_does_not_claim_success(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in STACK_PORTS}
+    output = tmp_path / "demo-output.txt"
+    with output.open("wb") as sink:
+        demo = subprocess.Popen(
+            [str(Path(sys.executable).with_name("driftloop")), "demo"],
+            cwd=tmp_path,
+            env=stack_env(ports),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while "✓ lakefs healthy" not in output.read_text() and time.monotonic() < deadline:
+            assert demo.poll() is None, output.read_text()
+            time.sleep(0.5)
+        os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C
+        demo.wait(timeout=120)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+
+    text = output.read_text()
+    assert demo.returncode == 1, text
+    assert "interrupted before the loop closed" in text
+    assert [name for name, port in ports.items() if port_in_use("127.0.0.1", port)] == []
