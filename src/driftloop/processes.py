@@ -181,7 +181,10 @@ def stop_pids(pids: list[int], grace_seconds: float = 10.0) -> None:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie (a zombie child of ours is reaped)."""
+    """Whether process ``pid`` exists and is not a zombie (an exited process not reaped yet).
+
+    It never reaps: a zombie child belongs to whoever waits for it (``Popen.poll`` reads its
+    exit code from it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -192,13 +195,7 @@ def pid_alive(pid: int) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return False
-    if state == "Z":  # a zombie child of ours: reap it
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        return False
-    return True
+    return state != "Z"
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
