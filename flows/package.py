@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from driftloop.datasets.spec import load_spec
 from driftloop.packaging import build_bento, container_engine_available, containerize
-from driftloop.registry import ModelRegistry, RegistryError
+from driftloop.registry import ModelRegistry
 from flows.common import settings
 
 
@@ -26,9 +26,7 @@ def package(dataset: str = "transactions") -> dict[str, str]:
     config = settings()
     spec = load_spec(dataset)
     registry = ModelRegistry(config.bentoml_home, config.registry_database)
-    production = registry.production(spec.model_name)
-    if production is None:
-        raise RegistryError(f"{spec.model_name} has no production version to package")
+    production = registry.require_production(spec.model_name, "package")
     bento_tag = bento(production.tag, str(config.bentoml_home))
     logger.info("built Bento %s with model %s", bento_tag, production.tag)
     image = ""

@@ -25,7 +25,7 @@ from prefect.states import Completed, Failed, State
 from driftloop.datasets.spec import DatasetSpec, load_spec
 from driftloop.feedback import feedback_batch, feedback_batch_id
 from driftloop.prediction_log import PredictionLog
-from driftloop.registry import ModelRegistry, RegistryError
+from driftloop.registry import ModelRegistry
 from flows.common import lakefs, settings
 from flows.ingest import ingest
 from flows.train import train
@@ -69,9 +69,7 @@ def retrain(
     config = settings()
     spec = load_spec(dataset)
     registry = ModelRegistry(config.bentoml_home, config.registry_database)
-    production = registry.production(spec.model_name)
-    if production is None:
-        raise RegistryError(f"{spec.model_name} has no production version to retrain")
+    production = registry.require_production(spec.model_name, "retrain")
     logger.info(
         "retraining %s (production %s) because of %s%s%s%s",
         spec.model_name,

@@ -93,13 +93,10 @@ def lakefs_serve(
     lakefs = settings.lakefs
     bind_host, bind_port = host or lakefs.embedded_host, port or lakefs.embedded_port
     if port_in_use(bind_host, bind_port):
-        errors.print(
-            f"[bold red]error:[/] port {bind_port} on {bind_host} is taken; pass --port or set "
-            "DRIFTLOOP_LAKEFS__EMBEDDED_PORT.",
-            highlight=False,
-            soft_wrap=True,
+        fail(
+            f"port {bind_port} on {bind_host} is taken; pass --port or set "
+            "DRIFTLOOP_LAKEFS__EMBEDDED_PORT."
         )
-        raise typer.Exit(code=1)
     key = lakefs.access_key_id.get_secret_value() if lakefs.access_key_id else None
     secret = lakefs.secret_access_key.get_secret_value() if lakefs.secret_access_key else None
     console.print(
@@ -319,13 +316,7 @@ def monitor_serve() -> None:
     settings = load_settings()
     monitor = settings.monitor
     if port_in_use(monitor.host, monitor.port):
-        errors.print(
-            f"[bold red]error:[/] port {monitor.port} on {monitor.host} is taken; set "
-            "DRIFTLOOP_MONITOR__PORT.",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(code=1)
+        fail(f"port {monitor.port} on {monitor.host} is taken; set DRIFTLOOP_MONITOR__PORT.")
     console.print(
         f"monitor on http://{monitor.host}:{monitor.port} (status: /status, metrics: /metrics); "
         f"checks every {monitor.interval_seconds:g} s against lakeFS {settings.lakefs.endpoint}, "

@@ -189,6 +189,13 @@ class ModelRegistry:
                 return self.get(name, version)
         return None
 
+    def require_production(self, name: str, purpose: str) -> ModelVersion:
+        """The production version of ``name``; RegistryError naming ``purpose`` when none."""
+        production = self.production(name)
+        if production is None:
+            raise RegistryError(f"{name} has no production version to {purpose}")
+        return production
+
     def load(self, name: str, version: str) -> Any:
         """The fitted pipeline of a version."""
         import bentoml

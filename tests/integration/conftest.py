@@ -9,10 +9,13 @@ are attached to its report.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from driftloop.lakefs_client import LakeFSClient
@@ -21,7 +24,9 @@ from driftloop.stack import (
     drain_prefect_client,
     ensure_process_pool,
     prefect_client_env,
+    start_inference_server,
     start_lakefs_server,
+    start_monitor_server,
     start_prefect_server,
     start_process_worker,
 )
@@ -203,3 +208,98 @@ def fresh_lakefs_server(tmp_path: Path) -> Iterator[LakeFSServer]:
         yield server
     finally:
         server.component.stop()
+
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class ServedWorld:
+    """A model trained on the session's servers, deployed, and served by real processes."""
+
+    env: dict[str, str]
+    api_url: str
+    pool: str
+    home: Path
+    retrain_id: str
+    inference: Component
+    monitor: Component
+
+
+@contextmanager
+def served_world(
+    prefect_server: PrefectServer,
+    lakefs_server: LakeFSServer,
+    home: Path,
+    *,
+    rows: int,
+    settings: dict[str, str],
+    worker: bool,
+) -> Iterator[ServedWorld]:
+    """On the session's Prefect and lakeFS servers, with a repository and work pool of its own:
+    land ``rows`` transactions and train, apply prefect.yaml (`driftloop deploy`), start a process
+    worker when ``worker``, `bentoml serve` and the monitor with ``settings`` (DRIFTLOOP_*
+    variables), and stop them all at the end. The test process sees the same environment."""
+    from prefect.settings import temporary_settings
+
+    from flows.ingest import ingest
+    from flows.train import train
+    from tests.commands import run_driftloop
+
+    pool = f"{home.name}-{uuid.uuid4().hex[:6]}"
+    env = {
+        **lakefs_server.settings_env(),
+        "DRIFTLOOP_LAKEFS__REPOSITORY": f"world-{uuid.uuid4().hex[:8]}",
+        "DRIFTLOOP_HOME": str(home),
+        "DRIFTLOOP_PREFECT__API_URL": prefect_server.api_url,
+        "DRIFTLOOP_PREFECT__WORK_POOL": pool,
+        "BENTOML_HOME": os.environ["BENTOML_HOME"],
+        **settings,
+    }
+    patch = pytest.MonkeyPatch()
+    for name, value in env.items():
+        patch.setenv(name, value)
+    components: list[Component] = []
+    try:
+        with temporary_settings(
+            updates={"api.url": prefect_server.api_url, "server.ephemeral.enabled": False}
+        ):
+            ingest("transactions", f"builtin:?rows={rows}&seed=1", batch_id="day-1")
+            train()
+        ensure_process_pool(prefect_server.api_url, pool)
+        deployed = run_driftloop("deploy", cwd=PROJECT, env=env)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        deployments = httpx.post(f"{prefect_server.api_url}/deployments/filter", json={}).json()
+        retrain_id = next(
+            d["id"] for d in deployments if d["name"] == "retrain" and d["work_pool_name"] == pool
+        )
+        if worker:
+            components.append(
+                start_process_worker(
+                    api_url=prefect_server.api_url,
+                    pool=pool,
+                    log_path=home / "worker.log",
+                    query_seconds=1,
+                    cwd=PROJECT,
+                    extra_env=env,
+                )
+            )
+        inference = start_inference_server(
+            host="127.0.0.1",
+            port=free_port(),
+            log_path=home / "inference.log",
+            env=env,
+            cwd=PROJECT,
+        )
+        components.append(inference)
+        monitor = start_monitor_server(
+            host="127.0.0.1", port=free_port(), log_path=home / "monitor.log", env=env, cwd=PROJECT
+        )
+        components.append(monitor)
+        inference.wait_healthy(timeout=120)
+        monitor.wait_healthy(timeout=60)
+        yield ServedWorld(env, prefect_server.api_url, pool, home, retrain_id, inference, monitor)
+    finally:
+        for component in reversed(components):
+            component.stop()
+        patch.undo()

@@ -7,7 +7,6 @@ off here (consecutive_windows 1000), so the run can only come from the alert."""
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from prefect.settings import temporary_settings
 
 from driftloop.dashboards import queries
 from driftloop.datasets.spec import load_spec
@@ -26,16 +24,10 @@ from driftloop.observability import Targets, write_alertmanager_config, write_pr
 from driftloop.processes import Component, free_port
 from driftloop.serving import frame_records
 from driftloop.stack import (
-    ensure_process_pool,
     start_alertmanager,
-    start_inference_server,
-    start_monitor_server,
     start_prometheus,
 )
-from flows.ingest import ingest
-from flows.train import train
-from tests.commands import run_driftloop as driftloop
-from tests.integration.conftest import LakeFSServer, PrefectServer
+from tests.integration.conftest import LakeFSServer, PrefectServer, served_world
 
 SPEC = load_spec("transactions")
 PROJECT = Path(__file__).resolve().parents[2]
@@ -54,101 +46,66 @@ def stack(
     lakefs_server: LakeFSServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Any]]:
-    home = tmp_path_factory.mktemp("alerting-home")
-    pool = f"alerting-{uuid.uuid4().hex[:6]}"
-    env = {
-        **lakefs_server.settings_env(),
-        "DRIFTLOOP_LAKEFS__REPOSITORY": f"alerting-{uuid.uuid4().hex[:8]}",
-        "DRIFTLOOP_HOME": str(home),
-        "DRIFTLOOP_PREFECT__API_URL": prefect_server.api_url,
-        "DRIFTLOOP_PREFECT__WORK_POOL": pool,
+    settings = {
         "DRIFTLOOP_MONITOR__INTERVAL_SECONDS": "1",
         "DRIFTLOOP_MONITOR__WINDOW_ROWS": "500",
         "DRIFTLOOP_MONITOR__MIN_WINDOW_ROWS": "300",
         "DRIFTLOOP_MONITOR__CONSECUTIVE_WINDOWS": "1000",
         "DRIFTLOOP_MONITOR__ALERT_TOKEN": TOKEN,
-        "BENTOML_HOME": os.environ["BENTOML_HOME"],
     }
-    patch = pytest.MonkeyPatch()  # the module's processes and in-process flows see ``env``
-    for name, value in env.items():
-        patch.setenv(name, value)
+    home = tmp_path_factory.mktemp("alerting")
     components: list[Component] = []
-    try:
-        with temporary_settings(
-            updates={"api.url": prefect_server.api_url, "server.ephemeral.enabled": False}
-        ):
-            ingest("transactions", "builtin:?rows=4000&seed=1", batch_id="day-1")
-            train()
-        ensure_process_pool(prefect_server.api_url, pool)
-        deployed = driftloop("deploy", cwd=PROJECT, env=env)
-        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-        inference = start_inference_server(
-            host="127.0.0.1",
-            port=free_port(),
-            log_path=home / "inference.log",
-            env=env,
-            cwd=PROJECT,
-        )
-        monitor = start_monitor_server(
-            host="127.0.0.1",
-            port=free_port(),
-            log_path=home / "monitor.log",
-            env=env,
-            cwd=PROJECT,
-        )
-        components += [inference, monitor]
-        alertmanager_port = free_port()
-        alertmanager = start_alertmanager(
-            config=write_alertmanager_config(
-                home / "alertmanager",
-                monitor_url=root(monitor),
-                token=TOKEN,
-                group_wait="1s",
-                group_interval="5s",
-            ),
-            host="127.0.0.1",
-            port=alertmanager_port,
-            data=home / "alertmanager" / "data",
-            log_path=home / "alertmanager.log",
-        )
-        components.append(alertmanager)
-        prometheus = start_prometheus(
-            config=write_prometheus_config(
-                home / "prometheus",
-                Targets(
-                    inference=root(inference).removeprefix("http://"),
-                    monitor=root(monitor).removeprefix("http://"),
-                    prefect=None,
-                    alertmanager=f"127.0.0.1:{alertmanager_port}",
+    with served_world(
+        prefect_server, lakefs_server, home, rows=4000, settings=settings, worker=False
+    ) as world:
+        try:
+            alertmanager_port = free_port()
+            alertmanager = start_alertmanager(
+                config=write_alertmanager_config(
+                    home / "alertmanager",
+                    monitor_url=root(world.monitor),
+                    token=TOKEN,
+                    group_wait="1s",
+                    group_interval="5s",
                 ),
-                scrape_interval="1s",
-                evaluation_interval="1s",
-                rule_for="1s",
-            ),
-            host="127.0.0.1",
-            port=free_port(),
-            data=home / "prometheus" / "data",
-            log_path=home / "prometheus.log",
-        )
-        components.append(prometheus)
-        for component in (inference, monitor, alertmanager, prometheus):
-            component.wait_healthy(timeout=120)
-        deployments = httpx.post(f"{prefect_server.api_url}/deployments/filter", json={}).json()
-        retrain = next(
-            d for d in deployments if d["name"] == "retrain" and d["work_pool_name"] == pool
-        )
-        yield {
-            "inference": inference,
-            "monitor": monitor,
-            "prometheus": prometheus,
-            "api_url": prefect_server.api_url,
-            "retrain_id": retrain["id"],
-            "home": home,
-        }
-    finally:
-        for component in reversed(components):
-            component.stop()
-        patch.undo()
+                host="127.0.0.1",
+                port=alertmanager_port,
+                data=home / "alertmanager" / "data",
+                log_path=home / "alertmanager.log",
+            )
+            components.append(alertmanager)
+            prometheus = start_prometheus(
+                config=write_prometheus_config(
+                    home / "prometheus",
+                    Targets(
+                        inference=root(world.inference).removeprefix("http://"),
+                        monitor=root(world.monitor).removeprefix("http://"),
+                        prefect=None,
+                        alertmanager=f"127.0.0.1:{alertmanager_port}",
+                    ),
+                    scrape_interval="1s",
+                    evaluation_interval="1s",
+                    rule_for="1s",
+                ),
+                host="127.0.0.1",
+                port=free_port(),
+                data=home / "prometheus" / "data",
+                log_path=home / "prometheus.log",
+            )
+            components.append(prometheus)
+            for component in components:
+                component.wait_healthy(timeout=120)
+            yield {
+                "inference": world.inference,
+                "monitor": world.monitor,
+                "prometheus": prometheus,
+                "api_url": world.api_url,
+                "retrain_id": world.retrain_id,
+                "home": home,
+            }
+        finally:
+            for component in reversed(components):
+                component.stop()
 
 
 def retrain_runs(stack: dict[str, Any], since: datetime) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ storm of drift events makes exactly one retrain run.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,24 +20,14 @@ from typing import Any
 
 import httpx
 import pytest
-from prefect.settings import temporary_settings
 from sklearn.metrics import f1_score
 
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
 from driftloop.events import DRIFT_DETECTED, Event, model_resource, send_events
-from driftloop.processes import Component, free_port
+from driftloop.processes import Component
 from driftloop.serving import frame_records
-from driftloop.stack import (
-    ensure_process_pool,
-    start_inference_server,
-    start_monitor_server,
-    start_process_worker,
-)
-from flows.ingest import ingest
-from flows.train import train
-from tests.commands import run_driftloop as driftloop
-from tests.integration.conftest import LakeFSServer, PrefectServer
+from tests.integration.conftest import LakeFSServer, PrefectServer, served_world
 
 SPEC = load_spec("transactions")
 log = logging.getLogger(__name__)
@@ -115,71 +104,18 @@ def loop(
     lakefs_server: LakeFSServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Loop]:
-    home = tmp_path_factory.mktemp("loop-home")
-    pool = f"loop-{uuid.uuid4().hex[:6]}"
-    env = {
-        **lakefs_server.settings_env(),
-        "DRIFTLOOP_LAKEFS__REPOSITORY": f"loop-{uuid.uuid4().hex[:8]}",
-        "DRIFTLOOP_HOME": str(home),
-        "DRIFTLOOP_PREFECT__API_URL": prefect_server.api_url,
-        "DRIFTLOOP_PREFECT__WORK_POOL": pool,
+    settings = {
         "DRIFTLOOP_SERVING__MODEL_POLL_SECONDS": "0.5",
         "DRIFTLOOP_MONITOR__INTERVAL_SECONDS": "1",
         "DRIFTLOOP_MONITOR__WINDOW_ROWS": "500",
         "DRIFTLOOP_MONITOR__MIN_WINDOW_ROWS": "300",
         "DRIFTLOOP_MONITOR__CONSECUTIVE_WINDOWS": "2",
-        "BENTOML_HOME": os.environ["BENTOML_HOME"],
     }
-    components: list[Component] = []
-    patch = pytest.MonkeyPatch()  # the module's processes and in-process flows see ``env``
-    for name, value in env.items():
-        patch.setenv(name, value)
-    try:
-        with temporary_settings(
-            updates={"api.url": prefect_server.api_url, "server.ephemeral.enabled": False}
-        ):
-            ingest("transactions", "builtin:?rows=6000&seed=1", batch_id="day-1")
-            train()
-        ensure_process_pool(prefect_server.api_url, pool)
-        deployed = driftloop("deploy", cwd=PROJECT, env=env)
-        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-        deployments = httpx.post(f"{prefect_server.api_url}/deployments/filter", json={}).json()
-        retrain_id = next(
-            d["id"] for d in deployments if d["name"] == "retrain" and d["work_pool_name"] == pool
-        )
-        components.append(
-            start_process_worker(
-                api_url=prefect_server.api_url,
-                pool=pool,
-                log_path=home / "worker.log",
-                query_seconds=1,
-                cwd=PROJECT,
-                extra_env=env,
-            )
-        )
-        inference = start_inference_server(
-            host="127.0.0.1",
-            port=free_port(),
-            log_path=home / "inference.log",
-            env=env,
-            cwd=PROJECT,
-        )
-        components.append(inference)
-        monitor = start_monitor_server(
-            host="127.0.0.1",
-            port=free_port(),
-            log_path=home / "monitor.log",
-            env=env,
-            cwd=PROJECT,
-        )
-        components.append(monitor)
-        inference.wait_healthy(timeout=120)
-        monitor.wait_healthy(timeout=60)
-        yield Loop(env, prefect_server.api_url, inference, monitor, retrain_id, home)
-    finally:
-        for component in reversed(components):
-            component.stop()
-        patch.undo()
+    home = tmp_path_factory.mktemp("loop")
+    with served_world(
+        prefect_server, lakefs_server, home, rows=6000, settings=settings, worker=True
+    ) as world:
+        yield Loop(world.env, world.api_url, world.inference, world.monitor, world.retrain_id, home)
 
 
 def wait_for(what: str, check: Any, timeout: float) -> Any:
