@@ -2,7 +2,9 @@
 """Set up the project from nothing but Python 3.11 and git, then run one of its jobs.
 
     python3 scripts/dev.py setup        # .venv with the locked dependencies (uv.lock)
-    python3 scripts/dev.py test [ARGS]  # setup, then the whole test suite (ARGS go to pytest)
+    python3 scripts/dev.py test [ARGS]  # setup, Debian's prometheus and prometheus-alertmanager
+                                        # (installed when root or passwordless sudo allows),
+                                        # then the whole test suite (ARGS go to pytest)
     python3 scripts/dev.py lint         # setup, then ruff check, ruff format --check, mypy
     python3 scripts/dev.py demo         # setup, then `driftloop demo`
 
@@ -12,6 +14,7 @@ Only the standard library is used here: this script runs before anything is inst
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -69,8 +72,55 @@ def _has_uv() -> bool:
     return found.returncode == 0 and UV_VERSION in found.stdout
 
 
+# Programs the integration tests run, and the Debian package that has each.
+SYSTEM_TOOLS = {
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+    "amtool": "prometheus-alertmanager",
+}
+
+
+def system_tools() -> None:
+    """Install the Debian packages the integration tests need, or stop naming the command."""
+    missing = sorted({package for tool, package in SYSTEM_TOOLS.items() if not shutil.which(tool)})
+    if not missing:
+        return
+    command = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+    if os.geteuid() != 0:
+        passwordless = shutil.which("sudo") and subprocess.call(
+            ["sudo", "-n", "true"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if passwordless != 0:
+            say(f"the integration tests need Debian's {' and '.join(missing)}; install them with")
+            say(f"    sudo apt-get install {' '.join(missing)}")
+            say("and run this again (nothing was tested)")
+            sys.exit(2)
+        command.insert(0, "sudo")
+    say(f"installing Debian's {' and '.join(missing)} (the integration tests run them)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if run(*command, env=env) != 0:
+        # A new machine may have no package lists yet.
+        update = [*command[: command.index("apt-get") + 1], "update", "-q"]
+        if run(*update, env=env) != 0 or run(*command, env=env) != 0:
+            say(f"installing {' and '.join(missing)} failed; the output is above")
+            sys.exit(2)
+    still = sorted(tool for tool in SYSTEM_TOOLS if not shutil.which(tool))
+    if still:
+        say(f"installed, but still not on PATH: {', '.join(still)}")
+        sys.exit(2)
+
+
+def runs_integration_tests(args: list[str]) -> bool:
+    """False only when every path given lies in the tests that start no processes."""
+    paths = [arg for arg in args if not arg.startswith("-") and arg.startswith("tests")]
+    return not paths or not all(path.startswith(("tests/unit", "tests/model")) for path in paths)
+
+
 def test(args: list[str]) -> int:
     setup()
+    if runs_integration_tests(args):
+        system_tools()
     code = run(BIN / "pytest", *args)
     if code == 5:
         say("pytest collected no tests: that is a failure")

@@ -1,7 +1,8 @@
 """HTTP layer of the lakeFS-compatible server: lakeFS API v1 routes over :class:`Store`.
 
-Status codes, bodies and headers follow ``shared/specs/lakefs-openapi.yml`` (the real lakeFS API
-document); the conformance suite validates every response against it.
+Status codes, bodies and headers follow the real lakeFS API document, vendored in
+``services/lakefs_local/openapi/`` and served at ``/openapi.json``; the conformance suite validates
+every request and response against it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.lakefs_local.openapi import LAKEFS_VERSION, document_json
 from services.lakefs_local.store import (
     BadRequest,
     Change,
@@ -42,7 +44,6 @@ from services.lakefs_local.store import (
 )
 
 API = "/api/v1"
-VERSION = "1.84.0"
 METADATA_HEADER = "x-lakefs-meta-"
 DEFAULT_AMOUNT = 100
 MAX_AMOUNT = 1000
@@ -250,6 +251,9 @@ class LakeFSApp:
     def routes(self) -> list[Route]:
         r = Route
         return [
+            # Outside /api/v1 and open, as in lakeFS: /openapi.json today, /swagger.json before.
+            r("/openapi.json", self.api_document, methods=["GET"]),
+            r("/swagger.json", self.api_document, methods=["GET"]),
             r(f"{API}/healthcheck", self.healthcheck, methods=["GET"]),
             r(f"{API}/setup_lakefs", self.setup_state, methods=["GET"]),
             r(f"{API}/setup_lakefs", self.setup, methods=["POST"]),
@@ -365,6 +369,10 @@ class LakeFSApp:
     async def healthcheck(self, request: Request) -> Response:
         return Response(status_code=204)
 
+    async def api_document(self, request: Request) -> Response:
+        body = await run_in_threadpool(document_json)
+        return Response(body, media_type="application/json")
+
     async def setup_state(self, request: Request) -> Response:
         initialized = await run_in_threadpool(self.store.is_initialized)
         return JSONResponse(
@@ -404,7 +412,7 @@ class LakeFSApp:
         }
 
     def _version(self) -> dict[str, Any]:
-        return {"version": VERSION, "version_context": "lakefs_local (driftloop)"}
+        return {"version": LAKEFS_VERSION, "version_context": "lakefs_local (driftloop)"}
 
     async def config(self, request: Request) -> Response:
         return JSONResponse({"version_config": self._version(), "storage_config": self._storage()})

@@ -1,4 +1,4 @@
-"""Validation of HTTP exchanges against the real lakeFS API document (shared/specs).
+"""Validation of HTTP exchanges against the real lakeFS API document (vendored in the project).
 
 Every request the conformance suite sends and every response it gets back is validated with
 openapi-core against ``lakefs-openapi.yml``: status code declared for the operation, body schema
@@ -11,32 +11,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import requests
 import requests.structures
-import yaml
 from openapi_core import OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "specs" / "lakefs-openapi.yml"
+from services.lakefs_local.openapi import DOCUMENT as SPEC
+from services.lakefs_local.openapi import document
+
 BASE = "/api/v1"
 # RFC 9110 Content-Range of a satisfied single range, as lakeFS (Go's http package) sends it.
 CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
 
 @cache
-def spec_document() -> dict[str, Any]:
-    if not SPEC.exists():
-        raise FileNotFoundError(f"the lakeFS API document is expected at {SPEC} (shared/specs)")
-    loaded: dict[str, Any] = yaml.safe_load(SPEC.read_text())
-    return loaded
-
-
-@cache
 def openapi() -> OpenAPI:
-    spec_document()  # fails with a clear message when the document is missing
     return OpenAPI.from_file_path(str(SPEC))
 
 
@@ -44,7 +35,7 @@ def openapi() -> OpenAPI:
 def operation_patterns() -> list[tuple[re.Pattern[str], str, str]]:
     """(path regex, method, operationId) for every operation in the document."""
     patterns = []
-    for template, item in spec_document()["paths"].items():
+    for template, item in document()["paths"].items():
         regex = re.compile("^" + re.sub(r"\{[^/}]+\}", "[^/]+", template) + "$")
         for method, operation in item.items():
             if method in ("get", "put", "post", "delete", "head", "patch"):
@@ -124,7 +115,7 @@ class SpecCheckedSession:
     def _validate_head(self, path_url: str, response: requests.Response) -> None:
         """HEAD answers have no body; the document lists their status codes."""
         relative = path_url.split("?")[0][len(BASE) :]
-        for template, item in spec_document()["paths"].items():
+        for template, item in document()["paths"].items():
             regex = "^" + re.sub(r"\{[^/}]+\}", "[^/]+", template) + "$"
             if "head" in item and re.match(regex, relative):
                 declared = {str(code) for code in item["head"]["responses"]}

@@ -1,19 +1,23 @@
 """Conformance of the lakeFS-compatible server to the real lakeFS API document.
 
 Every exchange goes through SpecCheckedSession, which validates request and response against
-shared/specs/lakefs-openapi.yml; the assertions here check the behaviour lakeFS has. The last test
-checks that the suite exercised every operation the server routes.
+the vendored services/lakefs_local/openapi/lakefs-openapi.yml; the assertions here check the
+behaviour lakeFS has. The last test checks that the suite exercised every operation the server
+routes.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from services.lakefs_local.app import LakeFSApp
+from services.lakefs_local.openapi import document
 from tests.integration.conftest import LakeFSServer, run_lakefs_server
 from tests.integration.lakefs_spec import SpecCheckedSession, operation_id
 
@@ -542,12 +546,28 @@ def test_bad_requests_say_what_is_wrong(api: SpecCheckedSession, repo: str) -> N
     assert no_message.status_code == 400 and "message" in no_message.json()["message"]
 
 
+def test_the_api_document_is_served_without_credentials(lakefs_server: LakeFSServer) -> None:
+    # lakeFS serves its document outside /api/v1 without authentication: a client (or a person)
+    # can read which API this server speaks.
+    for path in ("/openapi.json", "/swagger.json"):
+        response = requests.get(f"{lakefs_server.endpoint}{path}", timeout=10)
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        served = response.json()
+        # JSON keys are strings: the YAML's response codes (200, 404) arrive as "200", "404".
+        assert served == json.loads(json.dumps(document()))
+        branches = served["paths"]["/repositories/{repository}/branches"]
+        assert branches["post"]["responses"]["201"]["description"]
+
+
 # -- coverage (keep last) -------------------------------------------------------------------
 
 
 def test_every_operation_the_server_routes_was_validated() -> None:
     routed = set()
     for route in LakeFSApp.__new__(LakeFSApp).routes():
+        if not route.path.startswith("/api/v1"):
+            continue  # the API document itself, checked above
         for method in route.methods or ():
             if (
                 method == "HEAD"
