@@ -19,7 +19,7 @@ test-unit: ## Run the fast tests only (no processes started)
 test-integration: ## Run the tests that start real processes
 	$(DEV) test tests/integration
 
-lint: ## ruff check, ruff format --check and mypy
+lint: ## ruff check, ruff format --check, mypy and the import contracts (lint-imports)
 	$(DEV) lint
 
 format: setup ## Format and autofix with ruff

@@ -34,8 +34,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
 
-    from driftloop.processes import free_port
-    from driftloop.stack import start_lakefs_server, start_prefect_server
+    from driftloop.stack.processes import free_port
+    from driftloop.stack.servers import start_lakefs_server, start_prefect_server
 
     work = Path(tempfile.mkdtemp(prefix="driftloop-bench-ingest-"))
     secret = os.urandom(16).hex()

@@ -46,11 +46,11 @@ def main() -> None:
 
 
 def loop_timings() -> None:
-    from driftloop.demo import first_event, newest_run
-    from driftloop.deploy import project_dir
-    from driftloop.localstack import LocalStack
-    from driftloop.processes import free_port
     from driftloop.settings import get_settings
+    from driftloop.stack.demo import first_event, newest_run
+    from driftloop.stack.deploy import project_dir
+    from driftloop.stack.processes import free_port
+    from driftloop.stack.supervisor import LocalStack
 
     work = Path(tempfile.mkdtemp(prefix="driftloop-bench-loop-"))
     print(f"[bench] part 1: the loop; the stack (driftloop up's) under {work}", flush=True)

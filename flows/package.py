@@ -6,9 +6,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from driftloop.datasets.spec import load_spec
-from driftloop.packaging import build_bento, container_engine_available, containerize
 from driftloop.registry import ModelRegistry
 from flows.common import settings
+from services.inference.bento import build_bento, container_engine_available, containerize
 
 
 @task(cache_policy=NO_CACHE)

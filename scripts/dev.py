@@ -5,7 +5,8 @@
     python3 scripts/dev.py test [ARGS]  # setup, Debian's prometheus and prometheus-alertmanager
                                         # (installed when root or passwordless sudo allows),
                                         # then the whole test suite (ARGS go to pytest)
-    python3 scripts/dev.py lint         # setup, then ruff check, ruff format --check, mypy
+    python3 scripts/dev.py lint         # setup, then ruff check, ruff format --check, mypy and
+                                        # the import contracts (lint-imports)
     python3 scripts/dev.py demo         # setup, then `driftloop demo`
 
 Only the standard library is used here: this script runs before anything is installed.
@@ -135,6 +136,8 @@ def lint() -> int:
         (BIN / "ruff", "check", "."),
         (BIN / "ruff", "format", "--check", "."),
         (BIN / "mypy",),
+        # The import contracts of pyproject.toml: the layers point one way.
+        (BIN / "lint-imports",),
     ):
         failures += run(*command) != 0
     return 1 if failures else 0

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from driftloop.lakefs_client import LakeFSClient
-from driftloop.processes import Component, free_port
-from driftloop.stack import (
+from driftloop.stack.processes import Component, free_port
+from driftloop.stack.servers import (
     drain_prefect_client,
     ensure_process_pool,
     prefect_client_env,

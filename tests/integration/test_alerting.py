@@ -21,9 +21,9 @@ from driftloop.dashboards import queries
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
 from driftloop.observability import Targets, write_alertmanager_config, write_prometheus_config
-from driftloop.processes import Component, free_port
 from driftloop.serving import frame_records
-from driftloop.stack import (
+from driftloop.stack.processes import Component, free_port
+from driftloop.stack.servers import (
     start_alertmanager,
     start_prometheus,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from driftloop.datasets.transactions import generate_transactions
-from driftloop.processes import free_port
+from driftloop.stack.processes import free_port
 from tests.commands import run_driftloop as driftloop
 from tests.integration.conftest import LakeFSServer, PrefectServer
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.processes import free_port, port_in_use
+from driftloop.stack.processes import free_port, port_in_use
 from tests.commands import STACK_PORTS, stack_env
 
 PROJECT = Path(__file__).resolve().parents[2]

@@ -17,9 +17,9 @@ import pytest
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import EXAMPLE_RECORD, generate_transactions
 from driftloop.prediction_log import PredictionLog
-from driftloop.processes import Component, free_port
 from driftloop.registry import BatchLineage, ModelRegistry
-from driftloop.stack import start_inference_server
+from driftloop.stack.processes import Component, free_port
+from driftloop.stack.servers import start_inference_server
 from driftloop.training import TrainParams, split_frame, train_model
 
 SPEC = load_spec("transactions")

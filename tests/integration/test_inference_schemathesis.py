@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.processes import Component
+from driftloop.stack.processes import Component
 from tests.integration.test_inference import MODEL, Home, serve, url
 
 

@@ -19,7 +19,7 @@ from driftloop.lakefs_client import (
     PreconditionFailedError,
     UnavailableError,
 )
-from driftloop.processes import free_port
+from driftloop.stack.processes import free_port
 from tests.integration.conftest import LakeFSServer
 
 

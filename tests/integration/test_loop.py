@@ -25,8 +25,8 @@ from sklearn.metrics import f1_score
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
 from driftloop.events import DRIFT_DETECTED, Event, model_resource, send_events
-from driftloop.processes import Component
 from driftloop.serving import frame_records
+from driftloop.stack.processes import Component
 from tests.integration.conftest import LakeFSServer, PrefectServer, served_world
 
 SPEC = load_spec("transactions")

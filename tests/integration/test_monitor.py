@@ -23,11 +23,11 @@ from driftloop.datasets.transactions import generate_transactions
 from driftloop.events import DRIFT_DETECTED
 from driftloop.lakefs_client import LakeFSClient
 from driftloop.prediction_log import Prediction, PredictionLog
-from driftloop.processes import Component, free_port
 from driftloop.registry import ModelRegistry
 from driftloop.serving import frame_records, load_version
 from driftloop.settings import get_settings
-from driftloop.stack import start_monitor_server
+from driftloop.stack.processes import Component, free_port
+from driftloop.stack.servers import start_monitor_server
 from flows.ingest import ingest
 from flows.train import train
 from tests.integration.conftest import LakeFSServer, PrefectServer

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from driftloop.processes import free_port, pid_alive, port_in_use
+from driftloop.stack.processes import free_port, pid_alive, port_in_use
 from tests.commands import STACK_PORTS, stack_env
 
 PROJECT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ from importlib.metadata import version
 
 import yaml
 
-from driftloop.packaging import service_folder
+from services.inference.bento import service_folder
 
 
 def test_bentofile_pins_the_installed_versions() -> None:

@@ -10,7 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from driftloop.processes import Component, start_component
+from driftloop.stack.processes import Component, start_component
 
 
 def prefect_executable() -> str:

@@ -52,7 +52,7 @@ def deployment_env(settings: Settings, project: Path) -> dict[str, str]:
 
 def apply(settings: Settings, project: Path) -> str:
     """Create the work pool and apply every deployment of prefect.yaml; Prefect's output."""
-    from driftloop.stack import ensure_process_pool
+    from driftloop.stack.servers import ensure_process_pool
 
     api_url = str(settings.prefect.api_url).rstrip("/")
     try:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.localstack import StackError, local_secrets
 from driftloop.settings import Settings, get_settings
+from driftloop.stack.credentials import local_secrets
+from driftloop.stack.errors import StackError
 
 NAMES = {
     "DRIFTLOOP_LAKEFS__ACCESS_KEY_ID",

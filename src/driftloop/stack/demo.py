@@ -1,9 +1,9 @@
 """``driftloop demo``: the whole loop on this machine, from nothing, with a timeline at the end.
 
-1. The embedded stack (:class:`driftloop.localstack.LocalStack`) under ``<home>/demo``, fresh for
-   every run, with a fast monitor (a check every 2 s over 500-row windows, drift declared after 2
-   drifted windows); its bootstrap lands a first batch through its branch and trains the first
-   model, which the inference service serves.
+1. The embedded stack (:class:`driftloop.stack.supervisor.LocalStack`) under ``<home>/demo``,
+   fresh for every run, with a fast monitor (a check every 2 s over 500-row windows, drift
+   declared after 2 drifted windows); its bootstrap lands a first batch through its branch and
+   trains the first model, which the inference service serves.
 2. A corrupted batch is rejected and main does not move.
 3. In-distribution traffic with delayed labels: the monitor judges windows; nothing happens.
 4. Concept drift: the same features, a different fraud pattern, with labels. The monitor
@@ -26,11 +26,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prefect.settings import temporary_settings
 from rich.console import Console
+from sklearn.metrics import f1_score
 
-from driftloop.localstack import LocalStack, StackError, Stop, down, read_state
-from driftloop.processes import pid_alive
+from driftloop.datasets.spec import load_spec
+from driftloop.datasets.transactions import generate_transactions
+from driftloop.ingestion import BatchRejected
+from driftloop.lakefs_client import LakeFSClient
+from driftloop.serving import frame_records, load_version
 from driftloop.settings import Settings, get_settings
+from driftloop.stack.deploy import DeployError, project_dir
+from driftloop.stack.errors import StackError, Stop
+from driftloop.stack.processes import pid_alive
+from driftloop.stack.servers import driftloop_executable
+from driftloop.stack.state import down, read_state
+from driftloop.stack.supervisor import LocalStack
+from flows.ingest import ingest_batch
 
 # The monitor's cadence for the demo: the defaults (a check a minute, 1,000-row windows,
 # three drifted windows) suit production traffic, not a demo that should finish in minutes.
@@ -94,8 +106,6 @@ def run_demo(settings: Settings, console: Console, *, keep_running: bool = False
     os.environ.update(env)
     demo_settings = get_settings()
 
-    from driftloop.deploy import DeployError, project_dir
-
     console.rule("[bold]driftloop demo[/]: the stack")
     say(f"fresh state under {home}; every component's log under {home / 'logs'}")
     closed = False
@@ -119,8 +129,6 @@ class Demo:
     """The demo's steps against a running stack."""
 
     def __init__(self, stack: LocalStack, console: Console) -> None:
-        from driftloop.datasets.spec import load_spec
-
         self.stack = stack
         self.console = console
         self.settings = stack.settings
@@ -143,11 +151,6 @@ class Demo:
         self.conclude(timeline, old_version, new_version)
 
     def rejected_batch(self) -> None:
-        from driftloop.datasets.transactions import generate_transactions
-        from driftloop.ingestion import BatchRejected
-        from driftloop.lakefs_client import LakeFSClient
-        from flows.ingest import ingest_batch
-
         self.console.rule("write, audit, publish: a corrupted batch")
         client = LakeFSClient.from_settings(self.settings.lakefs)
         main = self.settings.lakefs.default_branch
@@ -230,11 +233,6 @@ class Demo:
         )
 
     def conclude(self, timeline: Timeline, old_version: str, new_version: str) -> None:
-        from sklearn.metrics import f1_score
-
-        from driftloop.datasets.transactions import generate_transactions
-        from driftloop.serving import frame_records, load_version
-
         probe = generate_transactions(2000, seed=99, scenario="concept_drift")
         records = frame_records(probe, self.spec.feature_names)
         truth = probe[self.spec.target].astype(int)
@@ -275,9 +273,6 @@ class Demo:
 
     def traffic(self, scenario: str, seed: int, rows: int = 500) -> None:
         """``rows`` transactions in requests of 50, then each one's true label as feedback."""
-        from driftloop.datasets.transactions import generate_transactions
-        from driftloop.serving import frame_records
-
         frame = generate_transactions(rows, seed=seed, scenario=scenario)  # type: ignore[arg-type]
         records = frame_records(frame, self.spec.feature_names)
         truth = frame[self.spec.target].astype(int).tolist()
@@ -305,8 +300,6 @@ class Demo:
 
     def save_report(self) -> str:
         """Copy the newest drift report from lakeFS to the demo's folder; where it is."""
-        from driftloop.lakefs_client import LakeFSClient
-
         client = LakeFSClient.from_settings(self.settings.lakefs)
         main = self.settings.lakefs.default_branch
         reports = sorted(
@@ -330,8 +323,6 @@ class Demo:
 
     def in_prefect(self, work: Callable[[], Any]) -> Any:
         """Run an in-process flow against the stack's Prefect server."""
-        from prefect.settings import temporary_settings
-
         with temporary_settings(
             updates={"api.url": self.api_url, "server.ephemeral.enabled": False}
         ):
@@ -364,8 +355,6 @@ def newest_run(api_url: str, deployment: str, since: datetime) -> dict[str, Any]
 
 def command() -> str:
     """How to type ``driftloop`` here: relative to the working folder when it is below it."""
-    from driftloop.stack import driftloop_executable
-
     executable = Path(driftloop_executable())
     return (
         str(executable.relative_to(Path.cwd()))

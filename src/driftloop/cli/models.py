@@ -1,0 +1,216 @@
+"""``driftloop train``, ``package`` and ``model``: training and the model registry."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from driftloop.cli.root import app, console, errors, fail, load_settings, require_prefect
+from driftloop.datasets.spec import load_spec
+from driftloop.registry import ModelRegistry, ModelVersion, RegistryError
+from driftloop.settings import Settings
+
+model_app = typer.Typer(
+    help="Model versions: list, show, promote, roll back.", no_args_is_help=True
+)
+app.add_typer(model_app, name="model")
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+    ref: Annotated[
+        str, typer.Option(help="lakeFS ref to train on; pinned to its commit id")
+    ] = "main",
+    estimator: Annotated[
+        str, typer.Option(help="hist_gradient_boosting or logistic_regression")
+    ] = "hist_gradient_boosting",
+    seed: Annotated[int, typer.Option(help="Seed of the split and the estimator")] = 42,
+    holdout: Annotated[str, typer.Option(help="stratified or newest_batch")] = "stratified",
+    promote: Annotated[
+        bool, typer.Option(help="Put the model through the gate (--no-promote: register only)")
+    ] = True,
+) -> None:
+    """Train on a pinned lakeFS commit, register the model, and promote it if it wins the gate."""
+    settings = load_settings()
+    dataset = dataset or settings.dataset
+    api_url = str(settings.prefect.api_url).rstrip("/")
+    require_prefect(api_url)
+    console.print(f"training on {dataset}@{ref}; Prefect at {api_url}", highlight=False)
+    from prefect.settings import temporary_settings
+
+    from driftloop.lakefs_client import LakeFSError
+    from flows.train import train as train_flow
+
+    with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
+        try:
+            state = train_flow(dataset, ref, estimator, seed, holdout, promote, return_state=True)  # type: ignore[arg-type]
+            outcome: dict[str, Any] = state.result()
+        except (LakeFSError, ValueError) as problem:
+            fail(str(problem))
+    run_page = f"{api_url.removesuffix('/api')}/runs/flow-run/{state.state_details.flow_run_id}"
+    metrics = outcome["metrics"]
+    console.print(
+        f"{outcome['model']}:{outcome['version']} is [bold]{outcome['stage']}[/]; "
+        f"data commit {outcome['data_commit']}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        "  ".join(f"{name} {metrics[name]:.4f}" for name in ("roc_auc", "pr_auc", "f1", "brier")),
+        highlight=False,
+    )
+    for reason in outcome["reasons"]:
+        console.print(f"  gate: {reason}", highlight=False, soft_wrap=True)
+    console.print(f"flow run {run_page}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def package(
+    dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+) -> None:
+    """Build a Bento of the inference service with the production model (offline)."""
+    settings = load_settings()
+    api_url = str(settings.prefect.api_url).rstrip("/")
+    require_prefect(api_url)
+    from prefect.settings import temporary_settings
+
+    from flows.package import package as package_flow
+    from services.inference.bento import PackagingError
+
+    with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
+        try:
+            built = package_flow(dataset or settings.dataset)
+        except (RegistryError, PackagingError) as problem:
+            fail(str(problem))
+    console.print(f"Bento {built['bento']} with model {built['model']}", highlight=False)
+    console.print(f"image: {built['image'] or 'not built (no container engine here)'}")
+
+
+def open_registry(dataset: str) -> tuple[Settings, ModelRegistry, str]:
+    """Settings, the registry, and the model name of ``dataset`` (default: the setting)."""
+    settings = load_settings()
+    registry = ModelRegistry(settings.bentoml_home, settings.registry_database)
+    return settings, registry, load_spec(dataset or settings.dataset).model_name
+
+
+@model_app.command("list")
+def model_list(
+    dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+) -> None:
+    """Every version of the dataset's model, with stage, data commit and holdout metrics."""
+    _, registry, name = open_registry(dataset)
+    table = Table(title=name, title_justify="left")
+    for column in ("version", "stage", "created", "data commit", "roc_auc", "pr_auc", "f1"):
+        table.add_column(column, no_wrap=True)
+    for version in registry.versions(name):
+        style = "bold green" if version.stage == "production" else None
+        table.add_row(
+            version.version,
+            version.stage,
+            version.created[:16].replace("T", " "),
+            version.data_commit[:12],
+            f"{version.metrics.get('roc_auc', 0):.4f}",
+            f"{version.metrics.get('pr_auc', 0):.4f}",
+            f"{version.metrics.get('f1', 0):.4f}",
+            style=style,
+        )
+    console.print(table)
+
+
+@model_app.command("history")
+def model_history(
+    dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+) -> None:
+    """What happened to the model's versions: registered, promoted, rejected, rolled back."""
+    _, registry, name = open_registry(dataset)
+    table = Table(title=f"{name} history", title_justify="left")
+    for column in ("when (UTC)", "version", "event", "detail"):
+        table.add_column(column, overflow="fold")
+    for entry in registry.history(name):
+        when = datetime.datetime.fromtimestamp(entry.at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(when, entry.version, entry.event, entry.detail)
+    console.print(table)
+
+
+@model_app.command("show")
+def model_show(
+    version: Annotated[str, typer.Argument(help="Version, or name:version")],
+    dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+) -> None:
+    """One version with its lineage: model -> data commit -> batches -> ingestion runs."""
+    _, registry, default_name = open_registry(dataset)
+    name, _, number = version.rpartition(":")
+    name = name or default_name
+    try:
+        found = registry.get(name, number)
+    except RegistryError as problem:
+        fail(str(problem))
+    console.print(f"[bold]{found.tag}[/]  stage {found.stage}  created {found.created}")
+    console.print(f"data commit {found.data_commit}  code {found.git_sha}", highlight=False)
+    console.print(f"holdout {found.split}; digest {found.digest}", highlight=False)
+    console.print(
+        "  ".join(
+            f"{k} {v:.4f}" for k, v in found.metrics.items() if k not in ("rows", "positives")
+        ),
+        highlight=False,
+    )
+    table = Table(title="lineage: batches at the data commit", title_justify="left")
+    for column in ("batch", "rows", "merge commit", "ingestion run"):
+        table.add_column(column, overflow="fold")
+    for batch in found.batches:
+        table.add_row(batch.batch_id, str(batch.rows), batch.merge_commit, batch.run_url or "")
+    console.print(table)
+
+
+@model_app.command("promote")
+def model_promote(
+    version: Annotated[str, typer.Argument(help="Version to make production")],
+    dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+) -> None:
+    """Make a version production by hand (bypasses the gate; recorded in the history)."""
+    settings, registry, name = open_registry(dataset)
+    try:
+        promoted = registry.promote(name, version, "promoted by hand (driftloop model promote)")
+    except RegistryError as problem:
+        fail(str(problem))
+    announce_promotion(settings, promoted)
+    console.print(f"{promoted.tag} is production", highlight=False)
+
+
+@model_app.command("rollback")
+def model_rollback(
+    dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+) -> None:
+    """Make the previous production version production again."""
+    settings, registry, name = open_registry(dataset)
+    try:
+        restored = registry.rollback(name)
+    except RegistryError as problem:
+        fail(str(problem))
+    announce_promotion(settings, restored)
+    console.print(f"rolled back: {restored.tag} is production again", highlight=False)
+
+
+def announce_promotion(settings: Settings, version: ModelVersion) -> None:
+    """Tell Prefect (driftloop.model.promoted); a warning, not a failure, if it is not there."""
+    from driftloop.events import (
+        MODEL_PROMOTED,
+        Event,
+        EventNotDelivered,
+        model_resource,
+        send_event,
+    )
+
+    event = Event(
+        MODEL_PROMOTED,
+        model_resource(version.name),
+        {"model": version.name, "version": version.version, "data_commit": version.data_commit},
+    )
+    try:
+        send_event(str(settings.prefect.api_url), event, retries=1)
+    except EventNotDelivered as problem:
+        errors.print(f"[yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)

@@ -1,0 +1,62 @@
+"""The root of the ``driftloop`` command: the app, its output and what every command shares."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+from driftloop import __version__
+from driftloop.settings import Settings, SettingsError, get_settings
+
+app = typer.Typer(
+    name="driftloop",
+    help="Event-driven MLOps loop: versioned data, training, serving, drift, retraining.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+def load_settings() -> Settings:
+    """Settings for a command, or a clear message naming the bad variable and exit code 2."""
+    try:
+        return get_settings()
+    except SettingsError as error:
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def version() -> None:
+    """Print driftloop's version."""
+    console.print(f"driftloop {__version__}", highlight=False)
+
+
+def say(message: str) -> None:
+    """Progress of a long command, one line each."""
+    console.print(message, highlight=False, soft_wrap=True)
+
+
+def require_prefect(api_url: str) -> None:
+    """Stop with a clear message when no Prefect server answers at ``api_url``."""
+    import httpx
+
+    try:
+        healthy = httpx.get(f"{api_url}/health", timeout=5).is_success
+    except httpx.HTTPError:
+        healthy = False
+    if not healthy:
+        fail(
+            f"no Prefect server answers at {api_url}; start one (`prefect server start`) or set "
+            "DRIFTLOOP_PREFECT__API_URL"
+        )
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``message`` as an error and exit with code 1."""
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=1)

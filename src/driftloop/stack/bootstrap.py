@@ -1,0 +1,50 @@
+"""The first model of a new stack: a built-in batch landed through its branch, then training."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from driftloop.datasets.spec import load_spec
+from driftloop.registry import ModelRegistry
+from driftloop.settings import Settings
+from driftloop.stack.servers import drain_prefect_client
+from flows.ingest import ingest
+from flows.train import train
+
+
+def ensure_production_model(settings: Settings, api_url: str, say: Callable[[str], None]) -> bool:
+    """Whether the dataset's model has a production version, training one when allowed.
+
+    ``DRIFTLOOP_STACK__BOOTSTRAP`` off leaves a stack without a model (inference starts, but is
+    not ready until ``driftloop train`` makes one).
+    """
+    spec = load_spec(settings.dataset)
+    registry = ModelRegistry(settings.bentoml_home, settings.registry_database)
+    production = registry.production(spec.model_name)
+    if production is not None:
+        say(f"✓ production model {production.tag}")
+        return True
+    if not settings.stack.bootstrap:
+        say(
+            f"no production model of {spec.model_name} yet and DRIFTLOOP_STACK__BOOTSTRAP is "
+            "off: inference starts without one; `driftloop train` makes one"
+        )
+        return False
+    from prefect.settings import temporary_settings
+
+    say(
+        f"no production model of {spec.model_name} yet: landing a built-in batch and training "
+        "the first model (runs in the Prefect UI) ..."
+    )
+    with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
+        try:
+            ingest(settings.dataset, "builtin:?seed=1", batch_id="bootstrap")
+            outcome: dict[str, Any] = train(settings.dataset)
+        finally:
+            drain_prefect_client()
+    say(
+        f"✓ {outcome['model']}:{outcome['version']} trained on commit "
+        f"{outcome['data_commit'][:12]}, stage {outcome['stage']}"
+    )
+    return bool(outcome["stage"] == "production")
