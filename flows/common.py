@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prefect.runtime import flow_run
-from prefect.settings import get_current_settings
+from prefect.settings import get_current_settings, temporary_settings
 
 from driftloop.events import Event, send_event
 from driftloop.lakefs_client import LakeFSClient
@@ -29,3 +32,26 @@ def emit(event: Event, config: Settings) -> None:
     api_url = get_current_settings().api.url or str(config.prefect.api_url)
     api_key = config.prefect.api_key.get_secret_value() if config.prefect.api_key else None
     send_event(api_url, event, api_key=api_key)
+
+
+@contextmanager
+def prefect_api(api_url: str, api_key: str | None = None) -> Iterator[None]:
+    """Point this process's Prefect client at ``api_url`` (flows run in-process report there).
+
+    The throwaway server Prefect starts when it has no URL is turned off, so a wrong URL fails
+    loudly instead of running against an empty database.
+    """
+    updates: dict[str, object] = {"api.url": api_url, "server.ephemeral.enabled": False}
+    if api_key is not None:
+        updates["api.key"] = api_key
+    with temporary_settings(updates=updates):  # type: ignore[arg-type]
+        yield
+
+
+@contextmanager
+def prefect_api_of(config: Settings) -> Iterator[None]:
+    """:func:`prefect_api` for the Prefect server and API key of ``config``."""
+    prefect = config.prefect
+    api_key = prefect.api_key.get_secret_value() if prefect.api_key else None
+    with prefect_api(str(prefect.api_url).rstrip("/"), api_key):
+        yield

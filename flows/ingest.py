@@ -81,7 +81,7 @@ def publish(client: LakeFSClient, branch: str, main: str, metadata: dict[str, st
 @flow(name="ingest")
 def ingest(
     dataset: str = "transactions", source: str = "builtin", batch_id: str | None = None
-) -> dict[str, object] | State:
+) -> IngestOutcome | State:
     """Land one batch in lakeFS on branch ingest-<batch_id>; merge into main only if it is valid."""
     logger = get_run_logger()
     config = settings()
@@ -101,7 +101,7 @@ def ingest(
         logger.info("batch %s is already on %s (commit %s): nothing to do", batch_id, main, landed)
         return IngestOutcome(
             batch_id, dataset, "already_ingested", path, len(frame), landed, f"already on {main}"
-        ).to_dict()
+        )
 
     metadata = commit_metadata(spec, batch_id, len(frame), source, run_url())
     try:
@@ -135,14 +135,14 @@ def ingest(
         return Failed(message=str(rejected), data=rejected)
     logger.info("batch %s merged into %s as commit %s", batch_id, main, merged)
     emit(_merged_event(spec, batch_id, merged, len(frame)), config)
-    return IngestOutcome(batch_id, dataset, "merged", path, len(frame), merged).to_dict()
+    return IngestOutcome(batch_id, dataset, "merged", path, len(frame), merged)
 
 
 @dataclass(frozen=True)
 class IngestRun:
     """An ingest flow run made in this process: what happened and which run it was."""
 
-    outcome: dict[str, object]
+    outcome: IngestOutcome
     flow_run_id: str
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -11,16 +14,23 @@ from flows.common import settings
 from services.inference.bento import build_bento, container_engine_available, containerize
 
 
+@dataclass(frozen=True)
+class PackageOutcome:
+    """The Bento built, the model in it, and its image ("" when no container engine runs)."""
+
+    bento: str
+    model: str
+    image: str
+
+
 @task(cache_policy=NO_CACHE)
 def bento(model_tag: str, bentoml_home: str) -> str:
     """Build the Bento (offline: no package locking)."""
-    from pathlib import Path
-
     return build_bento(model_tag, Path(bentoml_home))
 
 
 @flow(name="package")
-def package(dataset: str = "transactions") -> dict[str, str]:
+def package(dataset: str = "transactions") -> PackageOutcome:
     """Build a Bento of services/inference with the production model; an image if Docker runs."""
     logger = get_run_logger()
     config = settings()
@@ -39,4 +49,4 @@ def package(dataset: str = "transactions") -> dict[str, str]:
             "containerize; run `bentoml containerize %s` where Docker runs",
             bento_tag,
         )
-    return {"bento": bento_tag, "model": production.tag, "image": image}
+    return PackageOutcome(bento=bento_tag, model=production.tag, image=image)

@@ -14,6 +14,7 @@ own task or subflow in the Prefect UI:
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +32,21 @@ from flows.ingest import ingest
 from flows.train import train
 
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "cache_policy": NO_CACHE}
+
+
+@dataclass(frozen=True)
+class RetrainOutcome:
+    """A retrain that trained: the feedback batch it landed and what became of the new model."""
+
+    reason: str
+    labelled_rows: int
+    batch_id: str
+    data_commit: str
+    previous_version: str
+    version: str
+    promoted: bool
+    metrics: dict[str, float]
+    reasons: list[str]
 
 
 @task(**IO_RETRIES)
@@ -52,7 +68,7 @@ def retrain(
     report: str | None = None,
     alertname: str | None = None,
     min_labelled_rows: int = 200,
-) -> dict[str, object] | State:
+) -> RetrainOutcome | State:
     """Ingest the labelled production traffic since the production model's data, retrain, gate,
     package and promote.
 
@@ -105,17 +121,21 @@ def retrain(
         return Failed(message=f"feedback batch {batch_id} rejected: {ingested.message}")
     landed = ingested.result()
     trained = train(
-        dataset, ref=str(landed["commit_id"]), promote=True, package=True, judge_on="newest_batch"
+        dataset,
+        ref=str(landed.commit_id),
+        promote=True,
+        package=True,
+        judge_on="newest_batch",
+        started_by="" if reason == "manual" else reason,
     )
-    return {
-        "retrained": True,
-        "reason": reason,
-        "labelled_rows": len(batch),
-        "batch_id": batch_id,
-        "data_commit": landed["commit_id"],
-        "previous_version": production.version,
-        "version": trained["version"],
-        "promoted": trained["promoted"],
-        "metrics": trained["metrics"],
-        "reasons": trained["reasons"],
-    }
+    return RetrainOutcome(
+        reason=reason,
+        labelled_rows=len(batch),
+        batch_id=batch_id,
+        data_commit=str(landed.commit_id),
+        previous_version=production.version,
+        version=trained.version,
+        promoted=trained.promoted,
+        metrics=trained.metrics,
+        reasons=trained.reasons,
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
@@ -12,11 +12,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from driftloop.datasets.spec import DatasetSpec, load_spec
-from driftloop.events import MODEL_PROMOTED, MODEL_REJECTED, Event, model_resource
 from driftloop.gate import GateDecision, GatePolicy, decide
-from driftloop.grafana import annotate_if_configured
 from driftloop.ingestion import batch_lineage, load_training_frame
 from driftloop.lakefs_client import LakeFSClient
+from driftloop.promotion import Actor, Promotions
 from driftloop.provenance import git_sha
 from driftloop.registry import BatchLineage, ModelRegistry, ModelVersion
 from driftloop.reports import training_report
@@ -30,11 +29,32 @@ from driftloop.training import (
     split_frame,
     train_model,
 )
-from flows.common import emit, lakefs, settings
+from flows.common import emit, lakefs, run_url, settings
 from flows.package import bento
 
 JudgeOn = Literal["holdout", "newest_batch"]
 IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "cache_policy": NO_CACHE}
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What a train run made: the version, its stage now, and why."""
+
+    model: str
+    version: str
+    stage: str
+    data_commit: str
+    metrics: dict[str, float]
+    digest: str
+    promoted: bool
+    bento: str | None
+    reasons: list[str]
+    batches: list[BatchLineage]
+    flow_run_id: str
+
+    @property
+    def tag(self) -> str:
+        return f"{self.model}:{self.version}"
 
 
 @task(**IO_RETRIES)
@@ -124,13 +144,15 @@ def train(
     promote: bool = True,
     package: bool = False,
     judge_on: JudgeOn = "holdout",
-) -> dict[str, object]:
+    started_by: str = "",
+) -> TrainOutcome:
     """Train on the dataset at a pinned lakeFS commit; promote only if it beats production.
 
     With ``package``, a winning challenger is packaged as a Bento before it is promoted, so the
     version that goes to production always has its Bento. ``judge_on="newest_batch"`` judges
     challenger and production on the holdout rows of the batch that landed last (retraining on
-    drift asks which model is better on today's traffic, not on last month's).
+    drift asks which model is better on today's traffic, not on last month's). ``started_by``
+    names the automation trigger when one started the run (the retrain flow passes it on).
     """
     logger = get_run_logger()
     config = settings()
@@ -148,7 +170,7 @@ def train(
     logger.info("registered %s: %s", version.tag, trained.metrics)
 
     decision, production_metrics, compared, compared_on = None, None, None, ""
-    payload: dict[str, object] = {}
+    bento_tag: str | None = None
     if promote:
         rows = judged_rows(split, newest, spec, judge_on)
         logger.info("the gate judges on %d holdout rows (%s)", len(rows), judge_on)
@@ -157,44 +179,38 @@ def train(
         )
         if rows is not split.holdout:
             compared_on = f"the {len(rows)} holdout rows of the newest batch"
-        payload = {
-            "model": version.name,
-            "version": version.version,
-            "data_commit": commit_id,
-            "metrics": version.metrics,
-            "reasons": decision.reasons,
-        }
+        promotions = Promotions(registry, config, announce=lambda event: emit(event, config))
+        actor = (
+            Actor("automation", started_by, run_url())
+            if started_by
+            else Actor("flow_run", str(flow_run.name), run_url())
+        )
         if decision.promote:
             if package:
-                payload["bento"] = bento(version.tag, str(config.bentoml_home))
-                logger.info("packaged %s as Bento %s", version.tag, payload["bento"])
-            version = registry.promote(version.name, version.version, "; ".join(decision.reasons))
-            emit(Event(MODEL_PROMOTED, model_resource(version.name), payload), config)
-            annotate_if_configured(
-                config,
-                f"promoted {version.tag} (data {commit_id[:12]}): {'; '.join(decision.reasons)}",
-                ["promotion", version.name],
+                bento_tag = bento(version.tag, str(config.bentoml_home))
+                logger.info("packaged %s as Bento %s", version.tag, bento_tag)
+            version, _ = promotions.promote(
+                version, trigger="gate", actor=actor, reasons=decision.reasons, bento=bento_tag
             )
             logger.info("promoted %s to production", version.tag)
         else:
-            registry.reject(version.name, version.version, decision.reasons)
-            emit(Event(MODEL_REJECTED, model_resource(version.name), payload), config)
+            promotions.reject(version, trigger="gate", actor=actor, reasons=decision.reasons)
             logger.warning("rejected %s: %s", version.tag, "; ".join(decision.reasons))
     create_markdown_artifact(
         training_report(version, decision, production_metrics, compared, compared_on),
         key=f"training-{spec.name}".replace("_", "-"),
         description=f"{version.tag}: {version.stage}",
     )
-    return {
-        "model": version.name,
-        "version": version.version,
-        "stage": version.stage,
-        "data_commit": commit_id,
-        "metrics": version.metrics,
-        "digest": trained.digest,
-        "promoted": bool(decision and decision.promote),
-        "bento": payload.get("bento") if promote else None,
-        "reasons": decision.reasons if decision else [],
-        "batches": [asdict(batch) for batch in lineage],
-        "flow_run_id": str(flow_run.id),
-    }
+    return TrainOutcome(
+        model=version.name,
+        version=version.version,
+        stage=version.stage,
+        data_commit=commit_id,
+        metrics=version.metrics,
+        digest=trained.digest,
+        promoted=bool(decision and decision.promote),
+        bento=bento_tag,
+        reasons=decision.reasons if decision else [],
+        batches=lineage,
+        flow_run_id=str(flow_run.id),
+    )

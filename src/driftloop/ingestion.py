@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
@@ -64,9 +64,6 @@ class IngestOutcome:
     rows: int
     commit_id: str | None = None
     detail: str = ""
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def batch_path(dataset: str, batch_id: str) -> str:

@@ -30,6 +30,7 @@ from driftloop.stack.servers import (
     start_prefect_server,
     start_process_worker,
 )
+from flows.common import prefect_api
 
 SERVER_START_TIMEOUT = 120.0
 # Test credentials of the embedded lakeFS-compatible server; they exist only inside the test run.
@@ -240,7 +241,6 @@ def served_world(
     land ``rows`` transactions and train, apply prefect.yaml (`driftloop deploy`), start a process
     worker when ``worker``, `bentoml serve` and the monitor with ``settings`` (DRIFTLOOP_*
     variables), and stop them all at the end. The test process sees the same environment."""
-    from prefect.settings import temporary_settings
 
     from flows.ingest import ingest
     from flows.train import train
@@ -261,9 +261,7 @@ def served_world(
         patch.setenv(name, value)
     components: list[Component] = []
     try:
-        with temporary_settings(
-            updates={"api.url": prefect_server.api_url, "server.ephemeral.enabled": False}
-        ):
+        with prefect_api(prefect_server.api_url):
             ingest("transactions", f"builtin:?rows={rows}&seed=1", batch_id="day-1")
             train()
         ensure_process_pool(prefect_server.api_url, pool)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
+
+import httpx
 
 from tests.commands import run_driftloop
 from tests.integration.conftest import LakeFSServer, PrefectServer
+from tests.polling import eventually
 
 
 def test_train_then_list_show_promote_and_roll_back(
@@ -50,3 +55,77 @@ def test_train_then_list_show_promote_and_roll_back(
     assert "Bento driftloop-inference:" in packaged and first.group(1) in packaged
     refused = run_driftloop("model", "show", "nope", env=env, cwd=tmp_path)
     assert refused.returncode == 1 and "no model version" in refused.stderr
+
+
+def promotion_event(api_url: str, version: str, since: str) -> dict:
+    """The newest driftloop.model.promoted event of ``version`` that occurred after ``since``."""
+
+    def found() -> dict | None:
+        events = httpx.post(
+            f"{api_url}/events/filter",
+            json={
+                "filter": {
+                    "event": {"name": ["driftloop.model.promoted"]},
+                    "occurred": {"since": since},
+                },
+                "limit": 50,
+            },
+            timeout=10,
+        ).json()["events"]
+        mine = [e for e in events if e["payload"].get("version") == version]
+        return max(mine, key=lambda e: e["occurred"]) if mine else None
+
+    return eventually(found, f"the promotion event of {version}", timeout=20)
+
+
+def test_promotion_by_the_flow_and_by_hand_say_the_same_things_and_lists_script(
+    prefect_server: PrefectServer, lakefs_server: LakeFSServer, tmp_path: Path
+) -> None:
+    env = {
+        **lakefs_server.settings_env(),
+        "DRIFTLOOP_PREFECT__API_URL": prefect_server.api_url,
+        "DRIFTLOOP_LAKEFS__REPOSITORY": "cli-promotions",
+        "DRIFTLOOP_HOME": str(tmp_path / "home"),
+        "COLUMNS": "80",  # what Rich assumes in a pipe
+    }
+
+    def driftloop(*args: str) -> str:
+        result = run_driftloop(*args, env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        return result.stdout
+
+    since = datetime.now(UTC).isoformat()
+    driftloop("ingest", "--source", "builtin:?rows=6000&seed=1", "--batch-id", "b1")
+    by_flow = json.loads(driftloop("train", "--json"))
+    assert by_flow["stage"] == "production" and len(by_flow["data_commit"]) == 64
+    by_hand = json.loads(driftloop("train", "--no-promote", "--json"))
+    promoted = json.loads(driftloop("model", "promote", by_hand["version"], "--json"))
+
+    flow_event = promotion_event(prefect_server.api_url, by_flow["version"], since)
+    hand_event = promotion_event(prefect_server.api_url, by_hand["version"], since)
+    assert flow_event["payload"].keys() == hand_event["payload"].keys()
+    assert flow_event["payload"]["actor"].keys() == hand_event["payload"]["actor"].keys()
+    assert (flow_event["payload"]["trigger"], hand_event["payload"]["trigger"]) == (
+        "gate",
+        "manual",
+    )
+    assert flow_event["payload"]["actor"]["kind"] == "flow_run"
+    assert flow_event["payload"]["actor"]["url"].startswith("http")
+    assert hand_event["payload"]["actor"]["kind"] == "cli"
+    assert hand_event["payload"]["previous_version"] == by_flow["version"]
+    assert hand_event["payload"] == promoted  # --json prints the event's payload
+    assert hand_event["payload"]["metrics"] == by_hand["metrics"]
+
+    listed = json.loads(driftloop("model", "list", "--json"))
+    assert {v["version"]: v["stage"] for v in listed} == {
+        by_flow["version"]: "archived",
+        by_hand["version"]: "production",
+    }
+    table = driftloop("model", "list")  # a pipe of 80 columns: identifiers stay whole
+    assert "…" not in table
+    for version in listed:
+        assert version["version"] in table and version["data_commit"] in table
+    history = json.loads(driftloop("model", "history", "--json"))
+    assert [entry["event"] for entry in history].count("promoted") == 2
+    shown = json.loads(driftloop("model", "show", by_hand["version"], "--json"))
+    assert shown["batches"][0]["batch_id"] == "b1"

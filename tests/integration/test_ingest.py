@@ -14,18 +14,19 @@ import pandas as pd
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.settings import temporary_settings
 
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
 from driftloop.ingestion import (
     BatchRejected,
+    IngestOutcome,
     batch_path,
     ingest_branch,
     read_dataset,
     report_path,
 )
 from driftloop.lakefs_client import LakeFSClient
+from flows.common import prefect_api
 from flows.ingest import ingest
 from tests.integration.conftest import LakeFSServer, PrefectServer, run_lakefs_server
 
@@ -34,9 +35,7 @@ REPO = "driftloop"
 
 @pytest.fixture
 def use_prefect(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
-    with temporary_settings(
-        updates={"api.url": prefect_server.api_url, "server.ephemeral.enabled": False}
-    ):
+    with prefect_api(prefect_server.api_url):
         yield prefect_server
 
 
@@ -108,9 +107,9 @@ def test_valid_batch_lands_on_main_with_its_lineage(
 ) -> None:
     outcome = ingest("transactions", "builtin:?rows=3000&seed=11", batch_id="day-1")
 
-    assert outcome["status"] == "merged"
+    assert outcome.status == "merged"
     head = lake.get_commit("main")
-    assert head.id == outcome["commit_id"] and len(head.id) == 64
+    assert head.id == outcome.commit_id and len(head.id) == 64
     assert head.metadata["driftloop.batch_id"] == "day-1"
     assert head.metadata["driftloop.dataset"] == "transactions"
     assert head.metadata["driftloop.rows"] == "3000"
@@ -137,8 +136,8 @@ def test_reingesting_a_landed_batch_is_a_no_op_that_says_so(
 
     again = ingest("transactions", "builtin:?rows=500&seed=3")
 
-    assert first["status"] == "merged" and again["status"] == "already_ingested"
-    assert again["batch_id"] == first["batch_id"]  # derived from the content
+    assert first.status == "merged" and again.status == "already_ingested"
+    assert again.batch_id == first.batch_id  # derived from the content
     assert lake.branch_head("main") == head
     assert "already on main" in caplog.text
 
@@ -183,8 +182,8 @@ def test_invalid_batch_is_rejected_and_main_is_unchanged(
 def test_reading_at_an_older_commit_returns_the_older_data(
     use_prefect: PrefectServer, lake: LakeFSClient
 ) -> None:
-    first = ingest("transactions", "builtin:?rows=300&seed=21", batch_id="b-1")["commit_id"]
-    second = ingest("transactions", "builtin:?rows=200&seed=22", batch_id="b-2")["commit_id"]
+    first = ingest("transactions", "builtin:?rows=300&seed=21", batch_id="b-1").commit_id
+    second = ingest("transactions", "builtin:?rows=200&seed=22", batch_id="b-2").commit_id
 
     old = read_dataset(lake, str(first), "transactions")
     new = read_dataset(lake, str(second), "transactions")
@@ -210,7 +209,7 @@ def test_two_concurrent_ingestions_both_land(
     for thread in threads:
         thread.join(timeout=180)
 
-    assert {k: v["status"] for k, v in outcomes.items() if isinstance(v, dict)} == {
+    assert {k: v.status for k, v in outcomes.items() if isinstance(v, IngestOutcome)} == {
         "par-0": "merged",
         "par-1": "merged",
     }, outcomes
@@ -248,7 +247,7 @@ def test_kill_9_of_the_server_mid_ingest_then_a_rerun_lands_the_batch_exactly_on
         assert lake.log("main")  # readable after the crash
         rerun = ingest("transactions", "builtin:?rows=5000&seed=5", batch_id="crash")
 
-        assert rerun["status"] in ("merged", "already_ingested"), (first, rerun)
+        assert rerun.status in ("merged", "already_ingested"), (first, rerun)
         assert merges_of(lake, "crash") == 1
         assert len(read_dataset(lake, lake.resolve("main"), "transactions")) == 5000
         assert not lake.branch_exists(ingest_branch("crash"))

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from prefect.settings import temporary_settings
 
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
@@ -28,6 +27,7 @@ from driftloop.serving import frame_records, load_version
 from driftloop.settings import get_settings
 from driftloop.stack.processes import Component, free_port
 from driftloop.stack.servers import start_monitor_server
+from flows.common import prefect_api
 from flows.ingest import ingest
 from flows.train import train
 from tests.integration.conftest import LakeFSServer, PrefectServer
@@ -88,9 +88,7 @@ def world(
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    with temporary_settings(
-        updates={"api.url": prefect_server.api_url, "server.ephemeral.enabled": False}
-    ):
+    with prefect_api(prefect_server.api_url):
         ingest("transactions", "builtin:?rows=6000&seed=1", batch_id="day-1")
         train()
     yield World(tmp_path / "home", lakefs_server.client(repo), env, prefect_server.api_url)

@@ -15,8 +15,8 @@ import pytest
 from prefect import Flow
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
-from prefect.settings import temporary_settings
 
+from flows.common import prefect_api as prefect_client_at
 from tests.integration.conftest import PrefectServer, PrefectWorker
 
 FLOWS = Path(__file__).parent / "flows"
@@ -26,9 +26,7 @@ RUN_TIMEOUT = 180.0
 @pytest.fixture
 def prefect_api(prefect_server: PrefectServer) -> Iterator[str]:
     """Point this process's Prefect clients at the session server, with no ephemeral fallback."""
-    with temporary_settings(
-        updates={"api.url": prefect_server.api_url, "server.ephemeral.enabled": False}
-    ):
+    with prefect_client_at(prefect_server.api_url):
         yield prefect_server.api_url
 
 

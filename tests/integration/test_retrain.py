@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from prefect.settings import temporary_settings
 from sklearn.metrics import f1_score
 
 from driftloop.datasets.spec import load_spec
@@ -20,8 +19,9 @@ from driftloop.prediction_log import Prediction, PredictionLog
 from driftloop.registry import ModelRegistry
 from driftloop.serving import frame_records, load_version
 from driftloop.settings import get_settings
+from flows.common import prefect_api
 from flows.ingest import ingest
-from flows.retrain import retrain
+from flows.retrain import RetrainOutcome, retrain
 from flows.train import train
 from tests.integration.conftest import LakeFSServer, PrefectServer
 
@@ -41,9 +41,7 @@ def world(
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DRIFTLOOP_LAKEFS__REPOSITORY", repo)
     monkeypatch.setenv("DRIFTLOOP_HOME", str(tmp_path / "home"))
-    with temporary_settings(
-        updates={"api.url": prefect_server.api_url, "server.ephemeral.enabled": False}
-    ):
+    with prefect_api(prefect_server.api_url):
         ingest("transactions", "builtin:?rows=6000&seed=1", batch_id="day-1")
         train()
         yield lakefs_server.client(repo)
@@ -101,17 +99,17 @@ def test_labelled_drifted_traffic_becomes_a_batch_and_a_better_model(
 
     outcome = retrain(reason="driftloop.drift.detected", model_version=before.version)
 
-    assert outcome["retrained"] is True and outcome["labelled_rows"] == 3000
-    assert str(outcome["batch_id"]).startswith("feedback-")
-    assert world.resolve("main") == outcome["data_commit"]
-    assert f"datasets/transactions/batches/{outcome['batch_id']}.parquet" in [
+    assert isinstance(outcome, RetrainOutcome) and outcome.labelled_rows == 3000
+    assert str(outcome.batch_id).startswith("feedback-")
+    assert world.resolve("main") == outcome.data_commit
+    assert f"datasets/transactions/batches/{outcome.batch_id}.parquet" in [
         o.path for o in world.list_objects("main", "datasets/transactions/batches/")
     ]
     after = registry.production(SPEC.model_name)
     assert after is not None
-    assert outcome["promoted"], outcome["reasons"]
-    assert after.version == outcome["version"] != before.version
-    assert after.data_commit == outcome["data_commit"]
+    assert outcome.promoted, outcome.reasons
+    assert after.version == outcome.version != before.version
+    assert after.data_commit == outcome.data_commit
     assert f1_of(after.tag, records, truth) > f1_of(before.tag, records, truth)
 
 

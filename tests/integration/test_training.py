@@ -14,11 +14,11 @@ from prefect.client.schemas.filters import (
     ArtifactFilterFlowRunId,
     ArtifactFilterKey,
 )
-from prefect.settings import temporary_settings
 
 from driftloop.lakefs_client import LakeFSClient
 from driftloop.registry import ModelRegistry
 from driftloop.settings import get_settings
+from flows.common import prefect_api
 from flows.ingest import ingest
 from flows.package import package
 from flows.train import train
@@ -41,9 +41,7 @@ def world(
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DRIFTLOOP_LAKEFS__REPOSITORY", repo)
     monkeypatch.setenv("DRIFTLOOP_HOME", str(tmp_path / "home"))
-    with temporary_settings(
-        updates={"api.url": prefect_server.api_url, "server.ephemeral.enabled": False}
-    ):
+    with prefect_api(prefect_server.api_url):
         ingest("transactions", "builtin:?rows=8000&seed=1", batch_id="day-1")
         ingest("transactions", "builtin:?rows=8000&seed=2&start=2026-01-02", batch_id="day-2")
         yield lakefs_server.client(repo), prefect_server
@@ -75,10 +73,10 @@ def test_training_from_a_pinned_commit_is_reproducible(
     lake.create_branch("later", "main")  # main moves on; the training input must not
     again = train(ref=head, promote=False)
 
-    assert first["data_commit"] == head and len(head) == 64
-    assert again["digest"] == first["digest"]
-    assert again["metrics"] == first["metrics"]
-    assert again["version"] != first["version"]
+    assert first.data_commit == head and len(head) == 64
+    assert again.digest == first.digest
+    assert again.metrics == first.metrics
+    assert again.version != first.version
 
 
 def test_lineage_leads_back_to_the_commit_batches_and_ingestion_runs(
@@ -87,7 +85,7 @@ def test_lineage_leads_back_to_the_commit_batches_and_ingestion_runs(
     lake, prefect = world
 
     outcome = train()
-    version = registry().get(MODEL, str(outcome["version"]))
+    version = registry().get(MODEL, str(outcome.version))
 
     assert version.data_commit == lake.resolve("main")
     assert [b.batch_id for b in version.batches] == ["day-1", "day-2"]
@@ -106,20 +104,20 @@ def test_gate_rejects_a_worse_challenger_promotes_a_better_one_and_rollback_rest
 ) -> None:
     _, prefect = world
     first = train()
-    assert first["stage"] == "production" and first["promoted"]
+    assert first.stage == "production" and first.promoted
 
     worse = train(estimator="logistic_regression", holdout="newest_batch")
 
-    assert worse["stage"] == "candidate" and not worse["promoted"]
-    assert any("roc_auc" in reason for reason in worse["reasons"])
-    assert registry().production(MODEL).version == first["version"]  # type: ignore[union-attr]
-    rejected = events(prefect.api_url, "driftloop.model.rejected", str(worse["version"]))
-    assert rejected["payload"]["reasons"] == worse["reasons"]
+    assert worse.stage == "candidate" and not worse.promoted
+    assert any("roc_auc" in reason for reason in worse.reasons)
+    assert registry().production(MODEL).version == first.version  # type: ignore[union-attr]
+    rejected = events(prefect.api_url, "driftloop.model.rejected", str(worse.version))
+    assert rejected["payload"]["reasons"] == worse.reasons
     with get_client(sync_client=True) as client:
         (artifact,) = client.read_artifacts(
             artifact_filter=ArtifactFilter(
                 key=ArtifactFilterKey(any_=["training-transactions"]),
-                flow_run_id=ArtifactFilterFlowRunId(any_=[worse["flow_run_id"]]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[worse.flow_run_id]),
             )
         )
     assert "**rejected**" in str(artifact.data) and "## Lineage" in str(artifact.data)
@@ -132,16 +130,16 @@ def test_gate_rejects_a_worse_challenger_promotes_a_better_one_and_rollback_rest
         )
     better = train(holdout="newest_batch")
 
-    assert better["stage"] == "production" and better["promoted"], better["reasons"]
-    assert registry().production(MODEL).version == better["version"]  # type: ignore[union-attr]
-    promoted = events(prefect.api_url, "driftloop.model.promoted", str(better["version"]))
-    assert promoted["payload"]["data_commit"] == better["data_commit"]
+    assert better.stage == "production" and better.promoted, better.reasons
+    assert registry().production(MODEL).version == better.version  # type: ignore[union-attr]
+    promoted = events(prefect.api_url, "driftloop.model.promoted", str(better.version))
+    assert promoted.payload["data_commit"] == better.data_commit
 
     restored = registry().rollback(MODEL)
 
-    assert restored.version == first["version"]
+    assert restored.version == first.version
     stages = {v.version: v.stage for v in registry().versions(MODEL)}
-    assert stages[str(better["version"])] == "archived"
+    assert stages[str(better.version)] == "archived"
     assert list(stages.values()).count("production") == 1
 
 
@@ -154,10 +152,10 @@ def test_a_bento_of_the_production_model_builds_offline(
 
     built = package()
 
-    bento = bentoml.get(built["bento"])
-    assert built["model"] == f"{MODEL}:{promoted['version']}"
-    assert [str(model.tag) for model in bento.info.all_models] == [built["model"]]
+    bento = bentoml.get(built.bento)
+    assert built.model == f"{MODEL}:{promoted.version}"
+    assert [str(model.tag) for model in bento.info.all_models] == [built.model]
     bento_files = {p.name for p in Path(bento.path).rglob("*")}
     assert any(name.startswith("driftloop-") and name.endswith(".whl") for name in bento_files)
     assert "service.py" in bento_files
-    assert built["image"] == ""  # no container engine on this machine
+    assert built.image == ""  # no container engine on this machine

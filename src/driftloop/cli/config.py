@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from driftloop.cli.root import app, console, load_settings
+from driftloop.cli.root import JsonOption, app, load_settings, print_json, show_table
 from driftloop.settings import effective_settings
 
 config_app = typer.Typer(help="Inspect driftloop's settings.", no_args_is_help=True)
@@ -17,7 +16,7 @@ app.add_typer(config_app, name="config")
 
 @config_app.command("show")
 def config_show(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOption = False,
     describe: Annotated[
         bool, typer.Option("--describe", help="Add a column saying what each setting does.")
     ] = False,
@@ -26,7 +25,7 @@ def config_show(
     settings = load_settings()
     rows = list(effective_settings(settings))
     if as_json:
-        console.print_json(json.dumps({name: value for name, value, _ in rows}))
+        print_json({name: value for name, value, _ in rows})
         return
     table = Table(title="driftloop settings", title_justify="left")
     table.add_column("variable", style="cyan", no_wrap=True)
@@ -35,4 +34,4 @@ def config_show(
         table.add_column("description", style="dim")
     for name, value, description in rows:
         table.add_row(name, value, *([description] if describe else []))
-    console.print(table)
+    show_table(table)

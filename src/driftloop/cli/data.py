@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import typer
 
-from driftloop.cli.root import app, console, fail, load_settings, require_prefect
+from driftloop.cli.root import (
+    JsonOption,
+    app,
+    console,
+    fail,
+    load_settings,
+    print_json,
+    require_prefect,
+)
 
 
 @app.command()
@@ -23,26 +32,28 @@ def ingest(
     batch_id: Annotated[
         str | None, typer.Option(help="Batch id (default: derived from the rows' content)")
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Land one batch in lakeFS through an isolated branch; merge into main only if it is valid."""
     settings = load_settings()
     dataset = dataset or settings.dataset
     api_url = str(settings.prefect.api_url).rstrip("/")
     require_prefect(api_url)
-    console.print(
-        f"ingesting [bold]{dataset}[/] from {source} into lakeFS {settings.lakefs.endpoint} "
-        f"(repository {settings.lakefs.repository}); Prefect at {api_url}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    from prefect.settings import temporary_settings
+    if not as_json:
+        console.print(
+            f"ingesting [bold]{dataset}[/] from {source} into lakeFS {settings.lakefs.endpoint} "
+            f"(repository {settings.lakefs.repository}); Prefect at {api_url}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
     from driftloop.datasets.sources import SourceError
     from driftloop.ingestion import BatchRejected
     from driftloop.lakefs_client import LakeFSError
+    from flows.common import prefect_api_of
     from flows.ingest import ingest_batch
 
-    with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
+    with prefect_api_of(settings):
         try:
             run = ingest_batch(dataset, source, batch_id)
         except BatchRejected as rejected:
@@ -53,6 +64,16 @@ def ingest(
         except (SourceError, LakeFSError, ValueError) as problem:
             fail(str(problem))
     run_page = f"{api_url.removesuffix('/api')}/runs/flow-run/{run.flow_run_id}"
-    for key in ("status", "batch_id", "rows", "path", "commit_id"):
-        console.print(f"{key:>10}  {run.outcome[key]}", highlight=False, soft_wrap=True)
+    outcome = run.outcome
+    if as_json:
+        print_json({**dataclasses.asdict(outcome), "flow_run_url": run_page})
+        return
+    for key, value in (
+        ("status", outcome.status),
+        ("batch_id", outcome.batch_id),
+        ("rows", outcome.rows),
+        ("path", outcome.path),
+        ("commit_id", outcome.commit_id),
+    ):
+        console.print(f"{key:>10}  {value}", highlight=False, soft_wrap=True)
     console.print(f"{'flow run':>10}  {run_page}", highlight=False, soft_wrap=True)

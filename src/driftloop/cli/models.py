@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from driftloop.cli.root import app, console, errors, fail, load_settings, require_prefect
+from driftloop.cli.root import (
+    JsonOption,
+    app,
+    console,
+    errors,
+    fail,
+    load_settings,
+    print_json,
+    require_prefect,
+    show_table,
+)
 from driftloop.datasets.spec import load_spec
-from driftloop.registry import ModelRegistry, ModelVersion, RegistryError
+from driftloop.events import EventNotDelivered
+from driftloop.promotion import Actor, Promotions
+from driftloop.registry import ModelRegistry, RegistryError
 from driftloop.settings import Settings
 
 model_app = typer.Typer(
@@ -33,37 +46,41 @@ def train(
     promote: Annotated[
         bool, typer.Option(help="Put the model through the gate (--no-promote: register only)")
     ] = True,
+    as_json: JsonOption = False,
 ) -> None:
     """Train on a pinned lakeFS commit, register the model, and promote it if it wins the gate."""
     settings = load_settings()
     dataset = dataset or settings.dataset
     api_url = str(settings.prefect.api_url).rstrip("/")
     require_prefect(api_url)
-    console.print(f"training on {dataset}@{ref}; Prefect at {api_url}", highlight=False)
-    from prefect.settings import temporary_settings
+    if not as_json:
+        console.print(f"training on {dataset}@{ref}; Prefect at {api_url}", highlight=False)
 
     from driftloop.lakefs_client import LakeFSError
+    from flows.common import prefect_api_of
     from flows.train import train as train_flow
 
-    with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
+    with prefect_api_of(settings):
         try:
             state = train_flow(dataset, ref, estimator, seed, holdout, promote, return_state=True)  # type: ignore[arg-type]
-            outcome: dict[str, Any] = state.result()
+            outcome = state.result()
         except (LakeFSError, ValueError) as problem:
             fail(str(problem))
-    run_page = f"{api_url.removesuffix('/api')}/runs/flow-run/{state.state_details.flow_run_id}"
-    metrics = outcome["metrics"]
+    run_page = f"{api_url.removesuffix('/api')}/runs/flow-run/{outcome.flow_run_id}"
+    if as_json:
+        print_json({**dataclasses.asdict(outcome), "flow_run_url": run_page})
+        return
     console.print(
-        f"{outcome['model']}:{outcome['version']} is [bold]{outcome['stage']}[/]; "
-        f"data commit {outcome['data_commit']}",
+        f"{outcome.tag} is [bold]{outcome.stage}[/]; data commit {outcome.data_commit}",
         highlight=False,
         soft_wrap=True,
     )
+    metrics = outcome.metrics
     console.print(
         "  ".join(f"{name} {metrics[name]:.4f}" for name in ("roc_auc", "pr_auc", "f1", "brier")),
         highlight=False,
     )
-    for reason in outcome["reasons"]:
+    for reason in outcome.reasons:
         console.print(f"  gate: {reason}", highlight=False, soft_wrap=True)
     console.print(f"flow run {run_page}", highlight=False, soft_wrap=True)
 
@@ -71,23 +88,27 @@ def train(
 @app.command()
 def package(
     dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+    as_json: JsonOption = False,
 ) -> None:
     """Build a Bento of the inference service with the production model (offline)."""
     settings = load_settings()
     api_url = str(settings.prefect.api_url).rstrip("/")
     require_prefect(api_url)
-    from prefect.settings import temporary_settings
 
+    from flows.common import prefect_api_of
     from flows.package import package as package_flow
     from services.inference.bento import PackagingError
 
-    with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
+    with prefect_api_of(settings):
         try:
             built = package_flow(dataset or settings.dataset)
         except (RegistryError, PackagingError) as problem:
             fail(str(problem))
-    console.print(f"Bento {built['bento']} with model {built['model']}", highlight=False)
-    console.print(f"image: {built['image'] or 'not built (no container engine here)'}")
+    if as_json:
+        print_json(built)
+        return
+    console.print(f"Bento {built.bento} with model {built.model}", highlight=False)
+    console.print(f"image: {built.image or 'not built (no container engine here)'}")
 
 
 def open_registry(dataset: str) -> tuple[Settings, ModelRegistry, str]:
@@ -100,46 +121,59 @@ def open_registry(dataset: str) -> tuple[Settings, ModelRegistry, str]:
 @model_app.command("list")
 def model_list(
     dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+    as_json: JsonOption = False,
 ) -> None:
     """Every version of the dataset's model, with stage, data commit and holdout metrics."""
     _, registry, name = open_registry(dataset)
+    versions = registry.versions(name)
+    if as_json:
+        print_json(versions)
+        return
     table = Table(title=name, title_justify="left")
     for column in ("version", "stage", "created", "data commit", "roc_auc", "pr_auc", "f1"):
         table.add_column(column, no_wrap=True)
-    for version in registry.versions(name):
+    for version in versions:
         style = "bold green" if version.stage == "production" else None
         table.add_row(
             version.version,
             version.stage,
             version.created[:16].replace("T", " "),
-            version.data_commit[:12],
+            version.data_commit,
             f"{version.metrics.get('roc_auc', 0):.4f}",
             f"{version.metrics.get('pr_auc', 0):.4f}",
             f"{version.metrics.get('f1', 0):.4f}",
             style=style,
         )
-    console.print(table)
+    show_table(table)
 
 
 @model_app.command("history")
 def model_history(
     dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+    as_json: JsonOption = False,
 ) -> None:
     """What happened to the model's versions: registered, promoted, rejected, rolled back."""
     _, registry, name = open_registry(dataset)
+    entries = registry.history(name)
+    if as_json:
+        print_json(entries)
+        return
     table = Table(title=f"{name} history", title_justify="left")
-    for column in ("when (UTC)", "version", "event", "detail"):
+    for column in ("when (UTC)", "version"):
+        table.add_column(column, no_wrap=True)
+    for column in ("event", "detail"):
         table.add_column(column, overflow="fold")
-    for entry in registry.history(name):
+    for entry in entries:
         when = datetime.datetime.fromtimestamp(entry.at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(when, entry.version, entry.event, entry.detail)
-    console.print(table)
+    show_table(table)
 
 
 @model_app.command("show")
 def model_show(
     version: Annotated[str, typer.Argument(help="Version, or name:version")],
     dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+    as_json: JsonOption = False,
 ) -> None:
     """One version with its lineage: model -> data commit -> batches -> ingestion runs."""
     _, registry, default_name = open_registry(dataset)
@@ -149,6 +183,9 @@ def model_show(
         found = registry.get(name, number)
     except RegistryError as problem:
         fail(str(problem))
+    if as_json:
+        print_json(found)
+        return
     console.print(f"[bold]{found.tag}[/]  stage {found.stage}  created {found.created}")
     console.print(f"data commit {found.data_commit}  code {found.git_sha}", highlight=False)
     console.print(f"holdout {found.split}; digest {found.digest}", highlight=False)
@@ -160,57 +197,61 @@ def model_show(
     )
     table = Table(title="lineage: batches at the data commit", title_justify="left")
     for column in ("batch", "rows", "merge commit", "ingestion run"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, no_wrap=True)
     for batch in found.batches:
         table.add_row(batch.batch_id, str(batch.rows), batch.merge_commit, batch.run_url or "")
-    console.print(table)
+    show_table(table)
 
 
 @model_app.command("promote")
 def model_promote(
     version: Annotated[str, typer.Argument(help="Version to make production")],
     dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+    as_json: JsonOption = False,
 ) -> None:
     """Make a version production by hand (bypasses the gate; recorded in the history)."""
     settings, registry, name = open_registry(dataset)
+    promotions = Promotions(registry, settings)
     try:
-        promoted = registry.promote(name, version, "promoted by hand (driftloop model promote)")
+        candidate = registry.get(name, version)
+        promoted, change = promotions.promote(
+            candidate,
+            trigger="manual",
+            actor=Actor.cli_user(),
+            reasons=["promoted by hand (driftloop model promote)"],
+        )
     except RegistryError as problem:
         fail(str(problem))
-    announce_promotion(settings, promoted)
+    except EventNotDelivered as problem:
+        warn_undelivered(problem)
+        promoted = registry.get(name, version)
+        change = None
+    if as_json:
+        print_json(change or promoted)
+        return
     console.print(f"{promoted.tag} is production", highlight=False)
 
 
 @model_app.command("rollback")
 def model_rollback(
     dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+    as_json: JsonOption = False,
 ) -> None:
     """Make the previous production version production again."""
     settings, registry, name = open_registry(dataset)
     try:
-        restored = registry.rollback(name)
+        restored, change = Promotions(registry, settings).rollback(name, actor=Actor.cli_user())
     except RegistryError as problem:
         fail(str(problem))
-    announce_promotion(settings, restored)
+    except EventNotDelivered as problem:
+        warn_undelivered(problem)
+        restored, change = registry.require_production(name, "show"), None
+    if as_json:
+        print_json(change or restored)
+        return
     console.print(f"rolled back: {restored.tag} is production again", highlight=False)
 
 
-def announce_promotion(settings: Settings, version: ModelVersion) -> None:
-    """Tell Prefect (driftloop.model.promoted); a warning, not a failure, if it is not there."""
-    from driftloop.events import (
-        MODEL_PROMOTED,
-        Event,
-        EventNotDelivered,
-        model_resource,
-        send_event,
-    )
-
-    event = Event(
-        MODEL_PROMOTED,
-        model_resource(version.name),
-        {"model": version.name, "version": version.version, "data_commit": version.data_commit},
-    )
-    try:
-        send_event(str(settings.prefect.api_url), event, retries=1)
-    except EventNotDelivered as problem:
-        errors.print(f"[yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)
+def warn_undelivered(problem: EventNotDelivered) -> None:
+    """The registry changed, but Prefect did not hear of it: a warning, not a failure."""
+    errors.print(f"[yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+import dataclasses
+import json
+import sys
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
 
 from driftloop import __version__
 from driftloop.settings import Settings, SettingsError, get_settings
@@ -19,6 +24,39 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
+# Every command that lists or shows something takes --json (as `kubectl -o json` does).
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON (for scripts) instead of text.")
+]
+
+
+def print_json(value: Any) -> None:
+    """``value`` (dataclasses, lists and dicts of them) as JSON on stdout, nothing else."""
+    sys.stdout.write(json.dumps(_plain(value), indent=2, default=str) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            field.name: _plain(getattr(value, field.name)) for field in dataclasses.fields(value)
+        }
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def show_table(table: Table) -> None:
+    """Print ``table`` whole: as wide as it needs, so no identifier is ever cut (a pipe gets
+    80 columns from Rich otherwise)."""
+    natural = Measurement.get(console, console.options.update(width=100_000), table).maximum
+    width = console.width
+    console.width = max(width, natural)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 def load_settings() -> Settings:

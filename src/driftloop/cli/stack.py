@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import time
 from pathlib import Path
@@ -10,7 +11,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from driftloop.cli.root import app, console, errors, fail, load_settings, say
+from driftloop.cli.root import (
+    JsonOption,
+    app,
+    console,
+    errors,
+    fail,
+    load_settings,
+    print_json,
+    say,
+    show_table,
+)
 from driftloop.settings import Settings
 from driftloop.stack.deploy import DeployError, apply, project_dir
 from driftloop.stack.errors import StackError, Stop
@@ -97,13 +108,28 @@ def up_detached(settings: Settings) -> None:
 
 
 @app.command()
-def status() -> None:
+def status(as_json: JsonOption = False) -> None:
     """Show the embedded stack's components with their health; exit 0 only when all are."""
     settings = load_settings()
     state = read_state(settings)
     if state is None:
         fail(f"no stack is running under {settings.home.resolve()}; start one with `driftloop up`")
-    healthy = show_stack(settings)
+    if as_json:
+        rows = stack_status(settings) or []
+        print_json(
+            {
+                "home": str(settings.home.resolve()),
+                "supervisor": state["supervisor"],
+                "ready": state["ready"],
+                "components": [
+                    {**dataclasses.asdict(record), **dataclasses.asdict(health)}
+                    for record, health in rows
+                ],
+            }
+        )
+        healthy = bool(rows) and all(health.healthy for _, health in rows)
+    else:
+        healthy = show_stack(settings)
     if not state["ready"]:
         fail("the stack is still starting (or stopped while starting); see `driftloop up`'s output")
     if not healthy:
@@ -127,15 +153,17 @@ def show_stack(settings: Settings) -> bool:
         title=f"driftloop stack (state and logs under {settings.home.resolve()})",
         title_justify="left",
     )
-    for column in ("component", "health", "url", "log"):
-        table.add_column(column, overflow="fold")
+    table.add_column("component", no_wrap=True)
+    table.add_column("health", overflow="fold")
+    table.add_column("url", no_wrap=True)
+    table.add_column("log", no_wrap=True)
     home = settings.home.resolve()
     for record, health in rows:
         mark = "[green]✓[/]" if health.healthy else "[red]✗[/]"
         log = Path(record.log)
         shown = str(log.relative_to(home)) if log.is_relative_to(home) else str(log)
         table.add_row(record.name, f"{mark} {health.detail}", record.url, shown)
-    console.print(table)
+    show_table(table)
     return bool(rows) and all(health.healthy for _, health in rows)
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from driftloop.datasets.spec import load_spec
 from driftloop.registry import ModelRegistry
 from driftloop.settings import Settings
 from driftloop.stack.servers import drain_prefect_client
+from flows.common import prefect_api
 from flows.ingest import ingest
 from flows.train import train
 
@@ -31,20 +31,16 @@ def ensure_production_model(settings: Settings, api_url: str, say: Callable[[str
             "off: inference starts without one; `driftloop train` makes one"
         )
         return False
-    from prefect.settings import temporary_settings
 
     say(
         f"no production model of {spec.model_name} yet: landing a built-in batch and training "
         "the first model (runs in the Prefect UI) ..."
     )
-    with temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}):
+    with prefect_api(api_url):
         try:
             ingest(settings.dataset, "builtin:?seed=1", batch_id="bootstrap")
-            outcome: dict[str, Any] = train(settings.dataset)
+            outcome = train(settings.dataset)
         finally:
             drain_prefect_client()
-    say(
-        f"✓ {outcome['model']}:{outcome['version']} trained on commit "
-        f"{outcome['data_commit'][:12]}, stage {outcome['stage']}"
-    )
-    return bool(outcome["stage"] == "production")
+    say(f"✓ {outcome.tag} trained on commit {outcome.data_commit[:12]}, stage {outcome.stage}")
+    return outcome.stage == "production"

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prefect.settings import temporary_settings
 from rich.console import Console
 from sklearn.metrics import f1_score
 
@@ -42,6 +41,7 @@ from driftloop.stack.processes import pid_alive
 from driftloop.stack.servers import driftloop_executable
 from driftloop.stack.state import down, read_state
 from driftloop.stack.supervisor import LocalStack
+from flows.common import prefect_api
 from flows.ingest import ingest_batch
 
 # The monitor's cadence for the demo: the defaults (a check a minute, 1,000-row windows,
@@ -323,9 +323,7 @@ class Demo:
 
     def in_prefect(self, work: Callable[[], Any]) -> Any:
         """Run an in-process flow against the stack's Prefect server."""
-        with temporary_settings(
-            updates={"api.url": self.api_url, "server.ephemeral.enabled": False}
-        ):
+        with prefect_api(self.api_url):
             return work()
 
 

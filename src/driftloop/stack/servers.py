@@ -79,11 +79,12 @@ def ensure_process_pool(api_url: str, pool: str) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-    from prefect.settings import temporary_settings
     from prefect.workers.process import ProcessWorker
 
+    from flows.common import prefect_api
+
     with (
-        temporary_settings(updates={"api.url": api_url, "server.ephemeral.enabled": False}),
+        prefect_api(api_url),
         get_client(sync_client=True) as client,
     ):
         try:

@@ -1,0 +1,152 @@
+"""Promotion, rejection and rollback of model versions: the one place that changes a stage.
+
+Each change is a registry write, then a Prefect event (``driftloop.model.promoted`` or
+``driftloop.model.rejected``) whose payload is a :class:`StageChange`, then an annotation in
+Grafana when one is configured. The train flow, the retrain flow (through train) and ``driftloop
+model promote/rollback`` all come here, so an event says the same things whoever caused it.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from driftloop.events import MODEL_PROMOTED, MODEL_REJECTED, Event, model_resource, send_event
+from driftloop.grafana import annotate_if_configured
+from driftloop.registry import ModelRegistry, ModelVersion
+from driftloop.settings import Settings
+
+# What decided: the gate's comparison, a person, a rollback, or live traffic (rollouts).
+Trigger = Literal["gate", "manual", "rollback", "live"]
+ActorKind = Literal["flow_run", "automation", "cli"]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who changed the stage: a flow run, a flow run an automation started, or a CLI user."""
+
+    kind: ActorKind
+    name: str
+    url: str | None = None
+
+    @classmethod
+    def cli_user(cls) -> Actor:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # a uid without a name (containers)
+            user = "unknown"
+        return cls("cli", user)
+
+
+@dataclass(frozen=True)
+class StageChange:
+    """The payload of a promotion or rejection event, and the record of what happened."""
+
+    model: str
+    version: str
+    data_commit: str
+    trigger: Trigger
+    actor: Actor
+    previous_version: str | None
+    reasons: list[str]
+    metrics: dict[str, float] = field(default_factory=dict)
+    bento: str | None = None
+
+    @property
+    def tag(self) -> str:
+        return f"{self.model}:{self.version}"
+
+    def payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Promotions:
+    """Changes the stage of versions in ``registry`` and says so.
+
+    ``announce`` delivers an event (default: ``POST /api/events`` to the configured Prefect
+    server with its API key); it raises :class:`~driftloop.events.EventNotDelivered` when it
+    cannot, after the registry write, so the caller decides whether that is fatal.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        settings: Settings,
+        announce: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.announce = announce or self._send
+
+    def promote(
+        self,
+        version: ModelVersion,
+        *,
+        trigger: Trigger,
+        actor: Actor,
+        reasons: list[str],
+        bento: str | None = None,
+    ) -> tuple[ModelVersion, StageChange]:
+        """Make ``version`` the one production version of its model."""
+        previous = self.registry.production(version.name)
+        promoted = self.registry.promote(version.name, version.version, "; ".join(reasons))
+        return promoted, self._changed(
+            MODEL_PROMOTED, promoted, previous, trigger, actor, reasons, bento
+        )
+
+    def reject(
+        self, version: ModelVersion, *, trigger: Trigger, actor: Actor, reasons: list[str]
+    ) -> StageChange:
+        """Record that ``version`` was refused; it stays a candidate."""
+        previous = self.registry.production(version.name)
+        self.registry.reject(version.name, version.version, reasons)
+        return self._changed(MODEL_REJECTED, version, previous, trigger, actor, reasons, None)
+
+    def rollback(self, name: str, *, actor: Actor) -> tuple[ModelVersion, StageChange]:
+        """Make the version that was production before the current one production again."""
+        previous = self.registry.production(name)
+        restored = self.registry.rollback(name)
+        reasons = [f"rollback from {previous.version}" if previous else "rollback"]
+        return restored, self._changed(
+            MODEL_PROMOTED, restored, previous, "rollback", actor, reasons, None
+        )
+
+    def _changed(
+        self,
+        event_name: str,
+        version: ModelVersion,
+        previous: ModelVersion | None,
+        trigger: Trigger,
+        actor: Actor,
+        reasons: list[str],
+        bento: str | None,
+    ) -> StageChange:
+        change = StageChange(
+            model=version.name,
+            version=version.version,
+            data_commit=version.data_commit,
+            trigger=trigger,
+            actor=actor,
+            previous_version=previous.version if previous else None,
+            reasons=list(reasons),
+            metrics=dict(version.metrics),
+            bento=bento,
+        )
+        verb = "promoted" if event_name == MODEL_PROMOTED else "rejected"
+        try:
+            self.announce(Event(event_name, model_resource(version.name), change.payload()))
+        finally:  # the registry changed: Grafana shows it even when Prefect did not hear of it
+            annotate_if_configured(
+                self.settings,
+                f"{verb} {version.tag} (data {version.data_commit[:12]}, {trigger} by "
+                f"{actor.kind} {actor.name}): {'; '.join(reasons)}",
+                ["promotion" if verb == "promoted" else "rejection", version.name],
+            )
+        return change
+
+    def _send(self, event: Event) -> None:
+        prefect = self.settings.prefect
+        api_key = prefect.api_key.get_secret_value() if prefect.api_key else None
+        send_event(str(prefect.api_url), event, api_key=api_key, retries=1)
