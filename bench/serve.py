@@ -114,7 +114,7 @@ def prepare_model(work: Path) -> str:
     params = TrainParams()
     frame = generate_transactions(20_000, seed=1)
     trained = train_model(split_frame(frame, spec, params, None), spec, params)
-    registry = ModelRegistry(work / "bentoml", work / "home" / "registry.sqlite")
+    registry = ModelRegistry(work / "bentoml", f"sqlite:///{work / 'home' / 'registry.sqlite'}")
     version = registry.register(
         spec.model_name,
         trained.pipeline,

@@ -35,7 +35,7 @@ def package(dataset: str = "transactions") -> PackageOutcome:
     logger = get_run_logger()
     config = settings()
     spec = load_spec(dataset)
-    registry = ModelRegistry(config.bentoml_home, config.registry_database)
+    registry = ModelRegistry.from_settings(config)
     production = registry.require_production(spec.model_name, "package")
     bento_tag = bento(production.tag, str(config.bentoml_home))
     logger.info("built Bento %s with model %s", bento_tag, production.tag)

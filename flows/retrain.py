@@ -84,7 +84,7 @@ def retrain(
     logger = get_run_logger()
     config = settings()
     spec = load_spec(dataset)
-    registry = ModelRegistry(config.bentoml_home, config.registry_database)
+    registry = ModelRegistry.from_settings(config)
     production = registry.require_production(spec.model_name, "retrain")
     logger.info(
         "retraining %s (production %s) because of %s%s%s%s",

@@ -85,6 +85,7 @@ def register(
     trained: TrainedModel,
     commit_id: str,
     lineage: list[BatchLineage],
+    code_commit: str,
 ) -> ModelVersion:
     """Save the model as a candidate version, with its lineage."""
     return registry.register(
@@ -92,7 +93,7 @@ def register(
         trained.pipeline,
         dataset=spec.name,
         data_commit=commit_id,
-        git_sha=git_sha(),
+        git_sha=code_commit,
         metrics=trained.metrics.as_dict(),
         params=trained.params.model_dump(),
         digest=trained.digest,
@@ -159,14 +160,14 @@ def train(
     spec = load_spec(dataset)
     client = lakefs(config)
     params = TrainParams(estimator=estimator, seed=seed, holdout=holdout)
-    registry = ModelRegistry(config.bentoml_home, config.registry_database)
+    registry = ModelRegistry.from_settings(config)
 
     commit_id, lineage = pin(client, ref, dataset)
     logger.info("training on %s@%s = commit %s (%d batches)", dataset, ref, commit_id, len(lineage))
     frame, newest = load(client, commit_id, dataset, lineage)
     split = split_frame(frame, spec, params, newest)
     trained = fit(split, spec, params)
-    version = register(registry, spec, trained, commit_id, lineage)
+    version = register(registry, spec, trained, commit_id, lineage, git_sha(config.git_sha))
     logger.info("registered %s: %s", version.tag, trained.metrics)
 
     decision, production_metrics, compared, compared_on = None, None, None, ""

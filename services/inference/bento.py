@@ -29,7 +29,7 @@ def _environment(bentoml_home: Path, model_tag: str) -> dict[str, str]:
         **os.environ,
         "PATH": path,
         "BENTOML_HOME": str(bentoml_home),
-        "DRIFTLOOP_MODEL_TAG": model_tag,
+        "DRIFTLOOP_SERVING__MODEL_TAG": model_tag,
         "BENTOML_DO_NOT_TRACK": "true",
     }
 
@@ -80,7 +80,7 @@ def build_bento(model_tag: str, bentoml_home: Path) -> str:
     wheel = build_wheel(folder / "wheels")
     config = yaml.safe_load((folder / "bentofile.yaml").read_text())
     config["python"]["wheels"] = [f"wheels/{wheel.name}"]
-    config["envs"] = [{"name": "DRIFTLOOP_MODEL_TAG", "value": model_tag}]
+    config["envs"] = [{"name": "DRIFTLOOP_SERVING__MODEL_TAG", "value": model_tag}]
     config["models"] = [model_tag]
     generated = folder / "bentofile.generated.yaml"
     generated.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import gc
 import logging
-import os
 import secrets
 import uuid
 from datetime import UTC, datetime
@@ -45,6 +44,7 @@ from starlette.routing import Route, Router
 
 from driftloop.datasets.spec import load_spec
 from driftloop.prediction_log import FeedbackResult, Prediction, PredictionLog, PredictionWriter
+from driftloop.registry import StageStore
 from driftloop.serving import LoadedModel, ProductionFollower, openapi_document, record_model
 from driftloop.settings import get_settings
 from services.inference import middleware
@@ -138,9 +138,9 @@ class InferenceService:
             )
         self.follower = ProductionFollower(
             SPEC.model_name,
-            SETTINGS.registry_database,
+            StageStore(SETTINGS.registry_url),
             SETTINGS.serving.model_poll_seconds,
-            fallback_tag=os.environ.get("DRIFTLOOP_MODEL_TAG"),
+            fallback_tag=SETTINGS.serving.model_tag,
             on_swap=self._announce,
         )
         self.follower.start()

@@ -915,9 +915,13 @@ def create_app(
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
     username: str = "admin",
+    crash_at: str = "",
 ) -> Starlette:
-    """The server's ASGI app over the store at ``root``; given keys are installed at start."""
-    store = Store(root)
+    """The server's ASGI app over the store at ``root``; given keys are installed at start.
+
+    ``crash_at`` is for the crash-consistency tests only: the process kills itself there.
+    """
+    store = Store(root, crash_at=crash_at)
     if access_key_id and secret_access_key:
         store.ensure_credentials(username, access_key_id, secret_access_key)
     app = Starlette(

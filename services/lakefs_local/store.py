@@ -211,7 +211,7 @@ def page(items: list[Any], amount: int) -> tuple[list[Any], bool]:
 class Store:
     """The repository state of one lakeFS-compatible server, rooted at ``root``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, crash_at: str = "") -> None:
         self.root = root
         self.blob_root = root / "blobs"
         self.upload_root = root / "uploads"
@@ -219,9 +219,10 @@ class Store:
         self.upload_root.mkdir(parents=True, exist_ok=True)
         self.database_path = root / "lakefs.sqlite"
         self._local = threading.local()
-        # Fault injection for the crash-consistency tests only: the server SIGKILLs itself at
-        # this point ("upload", "commit" or "merge"). Never set in production.
-        self.crash_at = os.environ.get("DRIFTLOOP_LAKEFS_CRASH_AT", "")
+        # Fault injection for the crash-consistency tests only (`driftloop lakefs serve
+        # --crash-at`, a hidden option): the server SIGKILLs itself at this point ("upload",
+        # "commit" or "merge").
+        self.crash_at = crash_at
         self._connection().executescript(SCHEMA)
 
     # -- connections and transactions ---------------------------------------------------------

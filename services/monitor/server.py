@@ -44,7 +44,7 @@ class Dependencies:
     def __init__(self, settings: Settings, spec: DatasetSpec) -> None:
         self.settings = settings
         self.spec = spec
-        self.registry = ModelRegistry(settings.bentoml_home, settings.registry_database)
+        self.registry = ModelRegistry.from_settings(settings)
         self.prediction_log = PredictionLog(settings.prediction_log_url)
         self.lakefs = LakeFSClient.from_settings(settings.lakefs)
         self.api_url = str(settings.prefect.api_url)

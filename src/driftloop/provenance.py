@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 
-def git_sha() -> str:
-    """DRIFTLOOP_GIT_SHA if set (images have no .git), else HEAD of the source tree."""
-    if sha := os.environ.get("DRIFTLOOP_GIT_SHA"):
-        return sha
+def git_sha(configured: str | None = None) -> str:
+    """``configured`` (the setting DRIFTLOOP_GIT_SHA: images have no .git) if given, else HEAD
+    of the source tree."""
+    if configured:
+        return configured
     try:
         found = subprocess.run(
             ["git", "rev-parse", "HEAD"],

@@ -2,24 +2,29 @@
 
 A model version is a BentoML model (``<dataset>-classifier:<version>``) saved with the labels
 ``dataset``, ``data_commit``, ``stage`` and ``git_sha`` and metadata holding its parameters,
-holdout metrics, model digest and lineage (the batches it learned from). BentoML models are
-immutable once saved, so the *current* stage of each version, the one production version per
-model and the history of promotions live in a small SQLite database (``DRIFTLOOP_HOME/
-registry.sqlite``); a promotion is one transaction, so exactly one version is production at any
-moment. The registry knows the versions registered through it; other models in the same BentoML
-store are not its business.
+holdout metrics, model digest, lineage (the batches it learned from) and dataset spec. BentoML
+models are immutable once saved, so the *current* stage of each version, the one production
+version per model and the history of changes live in SQL, owned by :class:`StageStore`
+(``DRIFTLOOP_STORAGE__REGISTRY_URL``: a SQLite file under DRIFTLOOP_HOME by default, PostgreSQL
+where several machines share the registry; never SQLite on a network volume, whose locks its WAL
+cannot rely on). A promotion is one transaction, so exactly one version is production at any
+moment; reads take no lock. The registry knows the versions registered through it; other models
+in the same BentoML store are not its business.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
+import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from driftloop.settings import Settings
 
 Stage = Literal["candidate", "production", "archived"]
 
@@ -54,6 +59,8 @@ class ModelVersion:
     digest: str
     split: str
     batches: list[BatchLineage] = field(default_factory=list)
+    # The dataset spec's features as saved with the model (names, types, categories).
+    features: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def tag(self) -> str:
@@ -68,53 +75,183 @@ class HistoryEntry:
     detail: str
 
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS stages (
-    model TEXT NOT NULL, version TEXT NOT NULL, stage TEXT NOT NULL, PRIMARY KEY (model, version));
-CREATE TABLE IF NOT EXISTS history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, version TEXT NOT NULL,
-    event TEXT NOT NULL, detail TEXT NOT NULL, at REAL NOT NULL);
-"""
+metadata = sa.MetaData()
+# The current stage of each version. At most one production row per model: the partial unique
+# index is the invariant (SQLite and PostgreSQL both have them); a promotion also locks the
+# model's rows first, so concurrent promotions wait for each other instead of failing.
+stages = sa.Table(
+    "registry_stages",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("version", sa.String(100), primary_key=True),
+    sa.Column("stage", sa.String(20), nullable=False),
+    sa.Index(
+        "one_production_version",
+        "model",
+        unique=True,
+        sqlite_where=sa.text("stage = 'production'"),
+        postgresql_where=sa.text("stage = 'production'"),
+    ),
+)
+history = sa.Table(
+    "registry_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False, index=True),
+    sa.Column("version", sa.String(100), nullable=False),
+    sa.Column("event", sa.String(40), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+)
+
+
+def registry_engine(url: str) -> sa.Engine:
+    """An engine on the registry database; SQLite in WAL mode, so readers never wait."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    sqlite = url.startswith("sqlite")
+    engine = sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        connect_args={"timeout": 30} if sqlite else {"connect_timeout": 10},
+    )
+    if sqlite:
+
+        @sa.event.listens_for(engine, "connect")
+        def _wal(connection: Any, _: Any) -> None:
+            connection.execute("PRAGMA journal_mode=WAL")
+
+    return engine
+
+
+class StageStore:
+    """The registry's own storage: each version's stage and the history of changes, in SQL.
+
+    Reads take no lock (one indexed SELECT); every change is one transaction. The inference
+    service follows production through this alone, without touching the model store.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = registry_engine(url)
+        metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def add(self, name: str, version: str, detail: str) -> None:
+        """A new candidate version."""
+        with self.engine.begin() as db:
+            db.execute(stages.insert().values(model=name, version=version, stage="candidate"))
+            _log(db, name, version, "registered", detail)
+
+    def of_model(self, name: str) -> dict[str, Stage]:
+        """Every version of ``name`` with its stage."""
+        with self.engine.connect() as db:
+            rows = db.execute(
+                sa.select(stages.c.version, stages.c.stage).where(stages.c.model == name)
+            ).all()
+        return {row[0]: row[1] for row in rows}
+
+    def production_version(self, name: str) -> str | None:
+        """The production version's id (what the inference service asks every few seconds)."""
+        with self.engine.connect() as db:
+            found = db.execute(
+                sa.select(stages.c.version).where(
+                    stages.c.model == name, stages.c.stage == "production"
+                )
+            ).scalar_one_or_none()
+        return None if found is None else str(found)
+
+    def history(self, name: str) -> list[HistoryEntry]:
+        with self.engine.connect() as db:
+            rows = db.execute(
+                sa.select(history.c.at, history.c.version, history.c.event, history.c.detail)
+                .where(history.c.model == name)
+                .order_by(history.c.id)
+            ).all()
+        return [HistoryEntry(*row) for row in rows]
+
+    def promote(self, name: str, version: str, reason: str) -> None:
+        """Make ``version`` the one production version of ``name``, in one transaction."""
+        with self.engine.begin() as db:
+            # Lock the model's rows (PostgreSQL; SQLite has one writer at a time anyway), so a
+            # concurrent promotion waits, then archives what this one promoted.
+            db.execute(sa.select(stages.c.version).where(stages.c.model == name).with_for_update())
+            db.execute(
+                stages.update()
+                .where(stages.c.model == name, stages.c.stage == "production")
+                .values(stage="archived")
+            )
+            updated = db.execute(
+                stages.update()
+                .where(stages.c.model == name, stages.c.version == version)
+                .values(stage="production")
+            )
+            if updated.rowcount == 0:  # a version in the store that was never registered here
+                db.execute(stages.insert().values(model=name, version=version, stage="production"))
+            _log(db, name, version, "promoted", reason)
+
+    def reject(self, name: str, version: str, reasons: list[str]) -> None:
+        with self.engine.begin() as db:
+            _log(db, name, version, "rejected", "; ".join(reasons))
+
+
+def _log(db: sa.Connection, name: str, version: str, event: str, detail: str) -> None:
+    db.execute(
+        history.insert().values(
+            model=name, version=version, event=event, detail=detail, at=time.time()
+        )
+    )
+
+
+def describe(model: Any, stage: Stage = "candidate") -> ModelVersion:
+    """A BentoML model of the registry as a :class:`ModelVersion`: the one decoder of its labels
+    and metadata (the registry and the inference service both read versions through it)."""
+    labels, metadata = model.info.labels, model.info.metadata
+    return ModelVersion(
+        name=model.tag.name,
+        version=str(model.tag.version),
+        stage=stage,
+        dataset=labels.get("dataset", ""),
+        data_commit=labels.get("data_commit", ""),
+        git_sha=labels.get("git_sha", ""),
+        created=model.info.creation_time.isoformat(),
+        metrics=dict(metadata.get("metrics", {})),
+        params=dict(metadata.get("params", {})),
+        digest=str(metadata.get("digest", "")),
+        split=str(metadata.get("split", "")),
+        batches=[
+            BatchLineage(**{**batch, "run_url": batch["run_url"] or None})
+            for batch in metadata.get("batches", [])
+        ],
+        features=list(metadata.get("spec", {}).get("features", [])),
+    )
 
 
 def use_bentoml_home(path: Path) -> None:
     """Point BentoML at ``path`` (it reads BENTOML_HOME once, on first use of its store)."""
     current = os.environ.get("BENTOML_HOME")
-    if current and Path(current).resolve() != path.resolve():
-        import sys
-
-        if "bentoml" in sys.modules:
-            raise RegistryError(
-                f"BentoML already uses {current}; cannot switch this process to {path}"
-            )
+    if current and Path(current).resolve() != path.resolve() and "bentoml" in sys.modules:
+        raise RegistryError(f"BentoML already uses {current}; cannot switch this process to {path}")
     path.mkdir(parents=True, exist_ok=True)
     os.environ["BENTOML_HOME"] = str(path.resolve())
 
 
 class ModelRegistry:
-    """Registered versions of driftloop's models, on the BentoML store at ``bentoml_home``."""
+    """Registered versions of driftloop's models: the BentoML store at ``bentoml_home`` holds
+    the models, a :class:`StageStore` at ``url`` (SQLite or PostgreSQL) their stages."""
 
-    def __init__(self, bentoml_home: Path, database: Path) -> None:
+    def __init__(self, bentoml_home: Path, url: str) -> None:
         use_bentoml_home(bentoml_home)
-        database.parent.mkdir(parents=True, exist_ok=True)
-        self.database = database
-        with sqlite3.connect(self.database, timeout=30) as db:
-            db.executescript(SCHEMA)
+        self.stages = StageStore(url)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.database, timeout=30, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelRegistry:
+        return cls(settings.bentoml_home, settings.registry_url)
+
+    def dispose(self) -> None:
+        self.stages.dispose()
 
     # -- registering -----------------------------------------------------------------------------
 
@@ -162,9 +299,7 @@ class ModelRegistry:
             signatures={"predict_proba": {"batchable": True}},
         )
         version = str(model.tag.version)
-        with self._transaction() as db:
-            db.execute("INSERT INTO stages VALUES (?, ?, 'candidate')", (name, version))
-            self._log(db, name, version, "registered", f"trained on {data_commit}")
+        self.stages.add(name, version, f"trained on {data_commit}")
         return self.get(name, version)
 
     # -- reading ---------------------------------------------------------------------------------
@@ -176,18 +311,16 @@ class ModelRegistry:
             model = bentoml.models.get(f"{name}:{version}")
         except bentoml.exceptions.BentoMLException:  # not found, or not a valid tag
             raise RegistryError(f"no model version {name}:{version}") from None
-        return self._version(model, self._stages(name).get(str(model.tag.version), "candidate"))
+        return describe(model, self.stages.of_model(name).get(str(model.tag.version), "candidate"))
 
     def versions(self, name: str) -> list[ModelVersion]:
         """Every version of ``name`` registered here, oldest first."""
-        found = [self.get(name, version) for version in self._stages(name)]
+        found = [self.get(name, version) for version in self.stages.of_model(name)]
         return sorted(found, key=lambda version: version.created)
 
     def production(self, name: str) -> ModelVersion | None:
-        for version, stage in self._stages(name).items():
-            if stage == "production":
-                return self.get(name, version)
-        return None
+        version = self.stages.production_version(name)
+        return None if version is None else self.get(name, version)
 
     def require_production(self, name: str, purpose: str) -> ModelVersion:
         """The production version of ``name``; RegistryError naming ``purpose`` when none."""
@@ -203,35 +336,19 @@ class ModelRegistry:
         return bentoml.sklearn.load_model(f"{name}:{version}")
 
     def history(self, name: str) -> list[HistoryEntry]:
-        with self._transaction() as db:
-            rows = db.execute(
-                "SELECT at, version, event, detail FROM history WHERE model = ? ORDER BY id",
-                (name,),
-            ).fetchall()
-        return [HistoryEntry(*row) for row in rows]
+        return self.stages.history(name)
 
     # -- changing stages ---------------------------------------------------------------------
 
     def promote(self, name: str, version: str, reason: str) -> ModelVersion:
         """Make ``version`` the one production version of ``name``, atomically."""
         self.get(name, version)  # must exist
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE stages SET stage = 'archived' WHERE model = ? AND stage = 'production'",
-                (name,),
-            )
-            db.execute(
-                "INSERT INTO stages VALUES (?, ?, 'production') "
-                "ON CONFLICT(model, version) DO UPDATE SET stage = 'production'",
-                (name, version),
-            )
-            self._log(db, name, version, "promoted", reason)
+        self.stages.promote(name, version, reason)
         return self.get(name, version)
 
     def reject(self, name: str, version: str, reasons: list[str]) -> None:
         """Record that the gate refused ``version``; it stays a candidate."""
-        with self._transaction() as db:
-            self._log(db, name, version, "rejected", "; ".join(reasons))
+        self.stages.reject(name, version, reasons)
 
     def rollback(self, name: str) -> ModelVersion:
         """Promote again the version that was production before the current one."""
@@ -243,40 +360,3 @@ class ModelRegistry:
         if not earlier:
             raise RegistryError(f"{name} has no earlier production version to roll back to")
         return self.promote(name, earlier[-1], f"rollback from {current.version}")
-
-    # -- helpers ---------------------------------------------------------------------------------
-
-    def _stages(self, name: str) -> dict[str, Stage]:
-        with self._transaction() as db:
-            rows = db.execute(
-                "SELECT version, stage FROM stages WHERE model = ?", (name,)
-            ).fetchall()
-        return {row[0]: row[1] for row in rows}
-
-    @staticmethod
-    def _log(db: sqlite3.Connection, name: str, version: str, event: str, detail: str) -> None:
-        db.execute(
-            "INSERT INTO history (model, version, event, detail, at) VALUES (?, ?, ?, ?, ?)",
-            (name, version, event, detail, time.time()),
-        )
-
-    @staticmethod
-    def _version(model: Any, stage: Stage) -> ModelVersion:
-        labels, metadata = model.info.labels, model.info.metadata
-        return ModelVersion(
-            name=model.tag.name,
-            version=str(model.tag.version),
-            stage=stage,
-            dataset=labels.get("dataset", ""),
-            data_commit=labels.get("data_commit", ""),
-            git_sha=labels.get("git_sha", ""),
-            created=model.info.creation_time.isoformat(),
-            metrics=dict(metadata.get("metrics", {})),
-            params=dict(metadata.get("params", {})),
-            digest=str(metadata.get("digest", "")),
-            split=str(metadata.get("split", "")),
-            batches=[
-                BatchLineage(**{**batch, "run_url": batch["run_url"] or None})
-                for batch in metadata.get("batches", [])
-            ],
-        )

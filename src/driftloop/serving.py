@@ -10,11 +10,9 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -22,6 +20,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, create_model
 
 from driftloop.datasets.spec import DatasetSpec
+from driftloop.registry import StageStore, describe
 from driftloop.scoring import CompiledModel, compile_pipeline, probe_records
 
 log = logging.getLogger(__name__)
@@ -127,30 +126,18 @@ def load_version(tag: str) -> LoadedModel:
     import bentoml
 
     model = bentoml.models.get(tag)
-    metadata: dict[str, Any] = dict(model.info.metadata)
-    features = list(metadata["spec"]["features"])
+    version = describe(model)
     pipeline = bentoml.sklearn.load_model(model)
     return LoadedModel(
-        name=model.tag.name,
-        version=str(model.tag.version),
-        data_commit=model.info.labels.get("data_commit", ""),
-        metrics=dict(metadata.get("metrics", {})),
-        threshold=float(metadata["metrics"]["threshold"]),
-        features=features,
+        name=version.name,
+        version=version.version,
+        data_commit=version.data_commit,
+        metrics=version.metrics,
+        threshold=float(version.metrics["threshold"]),
+        features=version.features,
         pipeline=pipeline,
-        compiled=compile_checked(pipeline, features),
+        compiled=compile_checked(pipeline, version.features),
     )
-
-
-def production_version(registry_database: Path, model_name: str) -> str | None:
-    """The registry's production version of ``model_name``, read without locking anyone."""
-    if not registry_database.exists():
-        return None
-    with sqlite3.connect(f"file:{registry_database}?mode=ro", uri=True, timeout=5) as db:
-        row = db.execute(
-            "SELECT version FROM stages WHERE model = ? AND stage = 'production'", (model_name,)
-        ).fetchone()
-    return None if row is None else str(row[0])
 
 
 class ProductionFollower:
@@ -159,14 +146,14 @@ class ProductionFollower:
     def __init__(
         self,
         model_name: str,
-        registry_database: Path | None,
+        stages: StageStore | None,
         poll_seconds: float,
         *,
         fallback_tag: str | None = None,
         on_swap: Callable[[LoadedModel | None, LoadedModel], None] = lambda old, new: None,
     ) -> None:
         self.model_name = model_name
-        self.registry_database = registry_database
+        self.stages = stages
         self.poll_seconds = poll_seconds
         self.fallback_tag = fallback_tag
         self.on_swap = on_swap
@@ -184,9 +171,7 @@ class ProductionFollower:
 
     def check(self) -> None:
         """Load and switch to the production version if it changed."""
-        wanted = None
-        if self.registry_database is not None:
-            wanted = production_version(self.registry_database, self.model_name)
+        wanted = None if self.stages is None else self.stages.production_version(self.model_name)
         tag = f"{self.model_name}:{wanted}" if wanted else self.fallback_tag
         if tag is None or (self.current and f"{self.model_name}:{self.current.version}" == tag):
             return

@@ -141,6 +141,11 @@ class ServingSettings(_Area):
     model_poll_seconds: PositiveFloat = Field(
         default=2.0, description="How often the service looks for a new production model."
     )
+    model_tag: str | None = Field(
+        default=None,
+        description="Model (name:version) to serve while the registry has no production version; "
+        "a packaged Bento sets it to the model it carries.",
+    )
     log_predictions: bool = Field(
         default=True, description="Write every prediction to the prediction log."
     )
@@ -231,7 +236,7 @@ class StackSettings(_Area):
 
 
 class StorageSettings(_Area):
-    """Local state: prediction log database and the BentoML model store."""
+    """State: the prediction log and registry databases, and the BentoML model store."""
 
     prediction_log_url: str | None = Field(
         default=None,
@@ -239,11 +244,18 @@ class StorageSettings(_Area):
             "SQLAlchemy URL of the prediction log; default: SQLite file under DRIFTLOOP_HOME."
         ),
     )
+    registry_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the model registry's stages and history; default: SQLite file "
+            "under DRIFTLOOP_HOME. Use PostgreSQL when several machines share the registry."
+        ),
+    )
     bentoml_home: Path | None = Field(
         default=None, description="BentoML model and Bento store; default: DRIFTLOOP_HOME/bentoml."
     )
 
-    @field_validator("prediction_log_url")
+    @field_validator("prediction_log_url", "registry_url")
     @classmethod
     def _known_database(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("sqlite", "postgresql")):
@@ -278,6 +290,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level of driftloop's own loggers."
     )
+    git_sha: str | None = Field(
+        default=None,
+        description="Commit of the code that trains, recorded with each model; default: HEAD of "
+        "the checkout (set it in images, which have no .git).",
+    )
     lakefs: LakeFSSettings = Field(default_factory=LakeFSSettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
     grafana: GrafanaSettings = Field(default_factory=GrafanaSettings)
@@ -295,9 +312,11 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.home / 'predictions.sqlite').resolve()}"
 
     @property
-    def registry_database(self) -> Path:
-        """Stages and history of model versions: ``home/registry.sqlite``."""
-        return (self.home / "registry.sqlite").resolve()
+    def registry_url(self) -> str:
+        """The model registry's SQLAlchemy URL, defaulting to a SQLite file in ``home``."""
+        if self.storage.registry_url:
+            return self.storage.registry_url
+        return f"sqlite:///{(self.home / 'registry.sqlite').resolve()}"
 
     @property
     def bentoml_home(self) -> Path:

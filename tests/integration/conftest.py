@@ -169,7 +169,7 @@ def run_lakefs_server(
     *,
     credentials: bool = True,
     port: int | None = None,
-    extra_env: dict[str, str] | None = None,
+    crash_at: str = "",
 ) -> LakeFSServer:
     """Start `driftloop lakefs serve` over ``home`` (on a free port) and wait until healthy."""
     port = port or free_port()
@@ -181,7 +181,7 @@ def run_lakefs_server(
         log_path=home / f"lakefs-{port}.log",
         access_key_id=LAKEFS_KEY if credentials else None,
         secret_access_key=LAKEFS_SECRET if credentials else None,
-        extra_env=extra_env,
+        crash_at=crash_at,
     )
     try:
         component.wait_healthy(timeout=60)

@@ -33,7 +33,9 @@ class Home:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.registry = ModelRegistry(Path(os.environ["BENTOML_HOME"]), path / "registry.sqlite")
+        self.registry = ModelRegistry(
+            Path(os.environ["BENTOML_HOME"]), f"sqlite:///{path / 'registry.sqlite'}"
+        )
         self.versions: list[str] = []
         for seed in (1, 2):
             params = TrainParams(max_iter=30, seed=seed)

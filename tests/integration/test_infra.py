@@ -189,3 +189,33 @@ def test_kubernetes_workloads_have_probes_resources_and_secret_references(target
         "name": "inference",
     }
     assert hpa["spec"]["minReplicas"] >= 2
+
+
+DATABASES = ("DRIFTLOOP_STORAGE__REGISTRY_URL", "DRIFTLOOP_STORAGE__PREDICTION_LOG_URL")
+
+
+def test_compose_keeps_no_database_on_the_shared_volume() -> None:
+    # The registry and the prediction log are PostgreSQL databases; the shared volume only holds
+    # the BentoML model store (SQLite's locks do not hold on shared or network file systems).
+    assert "sqlite" not in COMPOSE.read_text().lower()
+    services = compose()["services"]
+    for name in ("worker", "inference", "monitor"):
+        environment = services[name]["environment"]
+        for variable in DATABASES:
+            assert environment[variable].startswith("postgresql+psycopg://"), (name, variable)
+    init = (COMPOSE.parent / "compose" / "postgres-init.sql").read_text()
+    assert "CREATE DATABASE registry;" in init and "CREATE DATABASE predictions;" in init
+
+
+@pytest.mark.parametrize("target", K8S_TARGETS, ids=lambda p: p.name)
+def test_kubernetes_keeps_no_database_on_the_shared_volume(target: Path) -> None:
+    documents = render(target)
+    assert "sqlite" not in yaml.safe_dump_all(documents).lower()
+    for doc in documents:
+        if doc["kind"] != "Deployment" or doc["metadata"]["name"] == "prefect-server":
+            continue
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            given = {variable["name"]: variable for variable in container.get("env", [])}
+            for variable in DATABASES:
+                ref = given[variable]["valueFrom"]["secretKeyRef"]
+                assert ref["name"] == "driftloop-secrets", (doc["metadata"]["name"], variable)

@@ -225,7 +225,7 @@ def test_kill_9_of_the_server_mid_ingest_then_a_rerun_lands_the_batch_exactly_on
     crash_at: str,
 ) -> None:
     home = tmp_path / "lakefs"
-    crashing = run_lakefs_server(home, extra_env={"DRIFTLOOP_LAKEFS_CRASH_AT": crash_at})
+    crashing = run_lakefs_server(home, crash_at=crash_at)
     port = int(crashing.endpoint.rsplit(":", 1)[1])
     point_settings_at(monkeypatch, crashing, REPO)
     lake = crashing.client(REPO)

@@ -41,7 +41,7 @@ class World:
     def __init__(self, home: Path, lake: LakeFSClient, env: dict[str, str], api_url: str) -> None:
         self.home, self.lake, self.env, self.api_url = home, lake, env, api_url
         settings = get_settings()
-        self.registry = ModelRegistry(settings.bentoml_home, settings.registry_database)
+        self.registry = ModelRegistry.from_settings(settings)
         production = self.registry.production(SPEC.model_name)
         assert production is not None
         self.version = production

@@ -50,7 +50,7 @@ def world(
 def served_with_feedback(rows: int, scenario: str, seed: int) -> tuple[list[dict], list[int]]:
     """``rows`` predictions of the production model logged, each with its true label."""
     settings = get_settings()
-    registry = ModelRegistry(settings.bentoml_home, settings.registry_database)
+    registry = ModelRegistry.from_settings(settings)
     production = registry.production(SPEC.model_name)
     assert production is not None
     model = load_version(production.tag)
@@ -89,7 +89,7 @@ def test_labelled_drifted_traffic_becomes_a_batch_and_a_better_model(
     world: LakeFSClient,
 ) -> None:
     settings = get_settings()
-    registry = ModelRegistry(settings.bentoml_home, settings.registry_database)
+    registry = ModelRegistry.from_settings(settings)
     before = registry.production(SPEC.model_name)
     assert before is not None
     served_with_feedback(3000, "concept_drift", seed=7)
@@ -115,7 +115,7 @@ def test_labelled_drifted_traffic_becomes_a_batch_and_a_better_model(
 
 def test_too_few_labels_retrain_nothing(world: LakeFSClient) -> None:
     settings = get_settings()
-    registry = ModelRegistry(settings.bentoml_home, settings.registry_database)
+    registry = ModelRegistry.from_settings(settings)
     before = registry.production(SPEC.model_name)
     served_with_feedback(50, "concept_drift", seed=7)
 

@@ -49,7 +49,7 @@ def world(
 
 def registry() -> ModelRegistry:
     settings = get_settings()
-    return ModelRegistry(settings.bentoml_home, settings.registry_database)
+    return ModelRegistry.from_settings(settings)
 
 
 def events(api_url: str, name: str, version: str, timeout: float = 20) -> dict:
@@ -133,7 +133,7 @@ def test_gate_rejects_a_worse_challenger_promotes_a_better_one_and_rollback_rest
     assert better.stage == "production" and better.promoted, better.reasons
     assert registry().production(MODEL).version == better.version  # type: ignore[union-attr]
     promoted = events(prefect.api_url, "driftloop.model.promoted", str(better.version))
-    assert promoted.payload["data_commit"] == better.data_commit
+    assert promoted["payload"]["data_commit"] == better.data_commit
 
     restored = registry().rollback(MODEL)
 

@@ -19,6 +19,13 @@ def lakefs_serve(
         str | None, typer.Option(help="Bind address [DRIFTLOOP_LAKEFS__EMBEDDED_HOST]")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port [DRIFTLOOP_LAKEFS__EMBEDDED_PORT]")] = None,
+    crash_at: Annotated[
+        str,
+        typer.Option(
+            hidden=True,
+            help="Crash-consistency tests only: SIGKILL this process at upload, commit or merge.",
+        ),
+    ] = "",
 ) -> None:
     """Serve the lakeFS-compatible API from DRIFTLOOP_HOME/lakefs (for local use and tests)."""
     from services.lakefs_local.server import serve
@@ -40,4 +47,11 @@ def lakefs_serve(
         highlight=False,
         soft_wrap=True,
     )
-    serve(root, host=bind_host, port=bind_port, access_key_id=key, secret_access_key=secret)
+    serve(
+        root,
+        host=bind_host,
+        port=bind_port,
+        access_key_id=key,
+        secret_access_key=secret,
+        crash_at=crash_at,
+    )

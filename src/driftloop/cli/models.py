@@ -114,7 +114,7 @@ def package(
 def open_registry(dataset: str) -> tuple[Settings, ModelRegistry, str]:
     """Settings, the registry, and the model name of ``dataset`` (default: the setting)."""
     settings = load_settings()
-    registry = ModelRegistry(settings.bentoml_home, settings.registry_database)
+    registry = ModelRegistry.from_settings(settings)
     return settings, registry, load_spec(dataset or settings.dataset).model_name
 
 

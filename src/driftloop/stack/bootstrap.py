@@ -20,7 +20,7 @@ def ensure_production_model(settings: Settings, api_url: str, say: Callable[[str
     not ready until ``driftloop train`` makes one).
     """
     spec = load_spec(settings.dataset)
-    registry = ModelRegistry(settings.bentoml_home, settings.registry_database)
+    registry = ModelRegistry.from_settings(settings)
     production = registry.production(spec.model_name)
     if production is not None:
         say(f"✓ production model {production.tag}")

@@ -27,14 +27,15 @@ def project_dir(start: Path | None = None) -> Path:
     for folder in (here, *here.parents):
         if (folder / "prefect.yaml").is_file() and (folder / "flows").is_dir():
             return folder
-    checkout = Path(__file__).resolve().parents[2]
+    checkout = Path(__file__).resolve().parents[3]
     if (checkout / "prefect.yaml").is_file():
         return checkout
     raise DeployError(f"no prefect.yaml with a flows/ folder in {here} or above")
 
 
 def deployment_env(settings: Settings, project: Path) -> dict[str, str]:
-    """The variables prefect.yaml reads, and the Prefect client's own."""
+    """The variables prefect.yaml reads (driftloop's settings under their own names, in the form
+    Prefect takes), and the Prefect client's own."""
     prefect = settings.prefect
     env = {
         "PREFECT_API_URL": str(prefect.api_url),
@@ -42,8 +43,8 @@ def deployment_env(settings: Settings, project: Path) -> dict[str, str]:
         "DRIFTLOOP_PROJECT_DIR": str(project),
         "DRIFTLOOP_PREFECT__WORK_POOL": prefect.work_pool,
         "DRIFTLOOP_PREFECT__INGEST_CRON": prefect.ingest_cron,
-        "DRIFTLOOP_INGEST_SCHEDULE_ACTIVE": "true" if prefect.ingest_schedule_active else "false",
-        "DRIFTLOOP_RETRAIN_COOLDOWN": f"PT{prefect.retrain_cooldown_seconds}S",
+        "DRIFTLOOP_PREFECT__INGEST_SCHEDULE_ACTIVE": str(prefect.ingest_schedule_active).lower(),
+        "DRIFTLOOP_PREFECT__RETRAIN_COOLDOWN_SECONDS": str(prefect.retrain_cooldown_seconds),
     }
     if prefect.api_key is not None:
         env["PREFECT_API_KEY"] = prefect.api_key.get_secret_value()

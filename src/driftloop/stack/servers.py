@@ -158,16 +158,28 @@ def start_lakefs_server(
     log_path: Path,
     access_key_id: str | None,
     secret_access_key: str | None,
-    extra_env: dict[str, str] | None = None,
+    crash_at: str = "",
 ) -> Component:
-    """Start the embedded lakeFS-compatible server (``driftloop lakefs serve``) on ``home``."""
-    env = {"DRIFTLOOP_HOME": str(home), **(extra_env or {})}
+    """Start the embedded lakeFS-compatible server (``driftloop lakefs serve``) on ``home``.
+
+    ``crash_at`` is for the crash-consistency tests only (the server kills itself there).
+    """
+    env = {"DRIFTLOOP_HOME": str(home)}
     if access_key_id and secret_access_key:
         env["DRIFTLOOP_LAKEFS__ACCESS_KEY_ID"] = access_key_id
         env["DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY"] = secret_access_key
     return start_component(
         "lakefs",
-        [driftloop_executable(), "lakefs", "serve", "--host", host, "--port", str(port)],
+        [
+            driftloop_executable(),
+            "lakefs",
+            "serve",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            *(["--crash-at", crash_at] if crash_at else []),
+        ],
         health_url=f"http://{host}:{port}/api/v1/healthcheck",
         log_path=log_path,
         env=env,

@@ -1,0 +1,175 @@
+"""The model registry on a real BentoML store (on local disk) with its stages and history in
+SQLite and in PostgreSQL (the local server): stages, promotion, rollback, racing promotions."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from driftloop.datasets.spec import load_spec
+from driftloop.datasets.transactions import generate_transactions
+from driftloop.registry import BatchLineage, ModelRegistry, RegistryError, StageStore
+from driftloop.training import TrainParams, split_frame, train_model
+
+SPEC = load_spec("transactions")
+# The PostgreSQL server the suite may create databases on: DRIFTLOOP_TEST_POSTGRES_URL, or the
+# server of DRIFTLOOP_TEST_DATABASE_URL (CI's), or the one on this machine's loopback.
+LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def postgres_server() -> str:
+    explicit = os.environ.get("DRIFTLOOP_TEST_POSTGRES_URL")
+    if explicit:
+        return explicit
+    prefect = os.environ.get("DRIFTLOOP_TEST_DATABASE_URL")
+    if prefect:
+        return sa.make_url(prefect).set(drivername="postgresql+psycopg", database="postgres")
+    return LOCAL_POSTGRES
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh registry database: a SQLite file, or a new database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'registry.sqlite'}"
+        return
+    server = sa.make_url(postgres_server())
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            name = f"driftloop_registry_{uuid.uuid4().hex[:12]}"
+            connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    except sa.exc.OperationalError as problem:
+        pytest.skip(
+            f"no PostgreSQL at {server.render_as_string(hide_password=True)} ({problem.orig}); "
+            "set DRIFTLOOP_TEST_POSTGRES_URL to a server where the tests may create databases"
+        )
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+@pytest.fixture
+def registry(registry_url: str) -> Iterator[ModelRegistry]:
+    found = ModelRegistry(Path(os.environ["BENTOML_HOME"]), registry_url)
+    yield found
+    found.dispose()
+
+
+@pytest.fixture(scope="module")
+def trained() -> object:
+    params = TrainParams(max_iter=20)
+    frame = generate_transactions(3000, seed=3)
+    return train_model(split_frame(frame, SPEC, params, None), SPEC, params)
+
+
+def register(registry: ModelRegistry, trained: object, name: str, commit: str) -> str:
+    version = registry.register(
+        name,
+        trained.pipeline,  # type: ignore[attr-defined]
+        dataset="transactions",
+        data_commit=commit,
+        git_sha="abc123",
+        metrics=trained.metrics.as_dict(),  # type: ignore[attr-defined]
+        params=trained.params.model_dump(),  # type: ignore[attr-defined]
+        digest=trained.digest,  # type: ignore[attr-defined]
+        split=trained.split,  # type: ignore[attr-defined]
+        batches=[BatchLineage("b1", "c" * 64, 3000, "http://prefect/runs/1")],
+        spec=SPEC.model_dump(mode="json", exclude_none=True),
+    )
+    return version.version
+
+
+def test_a_registered_version_carries_labels_metadata_and_lineage(
+    registry: ModelRegistry, trained: object
+) -> None:
+    import bentoml
+
+    name = f"reg-{uuid.uuid4().hex[:8]}"
+    version = register(registry, trained, name, "a" * 64)
+
+    found = registry.get(name, version)
+    labels = bentoml.models.get(f"{name}:{version}").info.labels
+
+    assert found.stage == "candidate" and found.data_commit == "a" * 64
+    assert labels == {
+        "dataset": "transactions",
+        "data_commit": "a" * 64,
+        "stage": "candidate",
+        "git_sha": "abc123",
+    }
+    assert found.batches == [BatchLineage("b1", "c" * 64, 3000, "http://prefect/runs/1")]
+    assert found.metrics["roc_auc"] == trained.metrics.roc_auc  # type: ignore[attr-defined]
+    assert registry.load(name, version).predict_proba  # a fitted pipeline comes back
+
+
+def test_exactly_one_production_version_and_rollback(
+    registry: ModelRegistry, trained: object
+) -> None:
+    name = f"reg-{uuid.uuid4().hex[:8]}"
+    first, second, third = (register(registry, trained, name, str(n) * 64) for n in range(3))
+
+    registry.promote(name, first, "first")
+    registry.promote(name, second, "better")
+    stages = {v.version: v.stage for v in registry.versions(name)}
+
+    assert stages == {first: "archived", second: "production", third: "candidate"}
+    assert registry.rollback(name).version == first
+    assert registry.production(name).version == first  # type: ignore[union-attr]
+    assert [e.event for e in registry.history(name)][-3:] == ["promoted", "promoted", "promoted"]
+    assert registry.history(name)[-1].detail == f"rollback from {second}"
+
+
+def test_rollback_without_an_earlier_production_version_is_refused(
+    registry: ModelRegistry, trained: object
+) -> None:
+    name = f"reg-{uuid.uuid4().hex[:8]}"
+    only = register(registry, trained, name, "d" * 64)
+    registry.promote(name, only, "first")
+
+    with pytest.raises(RegistryError, match="no earlier production version"):
+        registry.rollback(name)
+    with pytest.raises(RegistryError, match="no model version"):
+        registry.promote(name, "doesnotexist", "x")
+
+
+def promote_repeatedly(url: str, name: str, version: str, times: int) -> None:
+    """One process promoting ``version`` over and over (the other process does the same)."""
+    stages = StageStore(url)
+    for turn in range(times):
+        stages.promote(name, version, f"turn {turn}")
+    stages.dispose()
+
+
+def test_two_processes_promoting_at_once_leave_exactly_one_production_version(
+    registry_url: str,
+) -> None:
+    stages = StageStore(registry_url)
+    name = f"race-{uuid.uuid4().hex[:8]}"
+    for version in ("left", "right"):
+        stages.add(name, version, "registered for the race")
+    context = multiprocessing.get_context("spawn")
+    racers = [
+        context.Process(target=promote_repeatedly, args=(registry_url, name, version, 40))
+        for version in ("left", "right")
+    ]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(timeout=180)
+
+    assert [racer.exitcode for racer in racers] == [0, 0]  # no promotion failed or deadlocked
+    assert sorted(stages.of_model(name).values()) == ["archived", "production"]
+    assert [entry.event for entry in stages.history(name)].count("promoted") == 80
+    last = stages.history(name)[-1].version
+    assert stages.production_version(name) == last  # the last promotion is the one that holds
+    stages.dispose()
