@@ -21,7 +21,6 @@ test_drift.py checks that).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -46,7 +45,7 @@ def main() -> None:
 
 
 def loop_timings() -> None:
-    from driftloop.settings import get_settings
+    from driftloop.settings import fast_monitor_env, settings_from_env
     from driftloop.stack.demo import first_event, newest_run
     from driftloop.stack.deploy import project_dir
     from driftloop.stack.processes import free_port
@@ -60,19 +59,13 @@ def loop_timings() -> None:
         "DRIFTLOOP_SERVING__PORT": str(free_port()),
         "DRIFTLOOP_MONITOR__PORT": str(free_port()),
         "DRIFTLOOP_STACK__OBSERVABILITY": "off",
-        "DRIFTLOOP_SERVING__MODEL_POLL_SECONDS": "0.5",
-        "DRIFTLOOP_PREFECT__WORKER_QUERY_SECONDS": "1",
-        "DRIFTLOOP_MONITOR__INTERVAL_SECONDS": "1",
-        "DRIFTLOOP_MONITOR__WINDOW_ROWS": "500",
-        "DRIFTLOOP_MONITOR__MIN_WINDOW_ROWS": "300",
-        "DRIFTLOOP_MONITOR__CONSECUTIVE_WINDOWS": "2",
+        **fast_monitor_env(),
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
     lakefs_port = free_port()
     env["DRIFTLOOP_LAKEFS__EMBEDDED_PORT"] = str(lakefs_port)
     env["DRIFTLOOP_LAKEFS__ENDPOINT"] = f"http://127.0.0.1:{lakefs_port}"
-    os.environ.update(env)
-    settings = get_settings()
+    settings = settings_from_env(env)
     stack = LocalStack(
         settings, project=project_dir(PROJECT), say=lambda m: print(f"[bench] {m}"), extra_env=env
     )

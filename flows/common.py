@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from prefect.runtime import flow_run
 from prefect.settings import get_current_settings, temporary_settings
@@ -12,9 +13,15 @@ from driftloop.events import Event, send_event
 from driftloop.lakefs_client import LakeFSClient
 from driftloop.settings import Settings, get_settings
 
+# Settings handed to flows run in this process (the stack's bootstrap, the demo, the CLI):
+# they win over the environment, so a caller never passes values through os.environ.
+_given: ContextVar[Settings | None] = ContextVar("driftloop_flow_settings", default=None)
+
 
 def settings() -> Settings:
-    return get_settings()
+    """The settings a flow works with: those given by :func:`in_process`, else the environment's
+    (a worker's flow run)."""
+    return _given.get() or get_settings()
 
 
 def lakefs(config: Settings) -> LakeFSClient:
@@ -49,9 +56,14 @@ def prefect_api(api_url: str, api_key: str | None = None) -> Iterator[None]:
 
 
 @contextmanager
-def prefect_api_of(config: Settings) -> Iterator[None]:
-    """:func:`prefect_api` for the Prefect server and API key of ``config``."""
+def in_process(config: Settings) -> Iterator[None]:
+    """Run flows in this process with ``config``: they report to its Prefect server (with its
+    API key) and read their settings from it."""
     prefect = config.prefect
     api_key = prefect.api_key.get_secret_value() if prefect.api_key else None
-    with prefect_api(str(prefect.api_url).rstrip("/"), api_key):
-        yield
+    token = _given.set(config)
+    try:
+        with prefect_api(str(prefect.api_url).rstrip("/"), api_key):
+            yield
+    finally:
+        _given.reset(token)

@@ -22,12 +22,14 @@ from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
 from driftloop.observability import Targets, write_alertmanager_config, write_prometheus_config
 from driftloop.serving import frame_records
+from driftloop.settings import fast_monitor_env
 from driftloop.stack.processes import Component, free_port
 from driftloop.stack.servers import (
     start_alertmanager,
     start_prometheus,
 )
 from tests.integration.conftest import LakeFSServer, PrefectServer, served_world
+from tests.polling import eventually
 
 SPEC = load_spec("transactions")
 PROJECT = Path(__file__).resolve().parents[2]
@@ -47,10 +49,8 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Any]]:
     settings = {
-        "DRIFTLOOP_MONITOR__INTERVAL_SECONDS": "1",
-        "DRIFTLOOP_MONITOR__WINDOW_ROWS": "500",
-        "DRIFTLOOP_MONITOR__MIN_WINDOW_ROWS": "300",
-        "DRIFTLOOP_MONITOR__CONSECUTIVE_WINDOWS": "1000",
+        # The monitor's own declaration never fires (1,000 windows): the alert path is tested.
+        **fast_monitor_env(consecutive_windows=1000),
         "DRIFTLOOP_MONITOR__ALERT_TOKEN": TOKEN,
     }
     home = tmp_path_factory.mktemp("alerting")
@@ -136,17 +136,52 @@ def send(stack: dict[str, Any], scenario: str, seed: int, labels: bool = False) 
                 ).raise_for_status()
 
 
+def monitor_status(stack: dict[str, Any]) -> dict[str, Any]:
+    return dict(httpx.get(f"{root(stack['monitor'])}/status", timeout=10).json())
+
+
+def prometheus_has_judged(stack: dict[str, Any], after: datetime) -> bool:
+    """Prometheus scraped the monitor after ``after`` and evaluated its rules after that."""
+    prometheus = root(stack["prometheus"])
+    targets = httpx.get(f"{prometheus}/api/v1/targets", timeout=10).json()["data"]
+    scraped = [
+        datetime.fromisoformat(target["lastScrape"])
+        for target in targets["activeTargets"]
+        if target["labels"]["job"] == "driftloop-monitor"
+    ]
+    groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    evaluated = [datetime.fromisoformat(group["lastEvaluation"]) for group in groups]
+    return bool(scraped and evaluated) and after < min(scraped) < min(evaluated)
+
+
+def alerts_now(stack: dict[str, Any]) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{root(stack['prometheus'])}/api/v1/alerts", timeout=10).json()
+    return list(answer["data"]["alerts"])
+
+
 def test_drifted_traffic_fires_the_alert_that_creates_a_retrain_run(stack: dict[str, Any]) -> None:
     since = datetime.now(UTC)
+    judged = monitor_status(stack)["windows_judged"]
     send(stack, "baseline", 5, labels=True)
-    time.sleep(5)
+    # Calm traffic fires nothing: not a fixed sleep, but once the monitor has judged it and
+    # Prometheus has scraped that verdict and evaluated its rules on it.
+    eventually(
+        lambda: monitor_status(stack)["windows_judged"] > judged,
+        "the monitor to judge the calm window",
+        timeout=60,
+    )
+    verdict = datetime.now(UTC)
+    eventually(
+        lambda: prometheus_has_judged(stack, verdict),
+        "Prometheus to evaluate its rules on the calm window",
+        timeout=30,
+    )
+    assert alerts_now(stack) == []
     assert retrain_runs(stack, since) == []
 
     started = time.monotonic()
     send(stack, "covariate_shift", 6)
-    deadline = started + 60
-    while not (runs := retrain_runs(stack, since)) and time.monotonic() < deadline:
-        time.sleep(1)
+    runs = eventually(lambda: retrain_runs(stack, since), "a retrain run", timeout=60, interval=1)
     elapsed = time.monotonic() - started
 
     logs = {name: (stack["home"] / f"{name}.log") for name in ("monitor", "alertmanager")}
@@ -155,22 +190,23 @@ def test_drifted_traffic_fires_the_alert_that_creates_a_retrain_run(stack: dict[
     assert runs[0]["parameters"]["reason"] == "driftloop.alert.firing"
     assert runs[0]["parameters"]["alertname"] in ("DatasetDrift", "FeatureDrift")
     assert not httpx.get(f"{root(stack['monitor'])}/status").json()["drift_declared"]
-    firing = httpx.get(f"{root(stack['prometheus'])}/api/v1/alerts").json()["data"]["alerts"]
-    assert any(a["labels"]["alertname"] == "DatasetDrift" for a in firing)
+    assert any(a["labels"]["alertname"] == "DatasetDrift" for a in alerts_now(stack))
 
 
 def test_every_dashboard_panel_query_returns_data(stack: dict[str, Any]) -> None:
     """The dashboards' queries, evaluated by the real Prometheus scraping the real services
     under the traffic above (no Grafana server can run here: its queries are what it shows)."""
     send(stack, "baseline", 7, labels=True)
-    time.sleep(3)
-    empty = []
-    for dashboard, panel, expr in queries():
-        answer = httpx.get(
-            f"{root(stack['prometheus'])}/api/v1/query", params={"query": expr}
-        ).json()
-        assert answer["status"] == "success", (panel, expr, answer)
-        if not answer["data"]["result"]:
-            empty.append(f"{dashboard} / {panel}: {expr}")
 
-    assert empty == []
+    def empty_panels() -> list[str]:
+        empty = []
+        for dashboard, panel, expr in queries():
+            answer = httpx.get(
+                f"{root(stack['prometheus'])}/api/v1/query", params={"query": expr}
+            ).json()
+            assert answer["status"] == "success", (panel, expr, answer)
+            if not answer["data"]["result"]:
+                empty.append(f"{dashboard} / {panel}: {expr}")
+        return empty
+
+    eventually(lambda: not empty_panels(), "every panel's query to return data", timeout=30)

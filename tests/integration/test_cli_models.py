@@ -7,11 +7,9 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
-
 from tests.commands import run_driftloop
 from tests.integration.conftest import LakeFSServer, PrefectServer
-from tests.polling import eventually
+from tests.integration.prefect_events import wait_for_event
 
 
 def test_train_then_list_show_promote_and_roll_back(
@@ -57,27 +55,6 @@ def test_train_then_list_show_promote_and_roll_back(
     assert refused.returncode == 1 and "no model version" in refused.stderr
 
 
-def promotion_event(api_url: str, version: str, since: str) -> dict:
-    """The newest driftloop.model.promoted event of ``version`` that occurred after ``since``."""
-
-    def found() -> dict | None:
-        events = httpx.post(
-            f"{api_url}/events/filter",
-            json={
-                "filter": {
-                    "event": {"name": ["driftloop.model.promoted"]},
-                    "occurred": {"since": since},
-                },
-                "limit": 50,
-            },
-            timeout=10,
-        ).json()["events"]
-        mine = [e for e in events if e["payload"].get("version") == version]
-        return max(mine, key=lambda e: e["occurred"]) if mine else None
-
-    return eventually(found, f"the promotion event of {version}", timeout=20)
-
-
 def test_promotion_by_the_flow_and_by_hand_say_the_same_things_and_lists_script(
     prefect_server: PrefectServer, lakefs_server: LakeFSServer, tmp_path: Path
 ) -> None:
@@ -99,10 +76,12 @@ def test_promotion_by_the_flow_and_by_hand_say_the_same_things_and_lists_script(
     by_flow = json.loads(driftloop("train", "--json"))
     assert by_flow["stage"] == "production" and len(by_flow["data_commit"]) == 64
     by_hand = json.loads(driftloop("train", "--no-promote", "--json"))
-    promoted = json.loads(driftloop("model", "promote", by_hand["version"], "--json"))
+    by_hand_promoted = json.loads(driftloop("model", "promote", by_hand["version"], "--json"))
 
-    flow_event = promotion_event(prefect_server.api_url, by_flow["version"], since)
-    hand_event = promotion_event(prefect_server.api_url, by_hand["version"], since)
+    promoted = "driftloop.model.promoted"
+    api_url = prefect_server.api_url
+    flow_event = wait_for_event(api_url, promoted, since=since, version=by_flow["version"])
+    hand_event = wait_for_event(api_url, promoted, since=since, version=by_hand["version"])
     assert flow_event["payload"].keys() == hand_event["payload"].keys()
     assert flow_event["payload"]["actor"].keys() == hand_event["payload"]["actor"].keys()
     assert (flow_event["payload"]["trigger"], hand_event["payload"]["trigger"]) == (
@@ -113,7 +92,7 @@ def test_promotion_by_the_flow_and_by_hand_say_the_same_things_and_lists_script(
     assert flow_event["payload"]["actor"]["url"].startswith("http")
     assert hand_event["payload"]["actor"]["kind"] == "cli"
     assert hand_event["payload"]["previous_version"] == by_flow["version"]
-    assert hand_event["payload"] == promoted  # --json prints the event's payload
+    assert hand_event["payload"] == by_hand_promoted  # --json prints the event's payload
     assert hand_event["payload"]["metrics"] == by_hand["metrics"]
 
     listed = json.loads(driftloop("model", "list", "--json"))

@@ -18,6 +18,7 @@ import pytest
 
 from driftloop.stack.processes import free_port, port_in_use
 from tests.commands import STACK_PORTS, stack_env
+from tests.polling import eventually
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -119,10 +120,13 @@ def test_an_interrupted_demo_stops_everything_and_does_not_claim_success(tmp_pat
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 180
-        while "✓ lakefs healthy" not in output.read_text() and time.monotonic() < deadline:
-            assert demo.poll() is None, output.read_text()
-            time.sleep(0.5)
+
+        def lakefs_healthy() -> bool:
+            if demo.poll() is not None:
+                raise RuntimeError(f"the demo ended early:\n{output.read_text()}")
+            return "✓ lakefs healthy" in output.read_text()
+
+        eventually(lakefs_healthy, "the demo's lakeFS to be healthy", timeout=180)
         os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C
         demo.wait(timeout=120)
     finally:

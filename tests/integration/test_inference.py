@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,6 +21,7 @@ from driftloop.registry import BatchLineage, ModelRegistry
 from driftloop.stack.processes import Component, free_port
 from driftloop.stack.servers import start_inference_server
 from driftloop.training import TrainParams, split_frame, train_model
+from tests.polling import eventually
 
 SPEC = load_spec("transactions")
 MODEL = SPEC.model_name
@@ -215,9 +216,7 @@ def test_not_ready_until_a_production_model_exists(tmp_path: Path) -> None:
     empty = Home(tmp_path)  # two candidates, no production yet
     component = serve(tmp_path, "empty.log")
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not _answers(component, "/healthz"):
-            time.sleep(0.5)
+        eventually(lambda: _answers(component, "/healthz"), "/healthz to answer", timeout=90)
         assert httpx.get(url(component, "/readyz")).status_code == 503
         assert httpx.post(url(component, "/predict"), json=RECORD).status_code == 503
 
@@ -269,21 +268,26 @@ def test_model_swap_under_load_drops_no_request(tmp_path: Path) -> None:
                 )
                 seen.append((time.monotonic(), response.status_code, version))
 
-    def wait_for(condition: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.1)
-
     workers = [threading.Thread(target=load) for _ in range(4)]
     try:
         for worker in workers:
             worker.start()
-        wait_for(lambda: len(seen) >= 30, timeout=60)
+        eventually(lambda: len(seen) >= 30, "30 answers", timeout=60, interval=0.1)
         promoted_at = time.monotonic()
         swap_home.registry.promote(MODEL, new, "swap test")
-        wait_for(lambda: any(version == new for _, _, version in seen), timeout=20)
+        eventually(
+            lambda: any(version == new for _, _, version in seen),
+            "an answer of the new version",
+            timeout=20,
+            interval=0.1,
+        )
         first_new = min((at for at, _, version in seen if version == new), default=promoted_at)
-        wait_for(lambda: sum(at > first_new + 1.0 for at, _, _ in seen) >= 20, timeout=60)
+        eventually(
+            lambda: sum(at > first_new + 1.0 for at, _, _ in seen) >= 20,
+            "20 answers a second after the swap",
+            timeout=60,
+            interval=0.1,
+        )
     finally:
         stop.set()
         for worker in workers:
@@ -333,9 +337,7 @@ def test_with_the_log_store_down_inference_answers_and_counts_the_drops(home: Ho
         serving__log_queue_capacity="10",
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not _answers(component, "/healthz"):
-            time.sleep(0.5)
+        eventually(lambda: _answers(component, "/healthz"), "/healthz to answer", timeout=120)
         responses = [httpx.post(url(component, "/predict"), json=RECORD) for _ in range(40)]
         metrics = httpx.get(url(component, "/metrics")).text
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextvars
 import io
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 from prefect.client.orchestration import get_client
@@ -29,6 +27,7 @@ from driftloop.lakefs_client import LakeFSClient
 from flows.common import prefect_api
 from flows.ingest import ingest
 from tests.integration.conftest import LakeFSServer, PrefectServer, run_lakefs_server
+from tests.integration.prefect_events import wait_for_event
 
 REPO = "driftloop"
 
@@ -60,29 +59,6 @@ def source_file(tmp_path: Path, frame: pd.DataFrame, name: str = "batch.parquet"
     path = tmp_path / name
     frame.to_parquet(path) if name.endswith(".parquet") else frame.to_csv(path, index=False)
     return str(path)
-
-
-def wait_for_event(
-    api_url: str, name: str, batch_id: str, timeout: float = 20.0, **payload: object
-) -> dict:
-    """The Prefect event ``name`` about ``batch_id`` (and with ``payload``'s values), read back
-    through the server's API. Other tests on the session's server land batches of the same
-    name in repositories of their own: ``payload`` tells this test's event apart."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = httpx.post(
-            f"{api_url}/events/filter",
-            json={"filter": {"event": {"name": [name]}}, "limit": 50},
-        )
-        response.raise_for_status()
-        for event in response.json()["events"]:
-            found = event["payload"]
-            if found.get("batch_id") == batch_id and all(
-                found.get(key) == value for key, value in payload.items()
-            ):
-                return event
-        time.sleep(0.5)
-    raise AssertionError(f"no {name} event for {batch_id} within {timeout} s")
 
 
 def in_this_context(target: Callable[..., None], *args: object) -> threading.Thread:
@@ -122,7 +98,7 @@ def test_valid_batch_lands_on_main_with_its_lineage(
     assert stored["amount"].tolist() == expected["amount"].tolist()
     assert not lake.branch_exists(ingest_branch("day-1"))
     event = wait_for_event(
-        use_prefect.api_url, "driftloop.ingest.merged", "day-1", data_commit=head.id
+        use_prefect.api_url, "driftloop.ingest.merged", batch_id="day-1", data_commit=head.id
     )
     assert event["resource"]["prefect.resource.id"] == "driftloop.model.transactions-classifier"
     assert event["payload"]["data_commit"] == head.id and event["payload"]["rows"] == 3000
@@ -165,7 +141,7 @@ def test_invalid_batch_is_rejected_and_main_is_unchanged(
     branch = ingest_branch("bad")
     assert lake.exists(branch, batch_path("transactions", "bad"))
     assert b'"passed": false' in lake.download(branch, report_path("transactions", "bad"))
-    event = wait_for_event(use_prefect.api_url, "driftloop.ingest.rejected", "bad")
+    event = wait_for_event(use_prefect.api_url, "driftloop.ingest.rejected", batch_id="bad")
     assert set(event["payload"]["failed_checks"]) >= {
         "schema",
         "ranges",

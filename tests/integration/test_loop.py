@@ -26,8 +26,11 @@ from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
 from driftloop.events import DRIFT_DETECTED, Event, model_resource, send_events
 from driftloop.serving import frame_records
+from driftloop.settings import fast_monitor_env
 from driftloop.stack.processes import Component
 from tests.integration.conftest import LakeFSServer, PrefectServer, served_world
+from tests.integration.prefect_events import events_named
+from tests.polling import eventually
 
 SPEC = load_spec("transactions")
 log = logging.getLogger(__name__)
@@ -104,13 +107,7 @@ def loop(
     lakefs_server: LakeFSServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Loop]:
-    settings = {
-        "DRIFTLOOP_SERVING__MODEL_POLL_SECONDS": "0.5",
-        "DRIFTLOOP_MONITOR__INTERVAL_SECONDS": "1",
-        "DRIFTLOOP_MONITOR__WINDOW_ROWS": "500",
-        "DRIFTLOOP_MONITOR__MIN_WINDOW_ROWS": "300",
-        "DRIFTLOOP_MONITOR__CONSECUTIVE_WINDOWS": "2",
-    }
+    settings = fast_monitor_env()
     home = tmp_path_factory.mktemp("loop")
     with served_world(
         prefect_server, lakefs_server, home, rows=6000, settings=settings, worker=True
@@ -119,12 +116,16 @@ def loop(
 
 
 def wait_for(what: str, check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(1)
-    raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
+    return eventually(check, what, timeout=timeout, interval=1)
+
+
+def judged_after(loop: Loop, judged: int) -> None:
+    """Wait until the monitor has judged a window beyond the first ``judged``."""
+    eventually(
+        lambda: loop.status()["windows_judged"] > judged,
+        f"the monitor to judge window {judged + 1}",
+        timeout=60,
+    )
 
 
 def test_in_distribution_traffic_triggers_nothing(loop: Loop) -> None:
@@ -133,11 +134,7 @@ def test_in_distribution_traffic_triggers_nothing(loop: Loop) -> None:
     for seed in range(31, 41):  # ten windows of in-distribution traffic, with labels
         records, truth = records_of("baseline", 500, seed)
         send_traffic(loop, records, truth)
-        wait_for(
-            "a judged window",
-            lambda judged=before: loop.status()["windows_judged"] > judged,
-            timeout=60,
-        )
+        judged_after(loop, before)
         before = loop.status()["windows_judged"]
         assert loop.status()["state"] == "in distribution", loop.status()
 
@@ -151,9 +148,10 @@ def test_concept_drift_retrains_and_a_better_model_serves(loop: Loop) -> None:
 
     started, since = time.monotonic(), datetime.now(UTC)
     for seed in (41, 42, 43):
+        judged = loop.status()["windows_judged"]
         records, truth = records_of("concept_drift", 500, seed)
         send_traffic(loop, records, truth)
-        time.sleep(1.5)
+        judged_after(loop, judged)  # each window is judged on its own traffic
     wait_for("drift declared", lambda: loop.status()["drift_declared"], timeout=90)
     runs = wait_for("a retrain run", lambda: loop.retrain_runs(since), timeout=60)
     assert len(runs) == 1
@@ -203,5 +201,10 @@ def test_a_storm_of_drift_events_makes_one_retrain_run(loop: Loop) -> None:
         return [r for r in loop.retrain_runs() if r["parameters"].get("model_version") == model]
 
     wait_for("the storm's retrain run", storm_runs, timeout=30)
-    time.sleep(5)  # let any further (wrong) runs appear
+    # Not a fixed sleep: once Prefect has stored all 100 events, count the runs.
+    wait_for(
+        "Prefect to have all 100 storm events",
+        lambda: len(events_named(loop.api_url, DRIFT_DETECTED, model_version=model)) == 100,
+        timeout=60,
+    )
     assert len(storm_runs()) == 1

@@ -7,7 +7,6 @@ events."""
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,13 +23,15 @@ from driftloop.lakefs_client import LakeFSClient
 from driftloop.prediction_log import Prediction, PredictionLog
 from driftloop.registry import ModelRegistry
 from driftloop.serving import frame_records, load_version
-from driftloop.settings import get_settings
+from driftloop.settings import fast_monitor_env, get_settings
 from driftloop.stack.processes import Component, free_port
 from driftloop.stack.servers import start_monitor_server
 from flows.common import prefect_api
 from flows.ingest import ingest
 from flows.train import train
 from tests.integration.conftest import LakeFSServer, PrefectServer
+from tests.integration.prefect_events import events_named, wait_for_event
+from tests.polling import eventually
 
 SPEC = load_spec("transactions")
 PROJECT = Path(__file__).resolve().parents[2]
@@ -103,10 +104,7 @@ def monitor(world: World) -> Iterator[Component]:
         log_path=world.home / "monitor.log",
         env={
             **world.env,
-            "DRIFTLOOP_MONITOR__INTERVAL_SECONDS": "0.5",
-            "DRIFTLOOP_MONITOR__WINDOW_ROWS": "500",
-            "DRIFTLOOP_MONITOR__MIN_WINDOW_ROWS": "200",
-            "DRIFTLOOP_MONITOR__CONSECUTIVE_WINDOWS": "2",
+            **fast_monitor_env(interval_seconds=0.5, min_window_rows=200),
             "DRIFTLOOP_MONITOR__ALERT_TOKEN": TOKEN,
             "BENTOML_HOME": os.environ["BENTOML_HOME"],
         },
@@ -125,21 +123,16 @@ def base(component: Component) -> str:
 
 def judged(component: Component, windows: int, timeout: float = 60) -> dict[str, Any]:
     """The monitor's status once it has judged ``windows`` windows of new traffic in all."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = httpx.get(f"{base(component)}/status").json()
-        if status["windows_judged"] >= windows and status["state"] != "failed":
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"the monitor judged fewer than {windows} windows in {timeout} s")
+
+    def status() -> dict[str, Any] | None:
+        found: dict[str, Any] = httpx.get(f"{base(component)}/status").json()
+        return found if found["windows_judged"] >= windows and found["state"] != "failed" else None
+
+    return eventually(status, f"the monitor to judge {windows} windows", timeout=timeout)
 
 
 def drift_events(api_url: str, version: str) -> list[dict[str, Any]]:
-    found = httpx.post(
-        f"{api_url}/events/filter",
-        json={"filter": {"event": {"name": [DRIFT_DETECTED]}}, "limit": 50},
-    ).json()["events"]
-    return [e for e in found if e["payload"].get("model_version") == version]
+    return events_named(api_url, DRIFT_DETECTED, model_version=version)
 
 
 def test_drift_is_declared_once_with_its_report_in_lakefs_and_its_event_in_prefect(
@@ -156,10 +149,9 @@ def test_drift_is_declared_once_with_its_report_in_lakefs_and_its_event_in_prefe
         drifted = judged(monitor, judged_so_far)
     assert drifted["drift_declared"], drifted
 
-    deadline = time.monotonic() + 20
-    while not (events := drift_events(world.api_url, world.version.version)):
-        assert time.monotonic() < deadline, "no drift event reached Prefect"
-        time.sleep(0.5)
+    events = eventually(
+        lambda: drift_events(world.api_url, world.version.version), "a drift event in Prefect"
+    )
     assert len(events) == 1
     payload = events[0]["payload"]
     assert events[0]["resource"]["prefect.resource.id"] == f"driftloop.model.{SPEC.model_name}"
@@ -198,15 +190,5 @@ def test_alertmanager_webhooks_become_prefect_events(world: World, monitor: Comp
     accepted = httpx.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
 
     assert refused.status_code == 401 and accepted.status_code == 200
-    deadline = time.monotonic() + 20
-    while True:
-        found = httpx.post(
-            f"{world.api_url}/events/filter",
-            json={"filter": {"event": {"name": ["driftloop.alert.firing"]}}, "limit": 50},
-        ).json()["events"]
-        mine = [e for e in found if e["payload"].get("fingerprint") == fingerprint]
-        if mine:
-            break
-        assert time.monotonic() < deadline, "the alert event did not reach Prefect"
-        time.sleep(0.5)
-    assert mine[0]["payload"]["alertname"] == "DatasetDrift"
+    firing = wait_for_event(world.api_url, "driftloop.alert.firing", fingerprint=fingerprint)
+    assert firing["payload"]["alertname"] == "DatasetDrift"

@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,8 @@ import pytest
 
 from driftloop.stack.processes import free_port, pid_alive, port_in_use
 from tests.commands import STACK_PORTS, stack_env
+from tests.integration.prefect_events import wait_for_event
+from tests.polling import eventually
 
 PROJECT = Path(__file__).resolve().parents[2]
 DRIFTLOOP = str(Path(sys.executable).with_name("driftloop"))
@@ -82,21 +83,18 @@ class Place:
         return json.loads(path.read_text()) if path.exists() else None
 
     def wait_status_ok(self, up: subprocess.Popen[bytes] | None, timeout: float = 300) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def healthy() -> str | None:
             if up is not None and up.poll() is not None:
-                raise AssertionError(f"up exited {up.returncode}:\n{self.output.read_text()}")
+                raise RuntimeError(f"up exited {up.returncode}:\n{self.output.read_text()}")
             status = self.run("status")
-            if status.returncode == 0:
-                return status.stdout
-            time.sleep(2)
-        raise AssertionError(f"the stack was not healthy in {timeout:.0f} s:\n{status.stdout}")
+            return status.stdout if status.returncode == 0 else None
+
+        return eventually(healthy, "`driftloop status` to exit 0", timeout=timeout, interval=2)
 
     def assert_all_stopped(self, pids: list[int]) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
-            time.sleep(0.5)
-        assert [pid for pid in pids if pid_alive(pid)] == []
+        eventually(
+            lambda: not any(pid_alive(pid) for pid in pids), "every pid to be gone", timeout=30
+        )
         taken = [name for name, port in self.ports.items() if port_in_use("127.0.0.1", port)]
         assert taken == []
         assert self.state() is None
@@ -144,13 +142,13 @@ def test_up_detached_serves_predictions_and_down_stops_everything(place: Place) 
     record = httpx.get(f"{base}/model", timeout=10).json()
     assert record["name"] == "transactions-classifier"
     prometheus = f"http://127.0.0.1:{place.ports['prometheus']}"
-    deadline, health = time.monotonic() + 60, {}
-    while time.monotonic() < deadline:
+
+    def target_health() -> dict[str, str] | None:
         targets = httpx.get(f"{prometheus}/api/v1/targets", timeout=10).json()
         health = {t["labels"]["job"]: t["health"] for t in targets["data"]["activeTargets"]}
-        if health and set(health.values()) == {"up"}:
-            break
-        time.sleep(2)
+        return health if health and set(health.values()) == {"up"} else None
+
+    health = eventually(target_health, "every Prometheus target up", timeout=60, interval=2)
     assert health == {"driftloop-inference": "up", "driftloop-monitor": "up", "prefect": "up"}
     api = f"http://127.0.0.1:{place.ports['prefect-server']}/api"
     names = {d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}).json()}
@@ -168,15 +166,8 @@ def test_up_detached_serves_predictions_and_down_stops_everything(place: Place) 
         "annotations": {"summary": "sent by test_stack"},
     }
     httpx.post(f"{alertmanager}/api/v2/alerts", json=[alert], timeout=10).raise_for_status()
-    deadline, firing = time.monotonic() + 60, []
-    while time.monotonic() < deadline and not firing:
-        time.sleep(2)
-        firing = httpx.post(
-            f"{api}/events/filter",
-            json={"filter": {"event": {"name": ["driftloop.alert.firing"]}}},
-            timeout=10,
-        ).json()["events"]
-    assert firing and firing[0]["payload"]["alertname"] == "DatasetDrift", firing
+    firing = wait_for_event(api, "driftloop.alert.firing", timeout=60)
+    assert firing["payload"]["alertname"] == "DatasetDrift", firing
 
     pids = component_pids(place)
     stopped = place.run("down")
@@ -214,7 +205,7 @@ def test_a_dead_component_shows_in_status_and_down_cleans_up(place: Place) -> No
         place.finish(up, timeout=10)
         monitor = next(c for c in state["components"] if c["name"] == "monitor")
         os.killpg(monitor["pid"], signal.SIGKILL)
-        time.sleep(1)
+        eventually(lambda: not pid_alive(monitor["pid"]), "the monitor to be gone", timeout=10)
 
         status = place.run("status")
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -23,6 +21,7 @@ from flows.ingest import ingest
 from flows.package import package
 from flows.train import train
 from tests.integration.conftest import LakeFSServer, PrefectServer
+from tests.integration.prefect_events import wait_for_event
 
 MODEL = "transactions-classifier"
 
@@ -50,17 +49,6 @@ def world(
 def registry() -> ModelRegistry:
     settings = get_settings()
     return ModelRegistry.from_settings(settings)
-
-
-def events(api_url: str, name: str, version: str, timeout: float = 20) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = httpx.post(f"{api_url}/events/filter", json={"filter": {"event": {"name": [name]}}})
-        for event in found.json()["events"]:
-            if event["payload"].get("version") == version:
-                return event
-        time.sleep(0.5)
-    raise AssertionError(f"no {name} event for version {version}")
 
 
 def test_training_from_a_pinned_commit_is_reproducible(
@@ -111,7 +99,7 @@ def test_gate_rejects_a_worse_challenger_promotes_a_better_one_and_rollback_rest
     assert worse.stage == "candidate" and not worse.promoted
     assert any("roc_auc" in reason for reason in worse.reasons)
     assert registry().production(MODEL).version == first.version  # type: ignore[union-attr]
-    rejected = events(prefect.api_url, "driftloop.model.rejected", str(worse.version))
+    rejected = wait_for_event(prefect.api_url, "driftloop.model.rejected", version=worse.version)
     assert rejected["payload"]["reasons"] == worse.reasons
     with get_client(sync_client=True) as client:
         (artifact,) = client.read_artifacts(
@@ -132,7 +120,7 @@ def test_gate_rejects_a_worse_challenger_promotes_a_better_one_and_rollback_rest
 
     assert better.stage == "production" and better.promoted, better.reasons
     assert registry().production(MODEL).version == better.version  # type: ignore[union-attr]
-    promoted = events(prefect.api_url, "driftloop.model.promoted", str(better.version))
+    promoted = wait_for_event(prefect.api_url, "driftloop.model.promoted", version=better.version)
     assert promoted["payload"]["data_commit"] == better.data_commit
 
     restored = registry().rollback(MODEL)

@@ -50,10 +50,10 @@ def ingest(
     from driftloop.datasets.sources import SourceError
     from driftloop.ingestion import BatchRejected
     from driftloop.lakefs_client import LakeFSError
-    from flows.common import prefect_api_of
+    from flows.common import in_process
     from flows.ingest import ingest_batch
 
-    with prefect_api_of(settings):
+    with in_process(settings):
         try:
             run = ingest_batch(dataset, source, batch_id)
         except BatchRejected as rejected:

@@ -57,10 +57,10 @@ def train(
         console.print(f"training on {dataset}@{ref}; Prefect at {api_url}", highlight=False)
 
     from driftloop.lakefs_client import LakeFSError
-    from flows.common import prefect_api_of
+    from flows.common import in_process
     from flows.train import train as train_flow
 
-    with prefect_api_of(settings):
+    with in_process(settings):
         try:
             state = train_flow(dataset, ref, estimator, seed, holdout, promote, return_state=True)  # type: ignore[arg-type]
             outcome = state.result()
@@ -95,11 +95,11 @@ def package(
     api_url = str(settings.prefect.api_url).rstrip("/")
     require_prefect(api_url)
 
-    from flows.common import prefect_api_of
+    from flows.common import in_process
     from flows.package import package as package_flow
     from services.inference.bento import PackagingError
 
-    with prefect_api_of(settings):
+    with in_process(settings):
         try:
             built = package_flow(dataset or settings.dataset)
         except (RegistryError, PackagingError) as problem:

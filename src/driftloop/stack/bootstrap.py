@@ -8,12 +8,12 @@ from driftloop.datasets.spec import load_spec
 from driftloop.registry import ModelRegistry
 from driftloop.settings import Settings
 from driftloop.stack.servers import drain_prefect_client
-from flows.common import prefect_api
+from flows.common import in_process
 from flows.ingest import ingest
 from flows.train import train
 
 
-def ensure_production_model(settings: Settings, api_url: str, say: Callable[[str], None]) -> bool:
+def ensure_production_model(settings: Settings, say: Callable[[str], None]) -> bool:
     """Whether the dataset's model has a production version, training one when allowed.
 
     ``DRIFTLOOP_STACK__BOOTSTRAP`` off leaves a stack without a model (inference starts, but is
@@ -36,7 +36,7 @@ def ensure_production_model(settings: Settings, api_url: str, say: Callable[[str
         f"no production model of {spec.model_name} yet: landing a built-in batch and training "
         "the first model (runs in the Prefect UI) ..."
     )
-    with prefect_api(api_url):
+    with in_process(settings):
         try:
             ingest(settings.dataset, "builtin:?seed=1", batch_id="bootstrap")
             outcome = train(settings.dataset)

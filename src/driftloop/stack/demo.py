@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -34,25 +33,20 @@ from driftloop.datasets.transactions import generate_transactions
 from driftloop.ingestion import BatchRejected
 from driftloop.lakefs_client import LakeFSClient
 from driftloop.serving import frame_records, load_version
-from driftloop.settings import Settings, get_settings
+from driftloop.settings import Settings, fast_monitor_env, settings_from_env
 from driftloop.stack.deploy import DeployError, project_dir
 from driftloop.stack.errors import StackError, Stop
 from driftloop.stack.processes import pid_alive
 from driftloop.stack.servers import driftloop_executable
 from driftloop.stack.state import down, read_state
 from driftloop.stack.supervisor import LocalStack
-from flows.common import prefect_api
+from flows.common import in_process
 from flows.ingest import ingest_batch
 
-# The monitor's cadence for the demo: the defaults (a check a minute, 1,000-row windows,
-# three drifted windows) suit production traffic, not a demo that should finish in minutes.
+# The monitor's cadence for the demo: a check every 2 s, 2 drifted windows (a demo should finish
+# in minutes), on the built-in fraud dataset with a first model trained at start.
 DEMO_ENV = {
-    "DRIFTLOOP_MONITOR__INTERVAL_SECONDS": "2",
-    "DRIFTLOOP_MONITOR__WINDOW_ROWS": "500",
-    "DRIFTLOOP_MONITOR__MIN_WINDOW_ROWS": "300",
-    "DRIFTLOOP_MONITOR__CONSECUTIVE_WINDOWS": "2",
-    "DRIFTLOOP_SERVING__MODEL_POLL_SECONDS": "1",
-    "DRIFTLOOP_PREFECT__WORKER_QUERY_SECONDS": "1",
+    **fast_monitor_env(interval_seconds=2),
     "DRIFTLOOP_STACK__BOOTSTRAP": "true",
     "DRIFTLOOP_DATASET": "transactions",
 }
@@ -103,8 +97,7 @@ def run_demo(settings: Settings, console: Console, *, keep_running: bool = False
         # Always the embedded lakeFS-compatible server: demo data never goes to a real lakeFS.
         "DRIFTLOOP_LAKEFS__ENDPOINT": f"http://{lakefs.embedded_host}:{lakefs.embedded_port}",
     }
-    os.environ.update(env)
-    demo_settings = get_settings()
+    demo_settings = settings_from_env(env)
 
     console.rule("[bold]driftloop demo[/]: the stack")
     say(f"fresh state under {home}; every component's log under {home / 'logs'}")
@@ -323,7 +316,7 @@ class Demo:
 
     def in_prefect(self, work: Callable[[], Any]) -> Any:
         """Run an in-process flow against the stack's Prefect server."""
-        with prefect_api(self.api_url):
+        with in_process(self.settings):
             return work()
 
 

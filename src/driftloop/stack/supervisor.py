@@ -34,7 +34,7 @@ from typing import Literal
 import httpx
 
 from driftloop.observability import Targets, write_alertmanager_config, write_prometheus_config
-from driftloop.settings import Settings, get_settings
+from driftloop.settings import Settings, settings_from_env
 from driftloop.stack.bootstrap import ensure_production_model
 from driftloop.stack.credentials import local_secrets
 from driftloop.stack.deploy import DeployError, apply
@@ -64,9 +64,8 @@ from driftloop.stack.state import Record, down, read_state, remove_own_state, wr
 class LocalStack:
     """Start, supervise and stop the embedded stack for ``settings``.
 
-    ``extra_env`` goes to every component and to this process (the demo shortens the monitor's
-    cadence with it). This process's environment is updated with the stack's settings, so the
-    flows it runs in-process (the bootstrap) reach the same servers.
+    ``extra_env`` goes to every component and into this process's settings (the demo shortens
+    the monitor's cadence with it); the process environment is never changed.
     """
 
     def __init__(
@@ -196,8 +195,9 @@ class LocalStack:
             **lakefs_secrets,
             **self.extra_env,
         }
-        os.environ.update(self.env)
-        self.settings = get_settings()
+        # The components get these as their environment; this process (the bootstrap's flows)
+        # gets the same values as settings, without touching its own environment.
+        self.settings = settings_from_env(self.env)
 
     def _start_servers(self) -> None:
         settings, endpoint = self.settings, self.plan.prefect
@@ -261,9 +261,7 @@ class LocalStack:
         self.say("✓ deployments applied")
 
     def _bootstrap(self) -> None:
-        self.has_model = ensure_production_model(
-            self.settings, self.env["PREFECT_API_URL"], self.say
-        )
+        self.has_model = ensure_production_model(self.settings, self.say)
 
     def _start_services(self) -> None:
         settings, api_url = self.settings, self.env["PREFECT_API_URL"]
