@@ -8,22 +8,40 @@ import httpx
 
 from tests.polling import eventually
 
+# Prefect serves events in pages of at most 50; a test reads at most this many pages.
+PAGES = 20
+
 
 def events_named(
-    api_url: str, name: str, *, since: str | None = None, limit: int = 200, **payload: object
+    api_url: str,
+    name: str,
+    *,
+    since: str | None = None,
+    resource: str | None = None,
+    **payload: object,
 ) -> list[dict[str, Any]]:
-    """Events called ``name`` (occurred after ``since``, an ISO time) whose payload has every
-    value of ``payload``. Tests share the session's server: the payload tells theirs apart."""
+    """Events called ``name`` (occurred after ``since``, an ISO time; about ``resource``) whose
+    payload has every value of ``payload``. Tests share the session's server: the payload tells
+    theirs apart."""
     event_filter: dict[str, Any] = {"event": {"name": [name]}}
     if since is not None:
         event_filter["occurred"] = {"since": since}
+    if resource is not None:
+        event_filter["resource"] = {"id": [resource]}
     response = httpx.post(
-        f"{api_url}/events/filter", json={"filter": event_filter, "limit": limit}, timeout=10
+        f"{api_url}/events/filter", json={"filter": event_filter, "limit": 50}, timeout=10
     )
-    response.raise_for_status()
+    found: list[dict[str, Any]] = []
+    for _ in range(PAGES):
+        response.raise_for_status()
+        page = response.json()
+        found += page["events"]
+        if not page.get("next_page"):
+            break
+        response = httpx.get(page["next_page"], timeout=10)
     return [
         event
-        for event in response.json()["events"]
+        for event in found
         if all(event["payload"].get(key) == value for key, value in payload.items())
     ]
 

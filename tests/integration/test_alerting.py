@@ -86,6 +86,9 @@ def stack(
                     scrape_interval="1s",
                     evaluation_interval="1s",
                     rule_for="1s",
+                    # One feature's distance on a 500-row calm window can cross FeatureDrift's
+                    # threshold; its 10 minutes of `for` absorb that in production, and here.
+                    keep_for=frozenset({"FeatureDrift"}),
                 ),
                 host="127.0.0.1",
                 port=free_port(),
@@ -176,7 +179,10 @@ def test_drifted_traffic_fires_the_alert_that_creates_a_retrain_run(stack: dict[
         "Prometheus to evaluate its rules on the calm window",
         timeout=30,
     )
-    assert alerts_now(stack) == []
+    firing = [
+        a for a in alerts_now(stack) if a["state"] == "firing" and a["labels"]["kind"] == "drift"
+    ]
+    assert firing == []
     assert retrain_runs(stack, since) == []
 
     started = time.monotonic()
@@ -188,7 +194,7 @@ def test_drifted_traffic_fires_the_alert_that_creates_a_retrain_run(stack: dict[
     assert runs, f"no retrain run within 60 s; monitor log: {logs['monitor'].read_text()[-2000:]}"
     assert elapsed < 60
     assert runs[0]["parameters"]["reason"] == "driftloop.alert.firing"
-    assert runs[0]["parameters"]["alertname"] in ("DatasetDrift", "FeatureDrift")
+    assert runs[0]["parameters"]["alertname"] == "DatasetDrift"
     assert not httpx.get(f"{root(stack['monitor'])}/status").json()["drift_declared"]
     assert any(a["labels"]["alertname"] == "DatasetDrift" for a in alerts_now(stack))
 

@@ -204,7 +204,9 @@ def test_a_storm_of_drift_events_makes_one_retrain_run(loop: Loop) -> None:
     # Not a fixed sleep: once Prefect has stored all 100 events, count the runs.
     wait_for(
         "Prefect to have all 100 storm events",
-        lambda: len(events_named(loop.api_url, DRIFT_DETECTED, model_version=model)) == 100,
+        lambda: (
+            len(events_named(loop.api_url, DRIFT_DETECTED, resource=model_resource(model))) == 100
+        ),
         timeout=60,
     )
     assert len(storm_runs()) == 1

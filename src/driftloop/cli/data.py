@@ -12,9 +12,10 @@ from driftloop.cli.root import (
     app,
     console,
     fail,
-    load_settings,
+    flow_run_page,
+    prefect_api_url,
     print_json,
-    require_prefect,
+    settings_with_prefect,
 )
 
 
@@ -35,14 +36,12 @@ def ingest(
     as_json: JsonOption = False,
 ) -> None:
     """Land one batch in lakeFS through an isolated branch; merge into main only if it is valid."""
-    settings = load_settings()
+    settings = settings_with_prefect()
     dataset = dataset or settings.dataset
-    api_url = str(settings.prefect.api_url).rstrip("/")
-    require_prefect(api_url)
     if not as_json:
         console.print(
             f"ingesting [bold]{dataset}[/] from {source} into lakeFS {settings.lakefs.endpoint} "
-            f"(repository {settings.lakefs.repository}); Prefect at {api_url}",
+            f"(repository {settings.lakefs.repository}); Prefect at {prefect_api_url(settings)}",
             highlight=False,
             soft_wrap=True,
         )
@@ -63,7 +62,7 @@ def ingest(
             )
         except (SourceError, LakeFSError, ValueError) as problem:
             fail(str(problem))
-    run_page = f"{api_url.removesuffix('/api')}/runs/flow-run/{run.flow_run_id}"
+    run_page = flow_run_page(settings, run.flow_run_id)
     outcome = run.outcome
     if as_json:
         print_json({**dataclasses.asdict(outcome), "flow_run_url": run_page})

@@ -10,14 +10,17 @@ import typer
 from rich.table import Table
 
 from driftloop.cli.root import (
+    DatasetOption,
     JsonOption,
     app,
     console,
     errors,
     fail,
+    flow_run_page,
     load_settings,
+    prefect_api_url,
     print_json,
-    require_prefect,
+    settings_with_prefect,
     show_table,
 )
 from driftloop.datasets.spec import load_spec
@@ -34,7 +37,7 @@ app.add_typer(model_app, name="model")
 
 @app.command()
 def train(
-    dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+    dataset: DatasetOption = "",
     ref: Annotated[
         str, typer.Option(help="lakeFS ref to train on; pinned to its commit id")
     ] = "main",
@@ -49,12 +52,13 @@ def train(
     as_json: JsonOption = False,
 ) -> None:
     """Train on a pinned lakeFS commit, register the model, and promote it if it wins the gate."""
-    settings = load_settings()
+    settings = settings_with_prefect()
     dataset = dataset or settings.dataset
-    api_url = str(settings.prefect.api_url).rstrip("/")
-    require_prefect(api_url)
     if not as_json:
-        console.print(f"training on {dataset}@{ref}; Prefect at {api_url}", highlight=False)
+        console.print(
+            f"training on {dataset}@{ref}; Prefect at {prefect_api_url(settings)}",
+            highlight=False,
+        )
 
     from driftloop.lakefs_client import LakeFSError
     from flows.common import in_process
@@ -66,7 +70,7 @@ def train(
             outcome = state.result()
         except (LakeFSError, ValueError) as problem:
             fail(str(problem))
-    run_page = f"{api_url.removesuffix('/api')}/runs/flow-run/{outcome.flow_run_id}"
+    run_page = flow_run_page(settings, outcome.flow_run_id)
     if as_json:
         print_json({**dataclasses.asdict(outcome), "flow_run_url": run_page})
         return
@@ -87,13 +91,11 @@ def train(
 
 @app.command()
 def package(
-    dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+    dataset: DatasetOption = "",
     as_json: JsonOption = False,
 ) -> None:
     """Build a Bento of the inference service with the production model (offline)."""
-    settings = load_settings()
-    api_url = str(settings.prefect.api_url).rstrip("/")
-    require_prefect(api_url)
+    settings = settings_with_prefect()
 
     from flows.common import in_process
     from flows.package import package as package_flow
@@ -120,7 +122,7 @@ def open_registry(dataset: str) -> tuple[Settings, ModelRegistry, str]:
 
 @model_app.command("list")
 def model_list(
-    dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+    dataset: DatasetOption = "",
     as_json: JsonOption = False,
 ) -> None:
     """Every version of the dataset's model, with stage, data commit and holdout metrics."""
@@ -149,7 +151,7 @@ def model_list(
 
 @model_app.command("history")
 def model_history(
-    dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+    dataset: DatasetOption = "",
     as_json: JsonOption = False,
 ) -> None:
     """What happened to the model's versions: registered, promoted, rejected, rolled back."""
@@ -172,7 +174,7 @@ def model_history(
 @model_app.command("show")
 def model_show(
     version: Annotated[str, typer.Argument(help="Version, or name:version")],
-    dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+    dataset: DatasetOption = "",
     as_json: JsonOption = False,
 ) -> None:
     """One version with its lineage: model -> data commit -> batches -> ingestion runs."""
@@ -206,7 +208,7 @@ def model_show(
 @model_app.command("promote")
 def model_promote(
     version: Annotated[str, typer.Argument(help="Version to make production")],
-    dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+    dataset: DatasetOption = "",
     as_json: JsonOption = False,
 ) -> None:
     """Make a version production by hand (bypasses the gate; recorded in the history)."""
@@ -234,7 +236,7 @@ def model_promote(
 
 @model_app.command("rollback")
 def model_rollback(
-    dataset: Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")] = "",
+    dataset: DatasetOption = "",
     as_json: JsonOption = False,
 ) -> None:
     """Make the previous production version production again."""

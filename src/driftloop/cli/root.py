@@ -28,6 +28,7 @@ errors = Console(stderr=True)
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print JSON (for scripts) instead of text.")
 ]
+DatasetOption = Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")]
 
 
 def print_json(value: Any) -> None:
@@ -77,6 +78,23 @@ def version() -> None:
 def say(message: str) -> None:
     """Progress of a long command, one line each."""
     console.print(message, highlight=False, soft_wrap=True)
+
+
+def settings_with_prefect() -> Settings:
+    """Settings for a command that runs flows: stops with a clear message when they are invalid
+    or when no Prefect server answers at their API URL."""
+    settings = load_settings()
+    require_prefect(prefect_api_url(settings))
+    return settings
+
+
+def prefect_api_url(settings: Settings) -> str:
+    return str(settings.prefect.api_url).rstrip("/")
+
+
+def flow_run_page(settings: Settings, flow_run_id: object) -> str:
+    """Where a person sees a flow run in the Prefect UI."""
+    return f"{prefect_api_url(settings).removesuffix('/api')}/runs/flow-run/{flow_run_id}"
 
 
 def require_prefect(api_url: str) -> None:
