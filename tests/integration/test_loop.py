@@ -191,11 +191,11 @@ def test_a_storm_of_drift_events_makes_one_retrain_run(loop: Loop) -> None:
     model = f"storm-{uuid.uuid4().hex[:6]}"  # its own resource: its own cooldown window
     payload = {"model_version": model, "drift_share": 0.9, "report": "lakefs://storm/x.html"}
     events = [Event(DRIFT_DETECTED, model_resource(model), payload) for _ in range(100)]
-    started = time.monotonic()
+    # Ten bursts of ten over about ten seconds, well inside the trigger's cooldown (600 s): how
+    # long sending takes on a busy machine is not what this test judges.
     for start in range(0, 100, 10):
         send_events(loop.api_url, events[start : start + 10])
         time.sleep(0.9)
-    assert time.monotonic() - started <= 12
 
     def storm_runs() -> list[dict[str, Any]]:
         return [r for r in loop.retrain_runs() if r["parameters"].get("model_version") == model]
