@@ -134,7 +134,12 @@ class StageStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = registry_engine(url)
-        metadata.create_all(self.engine)
+        try:
+            metadata.create_all(self.engine)
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+            # Another process (a second inference replica) created the tables at the same
+            # moment on PostgreSQL; now they exist, and this second pass only checks.
+            metadata.create_all(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
