@@ -90,7 +90,7 @@ class Promotions:
         bento: str | None = None,
     ) -> tuple[ModelVersion, StageChange]:
         """Make ``version`` the one production version of its model."""
-        previous = self.registry.production(version.name)
+        previous = self.registry.stages.production_version(version.name)
         promoted = self.registry.promote(version.name, version.version, "; ".join(reasons))
         return promoted, self._changed(
             MODEL_PROMOTED, promoted, previous, trigger, actor, reasons, bento
@@ -100,15 +100,15 @@ class Promotions:
         self, version: ModelVersion, *, trigger: Trigger, actor: Actor, reasons: list[str]
     ) -> StageChange:
         """Record that ``version`` was refused; it stays a candidate."""
-        previous = self.registry.production(version.name)
+        previous = self.registry.stages.production_version(version.name)
         self.registry.reject(version.name, version.version, reasons)
         return self._changed(MODEL_REJECTED, version, previous, trigger, actor, reasons, None)
 
     def rollback(self, name: str, *, actor: Actor) -> tuple[ModelVersion, StageChange]:
         """Make the version that was production before the current one production again."""
-        previous = self.registry.production(name)
+        previous = self.registry.stages.production_version(name)
         restored = self.registry.rollback(name)
-        reasons = [f"rollback from {previous.version}" if previous else "rollback"]
+        reasons = [f"rollback from {previous}" if previous else "rollback"]
         return restored, self._changed(
             MODEL_PROMOTED, restored, previous, "rollback", actor, reasons, None
         )
@@ -117,7 +117,7 @@ class Promotions:
         self,
         event_name: str,
         version: ModelVersion,
-        previous: ModelVersion | None,
+        previous: str | None,
         trigger: Trigger,
         actor: Actor,
         reasons: list[str],
@@ -129,7 +129,7 @@ class Promotions:
             data_commit=version.data_commit,
             trigger=trigger,
             actor=actor,
-            previous_version=previous.version if previous else None,
+            previous_version=previous,
             reasons=list(reasons),
             metrics=dict(version.metrics),
             bento=bento,

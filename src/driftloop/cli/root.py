@@ -33,19 +33,13 @@ DatasetOption = Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")]
 
 def print_json(value: Any) -> None:
     """``value`` (dataclasses, lists and dicts of them) as JSON on stdout, nothing else."""
-    sys.stdout.write(json.dumps(_plain(value), indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(value, indent=2, default=_jsonable) + "\n")
 
 
-def _plain(value: Any) -> Any:
+def _jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            field.name: _plain(getattr(value, field.name)) for field in dataclasses.fields(value)
-        }
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
+        return dataclasses.asdict(value)
+    return str(value)
 
 
 def show_table(table: Table) -> None:
