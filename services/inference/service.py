@@ -241,8 +241,9 @@ class InferenceService:
         prediction_id, label = body.get("prediction_id"), body.get("label")
         if not isinstance(prediction_id, str) or not prediction_id:
             return problem(422, "invalid feedback: prediction_id", field="prediction_id")
-        if isinstance(label, bool) or label not in FEEDBACK_LABELS:
-            return problem(422, "invalid feedback: label must be 0 or 1", field="label")
+        # JSON integers only: 1.0 and true compare equal to 1 in Python but are not labels.
+        if type(label) is not int or label not in FEEDBACK_LABELS:
+            return problem(422, "invalid feedback: label must be the integer 0 or 1", field="label")
         unexpected = sorted(set(body) - {"prediction_id", "label"})
         if unexpected:
             return problem(
@@ -253,7 +254,7 @@ class InferenceService:
             await run_in_threadpool(self.writer.flush, 5.0)
         try:
             outcome = await run_in_threadpool(
-                self.prediction_log.record_feedback, prediction_id, int(label)
+                self.prediction_log.record_feedback, prediction_id, label
             )
         except SQLAlchemyError as error:
             log.warning("feedback for %s not stored: %s", prediction_id, error)

@@ -101,24 +101,30 @@ class PredictionLog:
                 connection.execute(predictions.insert(), [row.row() for row in rows])
 
     def record_feedback(self, prediction_id: str, true_label: int) -> str:
-        """Store the true label of a prediction; a repeat of the same label changes nothing."""
+        """Store the true label of a prediction unless it has one; a repeat of the same label
+        changes nothing.
+
+        One conditional UPDATE (``... WHERE true_label IS NULL``), so of two clients racing with
+        different labels exactly one is recorded and the other sees a conflict, on SQLite and
+        PostgreSQL alike.
+        """
         if not self._created:
             self.create()
         with self.engine.begin() as connection:
+            updated = connection.execute(
+                predictions.update()
+                .where(predictions.c.id == prediction_id, predictions.c.true_label.is_(None))
+                .values(true_label=true_label, feedback_at=datetime.now(UTC))
+            )
+            if updated.rowcount == 1:
+                return FeedbackResult.RECORDED
             current = connection.execute(
                 sa.select(predictions.c.true_label).where(predictions.c.id == prediction_id)
             ).first()
-            if current is None:
-                return FeedbackResult.UNKNOWN
-            if current.true_label is not None:
-                same = current.true_label == true_label
-                return FeedbackResult.ALREADY_RECORDED if same else FeedbackResult.CONFLICT
-            connection.execute(
-                predictions.update()
-                .where(predictions.c.id == prediction_id)
-                .values(true_label=true_label, feedback_at=datetime.now(UTC))
-            )
-        return FeedbackResult.RECORDED
+        if current is None:
+            return FeedbackResult.UNKNOWN
+        same = current.true_label == true_label
+        return FeedbackResult.ALREADY_RECORDED if same else FeedbackResult.CONFLICT
 
     def count(self) -> int:
         with self.engine.connect() as connection:

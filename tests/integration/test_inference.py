@@ -167,6 +167,52 @@ def test_every_prediction_is_logged_and_feedback_attaches_the_true_label(
     assert row["model_version"] == home.versions[0] and row["score"] == answer["score"]
 
 
+@pytest.mark.parametrize("label", [7, 1.0, 0.0, True, "1", None])
+def test_feedback_labels_must_be_the_integers_0_or_1(server: Component, label: object) -> None:
+    answer = httpx.post(url(server, "/predict"), json=RECORD).json()
+
+    response = httpx.post(
+        url(server, "/feedback"), json={"prediction_id": answer["prediction_id"], "label": label}
+    )
+
+    assert response.status_code == 422 and response.json()["field"] == "label", response.text
+
+
+def test_racing_conflicting_feedback_has_exactly_one_winner(server: Component, home: Home) -> None:
+    answers = httpx.post(url(server, "/predict"), json=[RECORD] * 50).json()
+    ids = [answer["prediction_id"] for answer in answers]
+    statuses: dict[tuple[str, int], int] = {}
+
+    def send(
+        client: httpx.Client, prediction_id: str, label: int, start: threading.Barrier
+    ) -> None:
+        start.wait()
+        response = client.post(
+            url(server, "/feedback"), json={"prediction_id": prediction_id, "label": label}
+        )
+        statuses[(prediction_id, label)] = response.status_code
+
+    with httpx.Client(timeout=30) as client:
+        for prediction_id in ids:
+            start = threading.Barrier(2)
+            pair = [
+                threading.Thread(target=send, args=(client, prediction_id, label, start))
+                for label in (0, 1)
+            ]
+            for thread in pair:
+                thread.start()
+            for thread in pair:
+                thread.join()
+
+    log = PredictionLog(f"sqlite:///{home.path / 'predictions.sqlite'}")
+    for prediction_id in ids:
+        codes = {label: statuses[(prediction_id, label)] for label in (0, 1)}
+        assert sorted(codes.values()) == [200, 409], (prediction_id, codes)
+        winner = next(label for label, code in codes.items() if code == 200)
+        row = log.get(prediction_id)
+        assert row is not None and row["true_label"] == winner
+
+
 def test_model_health_readiness_and_metrics(server: Component, home: Home) -> None:
     before = predictions_counted(httpx.get(url(server, "/metrics")).text, home.versions[0])
     httpx.post(url(server, "/predict"), json=[RECORD] * 3)

@@ -10,52 +10,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
 from driftloop.registry import BatchLineage, ModelRegistry, RegistryError, StageStore
 from driftloop.training import TrainParams, split_frame, train_model
+from tests.integration.databases import fresh_database
 
 SPEC = load_spec("transactions")
-# The PostgreSQL server the suite may create databases on: DRIFTLOOP_TEST_POSTGRES_URL, or the
-# server of DRIFTLOOP_TEST_DATABASE_URL (CI's), or the one on this machine's loopback.
-LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-def postgres_server() -> str:
-    explicit = os.environ.get("DRIFTLOOP_TEST_POSTGRES_URL")
-    if explicit:
-        return explicit
-    prefect = os.environ.get("DRIFTLOOP_TEST_DATABASE_URL")
-    if prefect:
-        return sa.make_url(prefect).set(drivername="postgresql+psycopg", database="postgres")
-    return LOCAL_POSTGRES
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh registry database: a SQLite file, or a new database on the PostgreSQL server."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'registry.sqlite'}"
-        return
-    server = sa.make_url(postgres_server())
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            name = f"driftloop_registry_{uuid.uuid4().hex[:12]}"
-            connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    except sa.exc.OperationalError as problem:
-        pytest.skip(
-            f"no PostgreSQL at {server.render_as_string(hide_password=True)} ({problem.orig}); "
-            "set DRIFTLOOP_TEST_POSTGRES_URL to a server where the tests may create databases"
-        )
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.dispose()
+    with fresh_database(request.param, tmp_path, "registry") as url:
+        yield url
 
 
 @pytest.fixture
