@@ -15,8 +15,10 @@ the request metrics and the timeout stay around it, see ``middleware.py``):
   ``/metrics`` (driftloop's metrics beside ``bentoml_service_*``).
 
 When DRIFTLOOP_SERVING__API_KEY is set, /predict, /feedback and /model want it in ``X-API-Key``.
-Every prediction goes to the prediction log off the request path. The service follows the
-registry's production version and swaps models without a restart (``driftloop.serving``).
+Every prediction is appended to a spool file before it is answered and reaches the prediction
+log (SQL) off the request path, so an answered prediction survives the worker being killed.
+The service follows the registry's production version and swaps models without a restart
+(``driftloop.serving``).
 
 Settings are read when this module is imported: BentoML needs the service class, and so the
 input schema derived from the dataset spec, at that moment.
@@ -133,6 +135,7 @@ class InferenceService:
         if SETTINGS.serving.log_predictions:
             self.writer = PredictionWriter(
                 prediction_log,
+                SETTINGS.prediction_spool,
                 capacity=SETTINGS.serving.log_queue_capacity,
                 on_drop=LOG_DROPPED.inc,
             )
@@ -212,7 +215,7 @@ class InferenceService:
             return problem(503, "no production model is loaded yet")
         scores = model.score(records)
         now = datetime.now(UTC)
-        answers = []
+        answers, logged = [], []
         for record, score in zip(records, scores.tolist(), strict=True):
             label = int(score >= model.threshold)
             prediction_id = str(uuid.uuid4())
@@ -224,12 +227,14 @@ class InferenceService:
                     "model_version": model.version,
                 }
             )
-            if self.writer is not None:
-                self.writer.submit(
-                    Prediction(prediction_id, now, model.name, model.version, record, score, label)
-                )
+            logged.append(
+                Prediction(prediction_id, now, model.name, model.version, record, score, label)
+            )
             answered(model.name, model.version, label).inc()
             SCORES.observe(score)
+        if self.writer is not None:
+            # In the spool file before the answer leaves: a killed worker loses none of them.
+            self.writer.submit(*logged)
         return json_response(answers[0] if single else answers)
 
     async def feedback(self, request: Request) -> Response:

@@ -1,21 +1,27 @@
 """The prediction log: every prediction, and its true label once feedback arrives, in SQL.
 
-SQLite by default, PostgreSQL by URL (SQLAlchemy). The inference service never writes on the
-request path: :class:`PredictionWriter` takes predictions into a bounded queue and a background
-thread writes them in batches. When the database is down the thread keeps retrying, the queue
-fills, and what does not fit is dropped and counted, so inference keeps answering; closing the
-writer flushes what is queued.
+SQLite by default, PostgreSQL by URL (SQLAlchemy). The inference service does not write to SQL
+on the request path: :class:`PredictionWriter` appends each answered prediction to a spool file
+first (one ``write()`` before the answer leaves, which survives the process being killed) and a
+background thread drains the spool into SQL in batches. Whatever a dead process left in its
+spool is replayed by the next one; inserts ignore ids already present, so a replay after a crash
+mid-drain writes nothing twice. When the database is down the spool grows (up to a capacity;
+beyond it predictions are dropped and counted) and inference keeps answering.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
+import os
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -94,11 +100,23 @@ class PredictionLog:
         self._created = True
 
     def write(self, rows: Sequence[Prediction]) -> None:
+        """Insert ``rows``; a prediction id already in the log is left as it is (a replay)."""
         if not self._created:
             self.create()
         if rows:
             with self.engine.begin() as connection:
-                connection.execute(predictions.insert(), [row.row() for row in rows])
+                connection.execute(self._insert_new(), [row.row() for row in rows])
+
+    def _insert_new(self) -> Any:
+        if self.engine.dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            return sqlite_insert(predictions).on_conflict_do_nothing(index_elements=["id"])
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+            return postgresql_insert(predictions).on_conflict_do_nothing(index_elements=["id"])
+        raise ValueError(f"the prediction log supports SQLite and PostgreSQL, not {self.url}")
 
     def record_feedback(self, prediction_id: str, true_label: int) -> str:
         """Store the true label of a prediction unless it has one; a repeat of the same label
@@ -127,12 +145,16 @@ class PredictionLog:
         return FeedbackResult.ALREADY_RECORDED if same else FeedbackResult.CONFLICT
 
     def count(self) -> int:
+        if not self._created:
+            self.create()
         with self.engine.connect() as connection:
             return int(
                 connection.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()
             )
 
     def get(self, prediction_id: str) -> dict[str, Any] | None:
+        if not self._created:
+            self.create()
         with self.engine.connect() as connection:
             row = connection.execute(
                 sa.select(predictions).where(predictions.c.id == prediction_id)
@@ -204,89 +226,237 @@ class PredictionLog:
         self.engine.dispose()
 
 
-class PredictionWriter:
-    """Writes predictions off the request path, in batches, through a bounded buffer.
+class _Segment:
+    """One spool file, held under an exclusive ``flock`` for as long as this process owns it.
 
-    A request only appends to a deque (no lock, no wake-up of the writer thread); the thread
-    wakes every ``interval_seconds`` (or at once when someone calls :meth:`flush`) and writes
-    everything buffered in batches of at most ``batch_size``, one transaction each. Waking per
-    prediction instead would mean one tiny transaction, and a thread switch, per request.
+    The kernel drops the lock when the process dies, however it dies: an unlocked segment is one
+    nobody is writing or draining, and any process may adopt it.
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+        self.predictions = 0
+
+    @classmethod
+    def create(cls, folder: Path) -> _Segment:
+        path = folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return cls(path, fd)
+
+    @classmethod
+    def adopt(cls, path: Path) -> _Segment | None:
+        """The segment at ``path`` if no living process holds it, else None."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Drained and removed by its owner between our open and our lock: nothing to adopt.
+            if os.fstat(fd).st_ino != path.stat().st_ino:
+                raise FileNotFoundError(path)
+        except OSError:
+            os.close(fd)
+            return None
+        return cls(path, fd)
+
+    def read(self) -> Iterator[Prediction]:
+        """The predictions in the file; a torn last line (a write cut short) is skipped."""
+        with self.path.open("rb") as file:
+            for number, line in enumerate(file, start=1):
+                if not line.endswith(b"\n"):
+                    log.warning("%s: line %d is incomplete; skipped", self.path, number)
+                    continue
+                try:
+                    row = orjson.loads(line)
+                    row["created_at"] = datetime.fromisoformat(row["created_at"])
+                    prediction = Prediction(**row)
+                except (orjson.JSONDecodeError, TypeError, KeyError, ValueError) as problem:
+                    log.error(
+                        "%s: line %d is not a prediction (%s); skipped", self.path, number, problem
+                    )
+                    continue
+                yield prediction
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        os.close(self.fd)
+
+
+def spool_key(url: str) -> str:
+    """The spool subfolder of the prediction log at ``url`` (a digest: URLs hold passwords)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def spooled_predictions(folder: Path) -> int:
+    """Predictions waiting in the spool files anywhere under ``folder`` (lines, counted)."""
+    total = 0
+    for path in folder.glob("**/*.jsonl"):
+        try:
+            total += path.read_bytes().count(b"\n")
+        except FileNotFoundError:
+            pass
+    return total
+
+
+class PredictionWriter:
+    """Spools predictions to disk before they are answered and drains them into SQL in batches.
+
+    :meth:`submit` appends the predictions to this process's spool segment with one unbuffered
+    ``write()`` (no fsync: the data is in the kernel's page cache, which outlives the process)
+    under a lock, and returns. A thread wakes every ``interval_seconds`` (or at once on
+    :meth:`flush`), starts a new segment, and writes the finished one into SQL in batches of
+    ``batch_size``, one transaction each, then deletes it. It also adopts segments that no
+    living process holds (left by a worker that was killed) and drains them the same way; this
+    happens at start-up too. While the database is down, segments stay on disk and are retried
+    with a backoff; past ``capacity`` predictions waiting, new ones are dropped and counted.
     """
 
     def __init__(
         self,
         log: PredictionLog,
+        spool: Path,
         *,
-        capacity: int = 10_000,
+        capacity: int = 1_000_000,
         batch_size: int = 1_000,
         interval_seconds: float = 0.2,
         on_drop: Callable[[int], None] = lambda count: None,
     ) -> None:
         self.log = log
+        # One folder per database: a spool is replayed into the log it was meant for, even when
+        # services writing to different databases share DRIFTLOOP_HOME.
+        self.spool = spool / spool_key(log.url)
+        spool = self.spool
         self.capacity = capacity
         self.batch_size = batch_size
         self.interval = interval_seconds
         self.on_drop = on_drop
         self.dropped = 0
         self.written = 0
-        self._buffer: deque[Prediction] = deque()
-        self._pending: list[Prediction] = []  # taken from the buffer, not yet written
+        spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock = threading.Lock()
+        self._segment = _Segment.create(spool)
+        self._finished: list[_Segment] = []  # owned by this process, waiting to be drained
+        self._waiting = 0  # predictions spooled (or adopted) and not yet in SQL
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._adopt()
         self._thread = threading.Thread(target=self._run, name="prediction-writer", daemon=True)
         self._thread.start()
 
     @property
     def queued(self) -> int:
-        """Predictions accepted but not yet written."""
-        return len(self._buffer) + len(self._pending)
+        """Predictions accepted (spooled) but not yet written to SQL."""
+        return self._waiting
 
-    def submit(self, prediction: Prediction) -> None:
-        """Buffer one prediction, never blocking: when the buffer is full it is dropped, counted."""
-        if self.queued >= self.capacity:
-            self.dropped += 1
-            self.on_drop(1)
-            return
-        self._buffer.append(prediction)
+    def submit(self, *batch: Prediction) -> None:
+        """Spool ``batch``; on return it survives this process. Never waits for the database:
+        past ``capacity`` waiting predictions, or when the spool cannot be written, the batch is
+        dropped and counted."""
+        data = b"".join(orjson.dumps(p.row(), option=orjson.OPT_APPEND_NEWLINE) for p in batch)
+        with self._lock:
+            if self._waiting + len(batch) > self.capacity:
+                self._drop(len(batch), "the spool is full")
+                return
+            try:
+                written = os.write(self._segment.fd, data)
+            except OSError as problem:
+                self._drop(len(batch), f"the spool cannot be written ({problem})")
+                return
+            if written != len(data):  # a full disk: the line is torn, and skipped on replay
+                self._drop(len(batch), "the spool's disk is full")
+                return
+            self._segment.predictions += len(batch)
+            self._waiting += len(batch)
+
+    def _drop(self, count: int, why: str) -> None:
+        if self.dropped == 0 or self.dropped // 1000 != (self.dropped + count) // 1000:
+            log.error(
+                "prediction log: %s; %d predictions dropped so far", why, self.dropped + count
+            )
+        self.dropped += count
+        self.on_drop(count)
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Write everything buffered so far now; False if that took longer than ``timeout``."""
+        """Write everything spooled so far to SQL now; False if it took longer than ``timeout``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.queued == 0:
+            if self._waiting == 0:
                 return True
             self._wake.set()
             time.sleep(0.005)
         return False
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is buffered (as far as the database allows within ``timeout``), then stop."""
+        """Write what is spooled (as far as the database allows within ``timeout``), then stop.
+        What could not be written stays in the spool for the next start."""
         self.flush(timeout)
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=timeout)
+        with self._lock:
+            segments = [self._segment, *self._finished]
+            for segment in segments:
+                if segment.predictions == 0:
+                    segment.remove()
+                else:  # the database did not take them in time: the next start replays them
+                    os.close(segment.fd)
 
     def _run(self) -> None:
         backoff = 0.5
+        adopt_every, last_adopted = 5.0, time.monotonic()
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
             stopping = self._stop.is_set()
-            while self._buffer or self._pending:
-                while self._buffer and len(self._pending) < self.batch_size:
-                    self._pending.append(self._buffer.popleft())
-                try:
-                    self.log.write(self._pending)
-                except Exception as problem:  # the database is down: keep the batch, back off
-                    log.warning(
-                        "prediction log write failed (%s); retrying in %.1f s", problem, backoff
-                    )
-                    if self._stop.wait(backoff):
-                        return
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                backoff = 0.5
-                self.written += len(self._pending)
-                self._pending = []
+            if time.monotonic() - last_adopted > adopt_every:
+                self._adopt()
+                last_adopted = time.monotonic()
+            with self._lock:
+                if self._segment.predictions:
+                    self._finished.append(self._segment)
+                    self._segment = _Segment.create(self.spool)
+            try:
+                self._drain()
+            except Exception as problem:  # the database is down: keep the segments, back off
+                log.warning(
+                    "prediction log write failed (%s); retrying in %.1f s", problem, backoff
+                )
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.5
             if stopping:
                 return
+
+    def _drain(self) -> None:
+        while self._finished:
+            segment = self._finished[0]
+            rows = list(segment.read())
+            for start in range(0, len(rows), self.batch_size):
+                self.log.write(rows[start : start + self.batch_size])
+            segment.remove()
+            self._finished.pop(0)
+            self.written += len(rows)
+            with self._lock:
+                self._waiting -= segment.predictions
+
+    def _adopt(self) -> None:
+        """Take over the spool segments of processes that died."""
+        owned = {self._segment.path, *(segment.path for segment in self._finished)}
+        for path in sorted(self.spool.glob("*.jsonl")):
+            if path in owned:
+                continue
+            segment = _Segment.adopt(path)
+            if segment is None:
+                continue
+            segment.predictions = sum(1 for _ in segment.read())
+            log.warning(
+                "replaying %d predictions a stopped process left in %s", segment.predictions, path
+            )
+            with self._lock:
+                self._waiting += segment.predictions
+            self._finished.append(segment)

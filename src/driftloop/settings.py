@@ -150,8 +150,15 @@ class ServingSettings(_Area):
         default=True, description="Write every prediction to the prediction log."
     )
     log_queue_capacity: PositiveInt = Field(
-        default=10_000,
-        description="Predictions waiting for the prediction log; beyond it they are dropped.",
+        default=1_000_000,
+        description="Predictions spooled on disk and not yet in the prediction log (while its "
+        "database is down); beyond it new ones are dropped and counted.",
+    )
+    spool_dir: Path | None = Field(
+        default=None,
+        description="Where answered predictions are spooled before they reach the prediction "
+        "log (one file per worker, replayed after a crash); default: DRIFTLOOP_HOME/spool/"
+        "predictions. It must be on a disk that outlives the worker process.",
     )
     access_log: bool = Field(
         default=False,
@@ -310,6 +317,11 @@ class Settings(BaseSettings):
         if self.storage.prediction_log_url:
             return self.storage.prediction_log_url
         return f"sqlite:///{(self.home / 'predictions.sqlite').resolve()}"
+
+    @property
+    def prediction_spool(self) -> Path:
+        """Where the inference service spools predictions (default ``home/spool/predictions``)."""
+        return (self.serving.spool_dir or self.home / "spool" / "predictions").resolve()
 
     @property
     def registry_url(self) -> str:

@@ -13,12 +13,13 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+import sqlalchemy as sa
 
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import EXAMPLE_RECORD, generate_transactions
-from driftloop.prediction_log import PredictionLog
+from driftloop.prediction_log import PredictionLog, predictions
 from driftloop.registry import BatchLineage, ModelRegistry
-from driftloop.stack.processes import Component, free_port
+from driftloop.stack.processes import Component, descendants, free_port
 from driftloop.stack.servers import start_inference_server
 from driftloop.training import TrainParams, split_frame, train_model
 from tests.polling import eventually
@@ -409,6 +410,72 @@ def test_graceful_shutdown_writes_every_queued_prediction(home: Home, tmp_path: 
 
     assert PredictionLog(log_url).count() == 40
     assert {a["prediction_id"] for a in answers}
+
+
+def test_no_acknowledged_prediction_is_lost_when_the_worker_is_killed(
+    home: Home, tmp_path: Path
+) -> None:
+    """kill -9 of the BentoML worker while eight clients send traffic: every prediction that was
+    answered 200 is in the prediction log once the restarted worker has caught up."""
+    log_url = f"sqlite:///{tmp_path / 'killed.sqlite'}"
+    component = serve(home.path, "killed.log", storage__prediction_log_url=log_url)
+    component.wait_healthy(timeout=120)
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=5) as session:
+            while not stop.is_set():
+                try:
+                    response = session.post(url(component, "/predict"), json=RECORD)
+                except httpx.HTTPError:
+                    continue  # the worker is down: nothing was acknowledged
+                if response.status_code == 200:
+                    acknowledged.append(response.json()["prediction_id"])
+
+    clients = [threading.Thread(target=client) for _ in range(8)]
+    try:
+        for thread in clients:
+            thread.start()
+        eventually(lambda: len(acknowledged) >= 500, "traffic to flow", timeout=60)
+        (worker,) = inference_workers(component)
+        os.kill(worker, signal.SIGKILL)
+        before_kill = len(acknowledged)
+        eventually(
+            lambda: len(acknowledged) >= before_kill + 500,
+            "a restarted worker to answer again",
+            timeout=120,
+        )
+        stop.set()
+        for thread in clients:
+            thread.join()
+
+        log = PredictionLog(log_url)
+
+        def all_logged() -> bool:
+            missing = set(acknowledged) - logged_ids(log)
+            assert not missing, f"{len(missing)} of {len(acknowledged)} answered predictions lost"
+            return True
+
+        eventually(all_logged, "every answered prediction in the log", timeout=60)
+        assert inference_workers(component) != [worker]
+    finally:
+        stop.set()
+        component.stop()
+
+
+def inference_workers(component: Component) -> list[int]:
+    """The pids of the service's worker processes (below `bentoml serve`)."""
+    return [
+        pid
+        for pid in descendants(component.process.pid)
+        if "_bentoml_impl.worker" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    ]
+
+
+def logged_ids(log: PredictionLog) -> set[str]:
+    with log.engine.connect() as connection:
+        return set(connection.execute(sa.select(predictions.c.id)).scalars())
 
 
 def predictions_counted(metrics: str, version: str) -> float:

@@ -1,10 +1,15 @@
-"""The prediction writer: batched transactions, a bounded buffer that drops and counts, no loss
-while the database recovers, and a flush that writes at once. SQLite on disk (the real store);
-the outage is a database whose writes are made to fail, since the point is the writer's
-behaviour around it (the service tests stop a real PostgreSQL-backed store too)."""
+"""The prediction writer: a spool on disk before the answer, batched transactions, a bounded spool
+that drops and counts, no loss while the database recovers, replay of what a dead process left,
+and a flush that writes at once. SQLite on disk (the real store); the outage is a database
+whose writes are made to fail, since the point is the writer's behaviour around it (the service
+tests stop a real PostgreSQL-backed store, and kill the real worker, too)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import time
 import uuid
 from collections.abc import Sequence
@@ -12,7 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from driftloop.datasets.transactions import EXAMPLE_RECORD
-from driftloop.prediction_log import Prediction, PredictionLog, PredictionWriter
+from driftloop.prediction_log import (
+    Prediction,
+    PredictionLog,
+    PredictionWriter,
+    spooled_predictions,
+)
 
 
 class CountingLog(PredictionLog):
@@ -36,7 +46,7 @@ def prediction() -> Prediction:
 
 def test_a_burst_of_predictions_is_written_in_a_few_transactions(tmp_path: Path) -> None:
     store = CountingLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
-    writer = PredictionWriter(store, interval_seconds=0.5)
+    writer = PredictionWriter(store, tmp_path / "spool", interval_seconds=0.5)
     for _ in range(2000):
         writer.submit(prediction())
 
@@ -48,7 +58,7 @@ def test_a_burst_of_predictions_is_written_in_a_few_transactions(tmp_path: Path)
 
 def test_flush_writes_without_waiting_for_the_interval(tmp_path: Path) -> None:
     store = CountingLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
-    writer = PredictionWriter(store, interval_seconds=30)
+    writer = PredictionWriter(store, tmp_path / "spool", interval_seconds=30)
     one = prediction()
     writer.submit(one)
 
@@ -64,7 +74,9 @@ def test_a_full_buffer_drops_and_counts_and_the_rest_survives_the_outage(tmp_pat
     store.create()
     store.down = True
     dropped: list[int] = []
-    writer = PredictionWriter(store, capacity=50, interval_seconds=0.05, on_drop=dropped.append)
+    writer = PredictionWriter(
+        store, tmp_path / "spool", capacity=50, interval_seconds=0.05, on_drop=dropped.append
+    )
     kept = [prediction() for _ in range(50)]
     for item in kept:
         writer.submit(item)
@@ -84,9 +96,123 @@ def test_a_full_buffer_drops_and_counts_and_the_rest_survives_the_outage(tmp_pat
 
 def test_close_writes_what_is_buffered(tmp_path: Path) -> None:
     store = CountingLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
-    writer = PredictionWriter(store, interval_seconds=60)
+    writer = PredictionWriter(store, tmp_path / "spool", interval_seconds=60)
     for _ in range(10):
         writer.submit(prediction())
     writer.close()
 
     assert store.count() == 10
+
+
+def test_a_submitted_prediction_is_on_disk_before_submit_returns(tmp_path: Path) -> None:
+    store = CountingLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    writer = PredictionWriter(store, tmp_path / "spool", interval_seconds=60)
+    writer.submit(prediction(), prediction())
+
+    assert spooled_predictions(tmp_path / "spool") == 2 and store.count() == 0
+    writer.close()
+    assert spooled_predictions(tmp_path / "spool") == 0 and store.count() == 2
+
+
+def test_what_a_killed_process_spooled_is_replayed_once_by_the_next(tmp_path: Path) -> None:
+    """A child process spools 300 predictions and is killed (SIGKILL) before its writer runs:
+    the next writer over the same spool writes all 300, and a second replay writes nothing twice."""
+    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    spool = tmp_path / "spool"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import os, signal, uuid
+                from pathlib import Path
+                from datetime import UTC, datetime
+                from driftloop.prediction_log import Prediction, PredictionLog, PredictionWriter
+                log = PredictionLog({url!r})
+                writer = PredictionWriter(log, Path({str(spool)!r}), interval_seconds=3600)
+                now = datetime.now(UTC)
+                for _ in range(300):
+                    writer.submit(Prediction(str(uuid.uuid4()), now, "m", "1", {{}}, 0.5, 1))
+                print("spooled", flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.communicate(timeout=60)[0].strip() == "spooled"
+    assert child.returncode == -9
+    store = CountingLog(url)
+    assert store.count() == 0 and spooled_predictions(spool) == 300
+
+    writer = PredictionWriter(store, spool, interval_seconds=0.05)
+    assert writer.flush(10)
+    writer.close()
+
+    assert store.count() == 300 and spooled_predictions(spool) == 0
+
+
+def test_a_living_writers_spool_is_not_taken_over(tmp_path: Path) -> None:
+    store = CountingLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    store.down = True
+    first = PredictionWriter(store, tmp_path / "spool", interval_seconds=0.05)
+    first.submit(*(prediction() for _ in range(20)))
+    second = PredictionWriter(store, tmp_path / "spool", interval_seconds=0.05)
+
+    assert first.queued == 20 and second.queued == 0
+    store.down = False
+    assert first.flush(10) and second.flush(10)
+    first.close()
+    second.close()
+    assert store.count() == 20
+
+
+def test_a_replay_after_a_crash_mid_drain_writes_nothing_twice(tmp_path: Path) -> None:
+    store = CountingLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    rows = [prediction() for _ in range(10)]
+    store.write(rows[:4])  # drained before the crash, still in the spool file after it
+
+    store.write(rows)
+
+    assert store.count() == 10
+
+
+def test_a_torn_last_line_is_skipped_and_the_rest_replayed(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    store = CountingLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    store.down = True
+    whole = PredictionWriter(store, spool, interval_seconds=3600)
+    whole.submit(prediction(), prediction())
+    segment = next(path for path in spool.glob("*/*.jsonl") if path.stat().st_size)
+    os.close(whole._segment.fd)  # let go of the file, as a killed process does
+    with segment.open("ab") as file:
+        file.write(b'{"id": "cut sho')
+    store.down = False
+
+    writer = PredictionWriter(store, spool, interval_seconds=0.05)
+    assert writer.flush(10)
+    writer.close()
+
+    assert store.count() == 2
+
+
+def test_a_spool_is_replayed_only_into_its_own_database(tmp_path: Path) -> None:
+    """Two services sharing DRIFTLOOP_HOME but not their prediction log do not swap spools."""
+    spool = tmp_path / "spool"
+    down = CountingLog(f"sqlite:///{tmp_path / 'down.sqlite'}")
+    down.down = True
+    stuck = PredictionWriter(down, spool, interval_seconds=0.05)
+    stuck.submit(*(prediction() for _ in range(5)))
+    stuck.close(timeout=0.5)  # gives up: its 5 predictions stay in the spool
+    other = CountingLog(f"sqlite:///{tmp_path / 'other.sqlite'}")
+
+    writer = PredictionWriter(other, spool, interval_seconds=0.05)
+    assert writer.flush(5)
+    writer.close()
+
+    assert other.count() == 0 and spooled_predictions(spool) == 5
+    down.down = False
+    PredictionWriter(down, spool, interval_seconds=0.05).close()
+    assert down.count() == 5 and spooled_predictions(spool) == 0
