@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from driftloop.stack.processes import free_ports
+
 
 def run_driftloop(
     *args: str, env: dict[str, str] | None = None, cwd: Path, timeout: float = 300
@@ -26,6 +28,11 @@ def run_driftloop(
 
 # The components of the local stack that listen on a port.
 STACK_PORTS = ("prefect-server", "lakefs", "inference", "monitor", "prometheus", "alertmanager")
+
+
+def stack_ports() -> dict[str, int]:
+    """A distinct free port for each component of a stack."""
+    return dict(zip(STACK_PORTS, free_ports(len(STACK_PORTS)), strict=True))
 
 
 def stack_env(ports: dict[str, int]) -> dict[str, str]:

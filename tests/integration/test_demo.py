@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from driftloop.stack.processes import free_port, port_in_use
-from tests.commands import STACK_PORTS, stack_env
+from driftloop.stack.processes import port_in_use
+from tests.commands import stack_env, stack_ports
 from tests.polling import eventually
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def fresh_copy(target: Path) -> Path:
 @pytest.mark.timeout(900)
 def test_demo_closes_the_loop_from_a_fresh_copy(tmp_path: Path) -> None:
     clone = fresh_copy(tmp_path / "driftloop")
-    ports = {name: free_port() for name in STACK_PORTS}
+    ports = stack_ports()
     started = time.monotonic()
 
     result = subprocess.run(
@@ -86,7 +86,7 @@ def test_demo_closes_the_loop_from_a_fresh_copy(tmp_path: Path) -> None:
 
 
 def test_demo_names_a_taken_port(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in STACK_PORTS}
+    ports = stack_ports()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", ports["prefect-server"]))
         taken.listen()
@@ -108,7 +108,7 @@ def test_demo_names_a_taken_port(tmp_path: Path) -> None:
 
 
 def test_an_interrupted_demo_stops_everything_and_does_not_claim_success(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in STACK_PORTS}
+    ports = stack_ports()
     output = tmp_path / "demo-output.txt"
     with output.open("wb") as sink:
         demo = subprocess.Popen(

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from driftloop.stack.processes import free_port, pid_alive, port_in_use
-from tests.commands import STACK_PORTS, stack_env
+from driftloop.stack.processes import pid_alive, port_in_use
+from tests.commands import STACK_PORTS, stack_env, stack_ports
 from tests.integration.prefect_events import wait_for_event
 from tests.polling import eventually
 
@@ -105,7 +105,7 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Place]:
     if shutil.which("prometheus") is None:
         pytest.fail("prometheus is not on PATH; .ci/run installs the Debian package")
     folder = tmp_path_factory.mktemp("user-folder")
-    ports = {name: free_port() for name in STACK_PORTS}
+    ports = stack_ports()
     found = Place(folder, ports)
     yield found
     found.run("down")
@@ -260,7 +260,7 @@ def test_a_component_that_fails_to_start_is_named_with_its_log(
     folder = tmp_path_factory.mktemp("broken-folder")
     (folder / ".driftloop").mkdir()
     (folder / ".driftloop" / "lakefs").write_text("a file where the lakeFS data folder goes")
-    place = Place(folder, {name: free_port() for name in STACK_PORTS})
+    place = Place(folder, stack_ports())
 
     result = place.run("up", timeout=300)
 
