@@ -5,17 +5,39 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.settings import get_current_settings, temporary_settings
 
+from driftloop.datasets.sources import SourceError
 from driftloop.events import Event, send_event
-from driftloop.lakefs_client import LakeFSClient
+from driftloop.lakefs_client import LakeFSClient, LakeFSError
 from driftloop.settings import Settings, get_settings
 
 # Settings handed to flows run in this process (the stack's bootstrap, the demo, the CLI):
 # they win over the environment, so a caller never passes values through os.environ.
 _given: ContextVar[Settings | None] = ContextVar("driftloop_flow_settings", default=None)
+
+
+def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Whether a failed I/O task may pass on another try: a server that was down or timed out,
+    yes; a refusal (lakeFS's 4xx: no such ref, a conflict) or a bad input, never."""
+    error = getattr(state, "data", None)
+    if isinstance(error, LakeFSError):
+        return error.status == 0 or error.status >= 500 or error.status == 429
+    return not isinstance(error, SourceError | ValueError | KeyError | TypeError)
+
+
+# Tasks that talk to lakeFS or a database: a transient failure is retried with a backoff.
+# Batches are large and clients hold sockets, so nothing here is cached.
+IO_RETRIES: dict[str, Any] = {
+    "retries": 3,
+    "retry_delay_seconds": [2, 5, 15],
+    "retry_condition_fn": worth_retrying,
+    "cache_policy": NO_CACHE,
+}
 
 
 def settings() -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
@@ -19,6 +20,7 @@ from driftloop.ingestion import (
     BatchRejected,
     IngestOutcome,
     batch_path,
+    check_attachments,
     check_batch_id,
     commit_metadata,
     derive_batch_id,
@@ -29,11 +31,7 @@ from driftloop.ingestion import (
     to_parquet,
 )
 from driftloop.lakefs_client import LakeFSClient
-from flows.common import emit, lakefs, run_url, settings
-
-# Batches are large and clients hold sockets: hashing task inputs for a cache would cost time
-# and fail, and nothing here should be served from a cache anyway.
-IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "cache_policy": NO_CACHE}
+from flows.common import IO_RETRIES, emit, lakefs, run_url, settings
 
 
 @task(cache_policy=NO_CACHE)
@@ -80,9 +78,21 @@ def publish(client: LakeFSClient, branch: str, main: str, metadata: dict[str, st
 
 @flow(name="ingest")
 def ingest(
-    dataset: str = "transactions", source: str = "builtin", batch_id: str | None = None
+    dataset: str = "transactions",
+    source: str = "builtin",
+    batch_id: str | None = None,
+    attachments: dict[str, str] | None = None,
 ) -> IngestOutcome | State:
-    """Land one batch in lakeFS on branch ingest-<batch_id>; merge into main only if it is valid."""
+    """Land one batch in lakeFS on branch ingest-<batch_id>; merge into main only if it is valid.
+
+    Args:
+        dataset: the dataset the batch belongs to.
+        source: a file (CSV, Parquet), or builtin[:?rows=N&seed=S&scenario=...].
+        batch_id: the batch's name; default: derived from its content.
+        attachments: files that land with the batch, in the same commit: lakeFS path under
+            ``datasets/<dataset>/`` -> local file. Only ``feedback/<batch_id>.json`` and
+            ``quarantine/<batch_id>.parquet`` (what a retrain records) are accepted.
+    """
     logger = get_run_logger()
     config = settings()
     spec = load_spec(dataset)
@@ -92,6 +102,7 @@ def ingest(
 
     frame = read_source(source, spec)
     batch_id = check_batch_id(batch_id or derive_batch_id(frame, dataset))
+    extra = check_attachments(attachments or {}, dataset, batch_id)
     path = batch_path(dataset, batch_id)
     logger.info("batch %s: %d rows from %s", batch_id, len(frame), source)
 
@@ -126,6 +137,8 @@ def ingest(
             logger.info(
                 "wrote %s (%d bytes) on branch %s; %s", path, size, branch, report.summary()
             )
+            for target, local in extra.items():
+                write(client, branch, target, Path(local).read_bytes())
             commit(client, branch, f"batch {batch_id} of {dataset}", metadata)
             merged = publish(client, branch, main, metadata)
     except BatchRejected as rejected:
@@ -146,14 +159,28 @@ class IngestRun:
     flow_run_id: str
 
 
+class RunFailed(Exception):
+    """A flow run made in this process failed: ``cause`` is why, ``flow_run_id`` which run."""
+
+    def __init__(self, cause: BaseException, flow_run_id: str) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.flow_run_id = flow_run_id
+
+
 def ingest_batch(dataset: str, source: str, batch_id: str | None = None) -> IngestRun:
     """Run the ingest flow in this process.
 
     Raises:
-        BatchRejected: the batch failed its checks (the run is Failed, main unchanged).
+        RunFailed: the run failed; its ``cause`` is BatchRejected when the batch failed its
+            checks (main unchanged), else what stopped it (a source that cannot be read, ...).
     """
     state = ingest(dataset, source, batch_id, return_state=True)
-    return IngestRun(state.result(), str(state.state_details.flow_run_id))
+    run_id = str(state.state_details.flow_run_id)
+    try:
+        return IngestRun(state.result(), run_id)
+    except Exception as cause:
+        raise RunFailed(cause, run_id) from cause
 
 
 def verdict(report: ValidationReport) -> str:

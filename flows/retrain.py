@@ -5,8 +5,12 @@ Started by the Prefect automation on ``driftloop.drift.detected`` or ``driftloop
 own task or subflow in the Prefect UI:
 
 1. export: predictions of the production model's name that got their true label, made after
-   the production model's data commit, as a batch in the dataset's schema;
-2. ingest: that batch through the ingest flow (isolated branch, validation, merge);
+   the production model's data commit and not carried by a feedback batch on main already
+   (a gate-rejected retrain lands its batch without moving production), as a batch in the
+   dataset's schema; rows the ingestion checks would refuse on their own (a value /predict
+   accepted outside the spec's range) are quarantined with their reason instead of failing it;
+2. ingest: that batch through the ingest flow (isolated branch, validation, merge), with its
+   manifest (the prediction ids it carries) and its quarantined rows in the same commit;
 3. train: on the new commit, judged by the gate against production; a winner is packaged as a
    Bento and promoted, and the inference service swaps it in by itself.
 """
@@ -18,20 +22,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, Failed, State
 
 from driftloop.datasets.spec import DatasetSpec, load_spec
-from driftloop.feedback import feedback_batch, feedback_batch_id
+from driftloop.feedback import (
+    FeedbackExport,
+    landed_prediction_ids,
+    quarantine_path,
+    split_feedback,
+)
+from driftloop.lakefs_client import LakeFSClient
 from driftloop.prediction_log import PredictionLog
 from driftloop.registry import ModelRegistry
-from flows.common import lakefs, settings
+from flows.common import IO_RETRIES, lakefs, settings
 from flows.ingest import ingest
 from flows.train import train
-
-IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "cache_policy": NO_CACHE}
 
 
 @dataclass(frozen=True)
@@ -47,16 +54,28 @@ class RetrainOutcome:
     promoted: bool
     metrics: dict[str, float]
     reasons: list[str]
+    quarantined_rows: int = 0
+    quarantine_path: str | None = None
+    already_landed: int = 0
 
 
 @task(**IO_RETRIES)
-def export_feedback(prediction_log_url: str, spec: DatasetSpec, since: datetime) -> pd.DataFrame:
-    """Labelled predictions made after ``since``, as a batch of the dataset."""
+def export_feedback(
+    prediction_log_url: str, spec: DatasetSpec, since: datetime, landed: set[str]
+) -> FeedbackExport:
+    """Labelled predictions made after ``since`` and not in ``landed``, as a batch of the
+    dataset, with the rows the checks would refuse set aside."""
     log = PredictionLog(prediction_log_url)
     try:
-        return feedback_batch(log.labelled(spec.model_name, since), spec)
+        return split_feedback(log.labelled(spec.model_name, since), spec, landed)
     finally:
         log.dispose()
+
+
+@task(**IO_RETRIES)
+def landed_feedback(client: LakeFSClient, ref: str, dataset: str) -> set[str]:
+    """The prediction ids the feedback batches at ``ref`` carried or set aside."""
+    return landed_prediction_ids(client, ref, dataset)
 
 
 @flow(name="retrain")
@@ -100,23 +119,51 @@ def retrain(
             "the event was about %s; production is now %s", model_version, production.version
         )
 
-    data_commit = lakefs(config).get_commit(production.data_commit)
+    client = lakefs(config)
+    data_commit = client.get_commit(production.data_commit)
     since = datetime.fromtimestamp(data_commit.creation_date, UTC)
-    batch = export_feedback(config.prediction_log_url, spec, since)
+    main = client.resolve(config.lakefs.default_branch)
+    exported = export_feedback(
+        config.prediction_log_url, spec, since, landed_feedback(client, main, dataset)
+    )
+    batch, quarantined = exported.batch, exported.quarantined
+    if exported.already_landed:
+        logger.info(
+            "%d labelled predictions since %s are on main already (an earlier retrain's batch): "
+            "left out",
+            exported.already_landed,
+            f"{since:%Y-%m-%d %H:%M:%S} UTC",
+        )
+    if len(quarantined):
+        logger.warning(
+            "%d labelled predictions quarantined (the ingestion checks refuse them): %s",
+            len(quarantined),
+            "; ".join(f"{reason}: {n}" for reason, n in exported.quarantine_summary().items()),
+        )
     if len(batch) < min_labelled_rows:
         message = (
-            f"only {len(batch)} labelled predictions since {since:%Y-%m-%d %H:%M:%S} UTC "
+            f"only {len(batch)} new labelled predictions since {since:%Y-%m-%d %H:%M:%S} UTC "
             f"(at least {min_labelled_rows} wanted): nothing retrained"
         )
         logger.warning(message)
         return Completed(message=message, data={"retrained": False, "labelled_rows": len(batch)})
-    batch_id = feedback_batch_id(batch, spec)
+    batch_id = exported.batch_id
     logger.info("%d labelled predictions since %s become batch %s", len(batch), since, batch_id)
 
     with tempfile.TemporaryDirectory(prefix="driftloop-feedback-") as folder:
         source = Path(folder) / f"{batch_id}.parquet"
         batch.to_parquet(source, index=False)
-        ingested = ingest(dataset, str(source), batch_id, return_state=True)
+        attachments = {f"feedback/{batch_id}.json": str(Path(folder) / "manifest.json")}
+        Path(folder, "manifest.json").write_bytes(exported.manifest())
+        if len(quarantined):
+            quarantined.to_parquet(Path(folder) / "quarantine.parquet", index=False)
+            attachments[f"quarantine/{batch_id}.parquet"] = str(Path(folder) / "quarantine.parquet")
+            create_markdown_artifact(
+                quarantine_markdown(exported, batch_id, dataset),
+                key=f"quarantine-{batch_id}".lower(),
+                description=f"{len(quarantined)} feedback rows set aside from {batch_id}",
+            )
+        ingested = ingest(dataset, str(source), batch_id, attachments, return_state=True)
     if ingested.is_failed():  # the batch failed validation: main is unchanged, nothing trained
         return Failed(message=f"feedback batch {batch_id} rejected: {ingested.message}")
     landed = ingested.result()
@@ -138,4 +185,24 @@ def retrain(
         promoted=trained.promoted,
         metrics=trained.metrics,
         reasons=trained.reasons,
+        quarantined_rows=len(quarantined),
+        quarantine_path=quarantine_path(dataset, batch_id) if len(quarantined) else None,
+        already_landed=exported.already_landed,
     )
+
+
+def quarantine_markdown(exported: FeedbackExport, batch_id: str, dataset: str) -> str:
+    """The quarantined rows of a feedback batch, for a Prefect artifact."""
+    lines = [
+        f"# Quarantined feedback of batch {batch_id}",
+        "",
+        f"{len(exported.quarantined)} labelled predictions fail the ingestion checks on their "
+        f"own and were set aside; the other {len(exported.batch)} landed. They are on main at "
+        f"`{quarantine_path(dataset, batch_id)}`, each with its reason, and are not exported "
+        "again.",
+        "",
+        "| reason | rows |",
+        "|---|---|",
+    ]
+    lines += [f"| {reason} | {n} |" for reason, n in exported.quarantine_summary().items()]
+    return "\n".join(lines) + "\n"

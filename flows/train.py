@@ -29,11 +29,10 @@ from driftloop.training import (
     split_frame,
     train_model,
 )
-from flows.common import emit, lakefs, run_url, settings
+from flows.common import IO_RETRIES, emit, lakefs, run_url, settings
 from flows.package import bento
 
 JudgeOn = Literal["holdout", "newest_batch"]
-IO_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 5, 15], "cache_policy": NO_CACHE}
 
 
 @dataclass(frozen=True)
@@ -66,10 +65,10 @@ def pin(client: LakeFSClient, ref: str, dataset: str) -> tuple[str, list[BatchLi
 
 @task(**IO_RETRIES)
 def load(
-    client: LakeFSClient, commit_id: str, dataset: str, lineage: list[BatchLineage]
+    client: LakeFSClient, commit_id: str, spec: DatasetSpec, lineage: list[BatchLineage]
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """Read every batch of the dataset at the pinned commit."""
-    return load_training_frame(client, commit_id, dataset, lineage)
+    """Read every batch of the dataset at the pinned commit (each record once)."""
+    return load_training_frame(client, commit_id, spec.name, lineage, spec.id_column)
 
 
 @task(cache_policy=NO_CACHE)
@@ -164,7 +163,7 @@ def train(
 
     commit_id, lineage = pin(client, ref, dataset)
     logger.info("training on %s@%s = commit %s (%d batches)", dataset, ref, commit_id, len(lineage))
-    frame, newest = load(client, commit_id, dataset, lineage)
+    frame, newest = load(client, commit_id, spec, lineage)
     split = split_frame(frame, spec, params, newest)
     trained = fit(split, spec, params)
     version = register(registry, spec, trained, commit_id, lineage, git_sha(config.git_sha))

@@ -6,7 +6,8 @@ the request metrics and the timeout stay around it, see ``middleware.py``):
 - ``POST /predict``: one record or a list; each answer has a prediction id, the score, the label
   and the model version that produced it. Records are validated against the dataset spec: a
   missing, unknown or mistyped field gets 422 naming it; more than
-  DRIFTLOOP_SERVING__MAX_BATCH_ROWS records get 413.
+  DRIFTLOOP_SERVING__MAX_BATCH_ROWS records, or a body over DRIFTLOOP_SERVING__MAX_BODY_BYTES
+  (refused before it is read whole), get 413.
 - ``POST /feedback``: ``{"prediction_id": ..., "label": 0|1}``; unknown id 404, a repeat of the
   same label is accepted and changes nothing, a different label for a labelled prediction 409.
 - ``GET /model``: name, version, data commit and holdout metrics of the model answering.
@@ -45,6 +46,7 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 
 from driftloop.datasets.spec import load_spec
+from driftloop.http_bodies import BodyTooLarge, read_body
 from driftloop.prediction_log import FeedbackResult, Prediction, PredictionLog, PredictionWriter
 from driftloop.registry import StageStore
 from driftloop.serving import LoadedModel, ProductionFollower, openapi_document, record_model
@@ -128,6 +130,7 @@ class InferenceService:
             SETTINGS.serving.api_key.get_secret_value() if SETTINGS.serving.api_key else None
         )
         self.max_rows = SETTINGS.serving.max_batch_rows
+        self.max_body = SETTINGS.serving.max_body_bytes
         # The table is created on first use, so the service starts even with the store down.
         prediction_log = PredictionLog(SETTINGS.prediction_log_url)
         self.prediction_log = prediction_log
@@ -189,7 +192,9 @@ class InferenceService:
         if refused := self._refused(request):
             return None, refused
         try:
-            return orjson.loads(await request.body()), None
+            return orjson.loads(await read_body(request, self.max_body)), None
+        except BodyTooLarge as error:
+            return None, problem(413, str(error))
         except orjson.JSONDecodeError as error:
             return None, problem(400, f"request body is not valid JSON: {error}")
 

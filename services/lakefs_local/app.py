@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from driftloop.http_bodies import BodyTooLarge, read_body
 from services.lakefs_local.openapi import LAKEFS_VERSION, document_json
 from services.lakefs_local.store import (
     BadRequest,
@@ -39,6 +40,7 @@ from services.lakefs_local.store import (
     Repository,
     Store,
     StoreError,
+    TooLarge,
     crash_here,
     now,
 )
@@ -48,6 +50,10 @@ METADATA_HEADER = "x-lakefs-meta-"
 DEFAULT_AMOUNT = 100
 MAX_AMOUNT = 1000
 CHUNK = 1 << 20
+# A JSON request body (a commit, a merge, a branch) is small; lakeFS's own API takes its JSON
+# through a bounded decoder too. An object may be as large as one S3 PUT (5 GiB).
+MAX_JSON_BYTES = 1 << 20
+MAX_OBJECT_BYTES = 5 << 30
 # Paths that answer without credentials, as in lakeFS.
 OPEN_PATHS = frozenset({f"{API}/healthcheck", f"{API}/setup_lakefs"})
 
@@ -91,7 +97,10 @@ def query_path(request: Request) -> str:
 
 
 async def json_body(request: Request, required: bool = True) -> dict[str, Any]:
-    raw = await request.body()
+    try:
+        raw = await read_body(request, MAX_JSON_BYTES, "a JSON request body")
+    except BodyTooLarge as problem:
+        raise TooLarge(str(problem)) from None
     if not raw.strip():
         if required:
             raise BadRequest("request body is required")
@@ -100,6 +109,8 @@ async def json_body(request: Request, required: bool = True) -> dict[str, Any]:
         body = json.loads(raw)
     except json.JSONDecodeError as problem:
         raise BadRequest(f"request body is not valid JSON: {problem}") from None
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply to be a lakeFS request") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     return body
@@ -621,6 +632,11 @@ class LakeFSApp:
             for name, value in request.headers.items()
             if name.lower().startswith(METADATA_HEADER)
         }
+        # The branch first: an upload to nowhere is refused before its body is read.
+        await run_in_threadpool(self.store.get_branch, repo, branch)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_OBJECT_BYTES:
+            raise TooLarge(f"an object of {declared} bytes; at most {MAX_OBJECT_BYTES}")
         content_type = request.headers.get("content-type", "application/octet-stream")
         if content_type.startswith("multipart/form-data"):
             upload, checksum, size, content_type = await self._receive_multipart(request)
@@ -656,6 +672,8 @@ class LakeFSApp:
                 async for chunk in chunks:
                     digest.update(chunk)
                     size += len(chunk)
+                    if size > MAX_OBJECT_BYTES:
+                        raise TooLarge(f"an object over {MAX_OBJECT_BYTES} bytes")
                     sink.write(chunk)
                     crash_here("upload", self.store.crash_at)
         except BaseException:

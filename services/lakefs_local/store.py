@@ -31,6 +31,20 @@ from typing import Any
 
 REPOSITORY_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 BRANCH_NAME = re.compile(r"^\w[-\w]*$")
+MAX_BRANCH_NAME = 256
+
+
+def check_branch_name(name: str) -> str:
+    """``name`` if it can name a branch; BadRequest quoting at most its start otherwise."""
+    if len(name) > MAX_BRANCH_NAME:
+        raise BadRequest(
+            f"branch name {name[:40]!r}... is {len(name)} characters; at most {MAX_BRANCH_NAME}"
+        )
+    if not BRANCH_NAME.match(name):
+        raise BadRequest(f"branch name {name!r} must match {BRANCH_NAME.pattern}")
+    return name
+
+
 TAG_NAME = re.compile(r"^[^\s~^:?*\[\\/]+$")
 COMMIT_ID = re.compile(r"^[0-9a-f]{64}$")
 REF_MODIFIER = re.compile(r"([~^])(\d*)")
@@ -61,6 +75,10 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     status = 409
+
+
+class TooLarge(StoreError):
+    status = 413
 
 
 class PreconditionFailed(StoreError):
@@ -316,8 +334,7 @@ class Store:
     ) -> Repository:
         if not REPOSITORY_NAME.match(name):
             raise BadRequest(f"repository name {name!r} must match {REPOSITORY_NAME.pattern}")
-        if not BRANCH_NAME.match(default_branch):
-            raise BadRequest(f"branch name {default_branch!r} must match {BRANCH_NAME.pattern}")
+        check_branch_name(default_branch)
         if not storage_namespace:
             raise BadRequest("storage_namespace is required")
         created = now()
@@ -401,8 +418,7 @@ class Store:
 
     def create_branch(self, repo: str, name: str, source: str, hidden: bool, force: bool) -> str:
         """Create branch ``name`` at ``source``'s commit; returns that commit id."""
-        if not BRANCH_NAME.match(name):
-            raise BadRequest(f"branch name {name!r} must match {BRANCH_NAME.pattern}")
+        check_branch_name(name)
         with self._write() as db:
             repository = self._repository(db, repo)
             commit_id = self._resolve(db, repo, source).commit_id

@@ -4,9 +4,12 @@
 (DRIFTLOOP_MONITOR__ALERT_TOKEN): a missing or wrong token gets 401, a body that is not JSON 400,
 JSON of the wrong shape 422 naming the field. Each alert becomes ``driftloop.alert.firing`` or
 ``driftloop.alert.resolved`` about the model its ``model`` label names (the monitored model when
-it has none). The event id is derived from the alert's fingerprint, status and start, so a
-webhook Alertmanager retries does not become two events. When Prefect does not take the events
-the webhook answers 503 and Alertmanager sends it again.
+it has none), if the registry knows that model; alerts about other models are logged, counted
+(``driftloop_monitor_alerts_ignored_total``) and answered under ``ignored``. The event id is
+derived from the alert's fingerprint, status and start, so a webhook Alertmanager retries does
+not become two events. When Prefect does not take the events the webhook answers 503 and
+Alertmanager sends it again. A body over 1 MiB gets 413 (Alertmanager's own ``max_alerts``
+keeps a real one far smaller).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -28,10 +31,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from driftloop.events import ALERT_FIRING, ALERT_RESOLVED, Event, EventNotDelivered, model_resource
+from driftloop.http_bodies import BodyTooLarge, read_body
 from services.monitor.monitor import Monitor
 
 log = logging.getLogger("driftloop.monitor")
 
+MAX_WEBHOOK_BYTES = 1 << 20
 ALERT_NAMESPACE = uuid.UUID("5f0f3a52-9d3e-4a53-8f6e-1b2c0a7d9e41")
 
 
@@ -104,9 +109,21 @@ def create_app(
     send: Callable[[list[Event]], None],
     alert_token: str | None,
     interval_seconds: float,
+    known_models: Callable[[], set[str]],
 ) -> Starlette:
-    """The monitor's app; its lifespan runs a check every ``interval_seconds``."""
+    """The monitor's app; its lifespan runs a check every ``interval_seconds``.
+
+    ``known_models`` names the models the registry holds: an alert about any other model is
+    logged and counted, never sent, so a webhook cannot fan out into retrains of made-up models
+    (each model has its own retrain trigger and cooldown).
+    """
     stop = threading.Event()
+    ignored = Counter(
+        "driftloop_monitor_alerts_ignored",
+        "Alerts the webhook received and did not pass on to Prefect, by reason.",
+        ["reason"],
+        registry=registry,
+    )
 
     def loop() -> None:
         while not stop.is_set():
@@ -130,19 +147,43 @@ def create_app(
         if not secrets.compare_digest(given.encode(), expected.encode()):
             return problem(401, "missing or wrong bearer token")
         try:
-            body = orjson.loads(await request.body())
+            body = orjson.loads(await read_body(request, MAX_WEBHOOK_BYTES, "the webhook body"))
+        except BodyTooLarge as error:
+            return problem(413, str(error))
         except orjson.JSONDecodeError as error:
             return problem(400, f"request body is not valid JSON: {error}")
         found = alert_events(body, monitor.status.model)
         if isinstance(found, Response):
             return found
+        try:
+            known = await run_in_threadpool(known_models)
+        except Exception as error:  # the registry is unreachable: Alertmanager sends it again
+            log.error("alert webhook: cannot read the registry's models: %s", error)
+            return problem(503, "the model registry is unavailable; send the webhook again")
+        unknown = [event for event in found if event.payload["model"] not in known]
+        if unknown:
+            ignored.labels("unknown model").inc(len(unknown))
+            log.warning(
+                "alert webhook: %d alerts about models the registry does not know, ignored: %s",
+                len(unknown),
+                ", ".join(sorted({str(event.payload["model"]) for event in unknown})[:10]),
+            )
+            found = [event for event in found if event.payload["model"] in known]
         if found:
             try:
                 await run_in_threadpool(send, found)
             except EventNotDelivered as error:
                 log.error("alert webhook: %s", error)
                 return problem(503, "Prefect did not accept the events; send the webhook again")
-        return json_response({"events": [event.event for event in found]})
+        return json_response(
+            {
+                "events": [event.event for event in found],
+                "ignored": [
+                    {"model": event.payload["model"], "alertname": event.payload["alertname"]}
+                    for event in unknown
+                ],
+            }
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

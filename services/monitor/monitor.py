@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from driftloop.datasets.spec import DatasetSpec
 from driftloop.drift import DriftResult, Reference, compute_drift
 from driftloop.events import DRIFT_DETECTED, Event, EventNotDelivered, model_resource
+from driftloop.prefect_api import FlowRunOutcome
 from driftloop.settings import MonitorSettings
 
 log = logging.getLogger("driftloop.monitor")
@@ -62,6 +63,7 @@ class Status:
     result: dict[str, Any] | None = None
     checks: int = 0
     windows_judged: int = 0  # windows with new traffic that were compared with the reference
+    last_retrain: dict[str, Any] | None = None  # how the latest retrain run ended
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -120,6 +122,12 @@ class MonitorMetrics:
             "Events Prefect did not accept after every retry (sent again later).",
             registry=registry,
         )
+        self.retrain_failed = Gauge(
+            "driftloop_retrain_failed",
+            "1 when the latest retrain run of the model that ended failed or crashed.",
+            ["model"],
+            registry=registry,
+        )
 
     def record(self, model: str, result: DriftResult) -> None:
         for feature in result.features:
@@ -159,6 +167,7 @@ class Monitor:
         store_report: Callable[[ProductionModel, Reference, pd.DataFrame], str],
         registry: CollectorRegistry,
         annotate: Callable[[str, list[str]], None] = lambda text, tags: None,
+        retrains: Callable[[], FlowRunOutcome | None] | None = None,
     ) -> None:
         self.spec = spec
         self.settings = settings
@@ -168,6 +177,7 @@ class Monitor:
         self._send = send
         self._store_report = store_report
         self._annotate = annotate
+        self._retrains = retrains
         self.metrics = MonitorMetrics(registry)
         self.status = Status()
         self._episode = _Episode()
@@ -181,8 +191,26 @@ class Monitor:
             except Exception as problem:
                 log.exception("drift check failed")
                 self._set("failed", problem=f"{type(problem).__name__}: {problem}")
+            self._watch_retrains()
             self.status.checks += 1
             return self.status
+
+    def _watch_retrains(self) -> None:
+        """Export whether the model's latest retrain failed: a failed retrain raises an alert
+        (RetrainFailed), instead of leaving the drift it was meant to fix in silence."""
+        if self._retrains is None:
+            return
+        try:
+            run = self._retrains()
+        except Exception as problem:  # Prefect unreachable: keep the last known value
+            log.warning("could not read the latest retrain run: %s", problem)
+            return
+        model = self.spec.model_name
+        self.metrics.retrain_failed.labels(model).set(int(run is not None and run.failed))
+        previous = self.status.last_retrain
+        self.status.last_retrain = None if run is None else dict(run.__dict__)
+        if run is not None and run.failed and (previous or {}).get("id") != run.id:
+            log.error("retrain run %s of %s %s: %s", run.name, model, run.state, run.message)
 
     def _set(self, state: str, **values: Any) -> None:
         self.status.state = state

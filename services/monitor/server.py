@@ -24,6 +24,7 @@ from driftloop.grafana import annotate_if_configured
 from driftloop.ingestion import isolated_branch, read_dataset
 from driftloop.lakefs_client import CredentialsMissingError, LakeFSClient
 from driftloop.prediction_log import PredictionLog
+from driftloop.prefect_api import FlowRunOutcome, latest_finished_run
 from driftloop.registry import ModelRegistry
 from driftloop.serving import frame_records, load_version
 from driftloop.settings import Settings, get_settings
@@ -78,6 +79,16 @@ class Dependencies:
     def send(self, events: list[Event]) -> None:
         send_events(self.api_url, events, api_key=self.api_key)
 
+    def latest_retrain(self) -> FlowRunOutcome | None:
+        """How the latest retrain run of the monitored dataset ended."""
+        return latest_finished_run(
+            self.api_url,
+            "retrain",
+            parameters={"dataset": self.settings.dataset},
+            defaults={"dataset": "transactions"},
+            api_key=self.api_key,
+        )
+
     def store_report(
         self, model: ProductionModel, reference: Reference, window: pd.DataFrame
     ) -> str:
@@ -116,6 +127,7 @@ def build_app(settings: Settings | None = None) -> Starlette:
         store_report=dependencies.store_report,
         registry=registry,
         annotate=lambda text, tags: annotate_if_configured(settings, text, tags),
+        retrains=dependencies.latest_retrain,
     )
     token = settings.monitor.alert_token
     return create_app(
@@ -124,6 +136,7 @@ def build_app(settings: Settings | None = None) -> Starlette:
         send=dependencies.send,
         alert_token=token.get_secret_value() if token else None,
         interval_seconds=settings.monitor.interval_seconds,
+        known_models=dependencies.registry.stages.models,
     )
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from driftloop.prefect_api import auth_headers
+
 log = logging.getLogger(__name__)
 
 INGEST_MERGED = "driftloop.ingest.merged"
@@ -75,7 +77,7 @@ def send_events(
     the server see two different events.
     """
     body = [event.to_json() for event in events]
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(api_key)
     url = f"{api_url.rstrip('/')}/events"
     problem = ""
     for attempt in range(retries + 1):

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 # Metrics where lower is better; every other metric is better when higher.
 LOWER_IS_BETTER = frozenset({"brier"})
+# Every holdout metric a trained model records; the gate can compare only these.
+METRICS = ("roc_auc", "pr_auc", "f1", "precision", "recall", "brier")
+
+
+def _known_metric(name: str) -> str:
+    if name not in METRICS:
+        raise ValueError(f"{name!r} is not a holdout metric; choose one of {', '.join(METRICS)}")
+    return name
+
+
+def _known_metrics(values: dict[str, float]) -> dict[str, float]:
+    for name in values:
+        _known_metric(name)
+    return values
 
 
 class GatePolicy(BaseModel):
@@ -15,15 +30,17 @@ class GatePolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    primary_metric: str = Field(default="roc_auc", description="Metric the challenger must beat.")
+    primary_metric: Annotated[str, AfterValidator(_known_metric)] = Field(
+        default="roc_auc", description="Metric the challenger must beat."
+    )
     margin: float = Field(
         default=0.005, ge=0, description="By at least this much, on the same holdout."
     )
-    guards: dict[str, float] = Field(
+    guards: Annotated[dict[str, float], AfterValidator(_known_metrics)] = Field(
         default_factory=lambda: {"pr_auc": 0.02, "brier": 0.005},
         description="Metric -> how much it may get worse before the challenger is refused.",
     )
-    floor: dict[str, float] = Field(
+    floor: Annotated[dict[str, float], AfterValidator(_known_metrics)] = Field(
         default_factory=lambda: {"roc_auc": 0.7},
         description="Absolute minimums; the first model must clear them to be promoted.",
     )

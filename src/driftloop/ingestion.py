@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import pandas as pd
@@ -90,6 +91,26 @@ def check_batch_id(batch_id: str) -> str:
             f"batch id {batch_id!r} must be letters, digits, '_' and '-' (lakeFS branch rules)"
         )
     return batch_id
+
+
+ATTACHMENTS = ("feedback/{batch_id}.json", "quarantine/{batch_id}.parquet")
+
+
+def check_attachments(attachments: dict[str, str], dataset: str, batch_id: str) -> dict[str, str]:
+    """``attachments`` (path under ``datasets/<dataset>/`` -> local file) as lakeFS path -> local
+    file; ValueError for a path other than the few a batch may carry, or a file that is missing.
+    """
+    allowed = {pattern.format(batch_id=batch_id) for pattern in ATTACHMENTS}
+    found = {}
+    for name, local in attachments.items():
+        if name not in allowed:
+            raise ValueError(
+                f"attachment {name!r} is not one a batch may carry ({', '.join(sorted(allowed))})"
+            )
+        if not Path(local).is_file():
+            raise ValueError(f"attachment {name!r}: no file {local}")
+        found[f"datasets/{dataset}/{name}"] = local
+    return found
 
 
 def derive_batch_id(frame: pd.DataFrame, dataset: str) -> str:
@@ -219,9 +240,18 @@ def batch_lineage(client: LakeFSClient, commit_id: str, dataset: str) -> list[Ba
 
 
 def load_training_frame(
-    client: LakeFSClient, commit_id: str, dataset: str, lineage: list[BatchLineage]
+    client: LakeFSClient,
+    commit_id: str,
+    dataset: str,
+    lineage: list[BatchLineage],
+    id_column: str | None = None,
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """Every batch at ``commit_id`` in landing order, and a mask of the newest batch's rows."""
+    """Every batch at ``commit_id`` in landing order, and a mask of the newest batch's rows.
+
+    With an ``id_column``, a record that more than one batch carries is trained on once (its
+    latest landing): batches are immutable, so one that landed twice stays on main, but
+    training never sees a row twice.
+    """
     frames = [
         pd.read_parquet(io.BytesIO(client.download(commit_id, batch_path(dataset, b.batch_id))))
         for b in lineage
@@ -231,4 +261,9 @@ def load_training_frame(
     frame = pd.concat(frames, ignore_index=True)
     newest = pd.Series(False, index=frame.index)
     newest.iloc[len(frame) - len(frames[-1]) :] = True
+    if id_column is not None and id_column in frame.columns:
+        repeated = frame[id_column].duplicated(keep="last")
+        if repeated.any():
+            frame = frame[~repeated].reset_index(drop=True)
+            newest = newest[~repeated].reset_index(drop=True)
     return frame, newest

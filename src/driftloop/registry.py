@@ -150,6 +150,13 @@ class StageStore:
             db.execute(stages.insert().values(model=name, version=version, stage="candidate"))
             _log(db, name, version, "registered", detail)
 
+    def models(self) -> set[str]:
+        """The name of every model with a version in the registry."""
+        with self.engine.connect() as db:
+            return {
+                str(name) for name in db.execute(sa.select(stages.c.model).distinct()).scalars()
+            }
+
     def of_model(self, name: str) -> dict[str, Stage]:
         """Every version of ``name`` with its stage."""
         with self.engine.connect() as db:

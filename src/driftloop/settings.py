@@ -9,6 +9,9 @@ Every setting has a default that serves the embedded local stack, except secrets
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,6 +31,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from driftloop.gate import GatePolicy
 
@@ -137,6 +141,11 @@ class ServingSettings(_Area):
     )
     max_batch_rows: PositiveInt = Field(
         default=1000, description="Largest list of records one /predict request may carry."
+    )
+    max_body_bytes: PositiveInt = Field(
+        default=8 << 20,
+        description="Largest request body /predict and /feedback read; larger ones get 413 "
+        "before they are read whole.",
     )
     model_poll_seconds: PositiveFloat = Field(
         default=2.0, description="How often the service looks for a new production model."
@@ -291,6 +300,14 @@ class Settings(BaseSettings):
     home: Path = Field(
         default=Path(".driftloop"), description="Folder of local state: databases, logs, stores."
     )
+
+    @field_validator("home")
+    @classmethod
+    def _a_folder(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is a file, not a folder")
+        return value
+
     dataset: Literal["transactions", "breast_cancer"] = Field(
         default="transactions", description="Dataset the pipeline works on."
     )
@@ -366,13 +383,85 @@ def get_settings(**overrides: Any) -> Settings:
     """Read and validate the settings from the environment and ``.env``.
 
     Raises:
-        SettingsError: a value is invalid; the message names the variable and why.
+        SettingsError: a value is invalid, or a DRIFTLOOP_ variable names no setting; the message
+            names each variable at fault.
     """
+    problems = _unknown_variables()
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as error:
-        problems = [_describe_problem(item) for item in error.errors(include_url=False)]
-        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
+        problems += [_describe_problem(item) for item in error.errors(include_url=False)]
+    except PydanticSettingsError as error:  # a JSON-valued setting that is not JSON
+        problems += _json_problems() or [str(error)]
+    else:
+        if not problems:
+            return settings
+    raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
+
+
+def _environment() -> dict[str, str]:
+    """The DRIFTLOOP_ variables of ``.env`` and the environment (which wins)."""
+    from dotenv import dotenv_values
+
+    found = {k.upper(): v for k, v in dotenv_values(".env").items() if v is not None}
+    found.update({k.upper(): v for k, v in os.environ.items()})
+    return {k: v for k, v in found.items() if k.startswith(ENV_PREFIX)}
+
+
+def _known_variables() -> dict[str, Any]:
+    """Every setting's variable name -> its field's annotation."""
+    found: dict[str, Any] = {}
+
+    def walk(model: type[BaseModel], prefix: tuple[str, ...]) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                if annotation is not GatePolicy:
+                    walk(annotation, (*prefix, name))
+                    continue
+                found[env_var_name((*prefix, name))] = annotation
+                walk(annotation, (*prefix, name))
+                continue
+            found[env_var_name((*prefix, name))] = annotation
+
+    walk(Settings, ())
+    return found
+
+
+def _unknown_variables() -> list[str]:
+    """A DRIFTLOOP_<AREA>__... variable of an area that does not exist, or one that is one typo
+    away from a setting: refused, as pydantic refuses an unknown field inside an area. Other
+    DRIFTLOOP_ variables (DRIFTLOOP_PROJECT_DIR for prefect.yaml, test switches) are not ours."""
+    known = _known_variables()
+    areas = {name.split(NESTED_DELIMITER)[0] for name in known if NESTED_DELIMITER in name}
+    problems = []
+    for name in sorted(_environment()):
+        if name in known:
+            continue
+        area = name.split(NESTED_DELIMITER)[0]
+        close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.85)
+        if NESTED_DELIMITER in name and area not in areas:
+            hint = f"; did you mean {close[0]}?" if close else ""
+            problems.append(
+                f"{name}: there is no settings area {area.removeprefix(ENV_PREFIX)}{hint}"
+            )
+        elif NESTED_DELIMITER not in name and close:
+            problems.append(f"{name}: no setting of that name; did you mean {close[0]}?")
+    return problems
+
+
+def _json_problems() -> list[str]:
+    """The variables of JSON-valued settings (dicts, lists) whose value is not JSON."""
+    problems = []
+    known = _known_variables()
+    for name, value in _environment().items():
+        annotation = repr(known.get(name, ""))
+        if "dict" in annotation or "list" in annotation or "GatePolicy" in annotation:
+            try:
+                json.loads(value)
+            except ValueError:
+                problems.append(f'{name}: must be JSON, e.g. {{"pr_auc": 0.02}} (got {value!r})')
+    return problems
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:

@@ -35,7 +35,6 @@ from driftloop.datasets.spec import DatasetSpec
 
 Estimator = Literal["hist_gradient_boosting", "logistic_regression"]
 HoldoutMode = Literal["stratified", "newest_batch"]
-METRICS = ("roc_auc", "pr_auc", "f1", "precision", "recall", "brier")
 
 
 class TrainParams(BaseModel):

@@ -129,6 +129,32 @@ def test_bad_requests_get_a_4xx_naming_the_field(
         assert field in [error["field"] for error in response.json()["errors"]]
 
 
+def test_a_huge_body_is_refused_before_it_is_read_whole(server: Component) -> None:
+    """A 200 MB body was read into memory before it was refused."""
+    declared = httpx.post(
+        url(server, "/predict"),
+        content=b"[" + b" " * (50 << 20) + b"]",
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
+
+    def streamed() -> Iterator[bytes]:
+        yield b"["
+        for _ in range(50):
+            yield b" " * (1 << 20)
+        yield b"]"
+
+    chunked = httpx.post(
+        url(server, "/predict"),
+        content=streamed(),
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
+
+    assert declared.status_code == 413 and "at most" in declared.json()["detail"]
+    assert chunked.status_code == 413 and "at most" in chunked.json()["detail"]
+
+
 def test_malformed_json_is_a_400(server: Component) -> None:
     response = httpx.post(url(server, "/predict"), content=b"{not json")
 

@@ -12,6 +12,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -558,6 +559,49 @@ def test_the_api_document_is_served_without_credentials(lakefs_server: LakeFSSer
         assert served == json.loads(json.dumps(document()))
         branches = served["paths"]["/repositories/{repository}/branches"]
         assert branches["post"]["responses"]["201"]["description"]
+
+
+def stored_files(home: Path) -> set[Path]:
+    """The files of the server's blob store and its upload area."""
+    return {
+        path
+        for folder in home.rglob("*")
+        if folder.is_dir() and folder.name in ("blobs", "uploads")
+        for path in folder.rglob("*")
+        if path.is_file()
+    }
+
+
+def test_hostile_requests_get_a_clean_4xx_and_leave_nothing_behind(
+    lakefs_server: LakeFSServer, repo: str
+) -> None:
+    """Each of these was found by a probe: a 500 (RecursionError) for deeply nested JSON, a
+    300 MB upload to a branch that does not exist kept on disk, a 10,000-character branch name
+    accepted, and bodies of any size read whole."""
+    session = requests.Session()
+    session.auth = (lakefs_server.access_key_id, lakefs_server.secret_access_key)
+    base = f"{lakefs_server.endpoint}/api/v1/repositories/{repo}"
+    json_headers = {"Content-Type": "application/json"}
+    before = stored_files(lakefs_server.home)
+
+    nested = session.post(f"{base}/branches", data=b"[" * 200_000, headers=json_headers)
+    huge_json = session.post(
+        f"{base}/branches", data=b'{"name": "' + b"a" * (2 << 20) + b'"}', headers=json_headers
+    )
+    long_name = session.post(f"{base}/branches", json={"name": "b" * 10_000, "source": "main"})
+    chunk = b"x" * (1 << 20)
+    to_nowhere = session.post(
+        f"{base}/branches/no-such-branch/objects",
+        params={"path": "big.bin"},
+        data=(chunk for _ in range(100)),  # 100 MB, streamed
+        headers={"Content-Type": "application/octet-stream"},
+    )
+
+    assert nested.status_code == 400 and "nested" in nested.json()["message"], nested.text
+    assert huge_json.status_code == 413, huge_json.text
+    assert long_name.status_code == 400 and len(long_name.text) < 1000, long_name.text[:200]
+    assert to_nowhere.status_code == 404, to_nowhere.text
+    assert stored_files(lakefs_server.home) == before
 
 
 # -- coverage (keep last) -------------------------------------------------------------------

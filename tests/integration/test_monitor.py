@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prefect import flow
 
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
@@ -192,3 +193,68 @@ def test_alertmanager_webhooks_become_prefect_events(world: World, monitor: Comp
     assert refused.status_code == 401 and accepted.status_code == 200
     firing = wait_for_event(world.api_url, "driftloop.alert.firing", fingerprint=fingerprint)
     assert firing["payload"]["alertname"] == "DatasetDrift"
+
+
+def test_one_webhook_cannot_fan_out_into_alerts_about_unknown_models(
+    world: World, monitor: Component
+) -> None:
+    """An Alertmanager webhook carrying 20 distinct model labels: only the model the registry
+    knows reaches Prefect (each model has its own retrain trigger, so each event could start a
+    run); the others are counted."""
+    since = datetime.now(UTC).isoformat()
+    tag = uuid.uuid4().hex[:8]
+    alerts = [
+        {
+            "status": "firing",
+            "labels": {"alertname": "DatasetDrift", "model": model},
+            "startsAt": "2026-11-26T07:00:00Z",
+            "fingerprint": f"{tag}-{index}",
+        }
+        for index, model in enumerate([SPEC.model_name] + [f"made-up-{i}" for i in range(19)])
+    ]
+
+    answer = httpx.post(
+        f"{base(monitor)}/alerts",
+        json={"version": "4", "status": "firing", "alerts": alerts},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+
+    assert answer.status_code == 200 and len(answer.json()["ignored"]) == 19
+    wait_for_event(world.api_url, "driftloop.alert.firing", fingerprint=f"{tag}-0")
+    firing = events_named(world.api_url, "driftloop.alert.firing", since=since)
+    assert [event["payload"]["model"] for event in firing] == [SPEC.model_name]
+    metrics = httpx.get(f"{base(monitor)}/metrics").text
+    assert 'driftloop_monitor_alerts_ignored_total{reason="unknown model"} 19.0' in metrics
+
+
+@flow(name="retrain")
+def stand_in_retrain(dataset: str = "transactions", fail: bool = False) -> str:
+    """A run of the flow named retrain that ends as told (the real flow's failures are slow to
+    provoke; what the monitor reads is only how the latest run of that name ended)."""
+    if fail:
+        raise RuntimeError("feedback batch feedback-0123 rejected: ranges failed")
+    return "done"
+
+
+def retrain_failed(component: Component) -> float | None:
+    for line in httpx.get(f"{base(component)}/metrics").text.splitlines():
+        if line.startswith(f'driftloop_retrain_failed{{model="{SPEC.model_name}"}}'):
+            return float(line.split()[-1])
+    return None
+
+
+def test_a_failed_retrain_shows_as_a_metric_until_one_completes(
+    world: World, monitor: Component
+) -> None:
+    with prefect_api(world.api_url):
+        stand_in_retrain(fail=True, return_state=True)
+
+    eventually(lambda: retrain_failed(monitor) == 1.0, "driftloop_retrain_failed 1")
+    status = httpx.get(f"{base(monitor)}/status").json()
+    assert status["last_retrain"]["state"] == "FAILED"
+    assert "ranges failed" in status["last_retrain"]["message"]
+
+    with prefect_api(world.api_url):
+        stand_in_retrain()
+        stand_in_retrain(dataset="breast_cancer", fail=True, return_state=True)  # another model
+    eventually(lambda: retrain_failed(monitor) == 0.0, "driftloop_retrain_failed back to 0")

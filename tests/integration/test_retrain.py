@@ -4,11 +4,13 @@ faces the gate, and a winner is packaged and promoted."""
 
 from __future__ import annotations
 
+import io
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
@@ -47,14 +49,18 @@ def world(
         yield lakefs_server.client(repo)
 
 
-def served_with_feedback(rows: int, scenario: str, seed: int) -> tuple[list[dict], list[int]]:
-    """``rows`` predictions of the production model logged, each with its true label."""
+def served_with_feedback(
+    rows: int, scenario: str, seed: int, edit: Callable[[pd.DataFrame], None] = lambda f: None
+) -> tuple[list[dict], list[int]]:
+    """``rows`` predictions of the production model logged, each with its true label; ``edit``
+    may change the records first (the service accepts any value of the right type)."""
     settings = get_settings()
     registry = ModelRegistry.from_settings(settings)
     production = registry.production(SPEC.model_name)
     assert production is not None
     model = load_version(production.tag)
     frame = generate_transactions(rows, seed=seed, scenario=scenario)  # type: ignore[arg-type]
+    edit(frame)
     records = frame_records(frame, SPEC.feature_names)
     truth = frame[SPEC.target].astype(int).tolist()
     log = PredictionLog(settings.prediction_log_url)
@@ -121,5 +127,71 @@ def test_too_few_labels_retrain_nothing(world: LakeFSClient) -> None:
 
     state = retrain(min_labelled_rows=200, return_state=True)
 
-    assert state.is_completed() and "only 50 labelled predictions" in str(state.message)
+    assert state.is_completed() and "only 50 new labelled predictions" in str(state.message)
     assert registry.production(SPEC.model_name) == before
+
+
+def ids_on_main(client: LakeFSClient) -> pd.Series:
+    """The transaction ids of every batch on main, repeats included."""
+    frames = [
+        pd.read_parquet(io.BytesIO(client.download("main", o.path)), columns=[SPEC.id_column])
+        for o in client.list_objects("main", "datasets/transactions/batches/")
+        if o.path.endswith(".parquet")
+    ]
+    return pd.concat(frames, ignore_index=True)[SPEC.id_column]
+
+
+def test_retrains_after_a_rejected_one_land_no_row_twice(
+    world: LakeFSClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gate-rejected retrain leaves production's data commit where it was; the next retrains
+    export only what has not landed yet, and training never sees a row twice."""
+    registry = ModelRegistry.from_settings(get_settings())
+    monkeypatch.setenv("DRIFTLOOP_REGISTRY__GATE__MARGIN", "1.0")  # nothing can win
+    served_with_feedback(1500, "baseline", seed=11)
+    first = retrain()
+    assert isinstance(first, RetrainOutcome) and not first.promoted
+    served_with_feedback(600, "baseline", seed=12)
+
+    second = retrain()
+    monkeypatch.delenv("DRIFTLOOP_REGISTRY__GATE__MARGIN")
+    served_with_feedback(2500, "concept_drift", seed=13)
+    third = retrain()
+
+    assert isinstance(second, RetrainOutcome) and second.labelled_rows == 600
+    assert isinstance(third, RetrainOutcome) and third.labelled_rows == 2500
+    ids = ids_on_main(world)
+    assert not ids.duplicated().any(), f"{int(ids.duplicated().sum())} ids twice on main"
+    assert len(ids) == 6000 + 1500 + 600 + 2500
+    production = registry.production(SPEC.model_name)
+    assert production is not None and third.promoted
+    assert sum(batch.rows for batch in production.batches) == len(ids)
+
+
+def test_rows_the_ingestion_checks_refuse_are_quarantined_and_the_rest_lands(
+    world: LakeFSClient,
+) -> None:
+    """Out-of-range values are answered by /predict (drift is what the monitor is for), but a
+    batch with them fails the range check: the retrain sets those rows aside with the reason
+    and lands the others."""
+
+    def out_of_range(frame: pd.DataFrame) -> None:
+        frame.loc[:9, "amount"] = 1e9
+
+    served_with_feedback(1500, "concept_drift", seed=21, edit=out_of_range)
+
+    outcome = retrain()
+
+    assert isinstance(outcome, RetrainOutcome), outcome
+    assert outcome.labelled_rows == 1490 and outcome.quarantined_rows == 10
+    landed = pd.read_parquet(
+        io.BytesIO(
+            world.download("main", f"datasets/transactions/batches/{outcome.batch_id}.parquet")
+        )
+    )
+    assert len(landed) == 1490 and landed["amount"].max() < 1e9
+    quarantine = pd.read_parquet(
+        io.BytesIO(world.download("main", outcome.quarantine_path or "missing"))
+    )
+    assert len(quarantine) == 10 and (quarantine["amount"] == 1e9).all()
+    assert quarantine["quarantine_reason"].str.contains("amount").all()

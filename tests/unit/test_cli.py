@@ -65,3 +65,13 @@ def test_monitor_serve_names_a_taken_port(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert f"port {port}" in result.stderr and "DRIFTLOOP_MONITOR__PORT" in result.stderr
+
+
+def test_the_cli_choices_are_the_training_modules_own() -> None:
+    from typing import get_args
+
+    from driftloop.cli.models import EstimatorChoice, HoldoutChoice
+    from driftloop.training import Estimator, HoldoutMode
+
+    assert [choice.value for choice in EstimatorChoice] == list(get_args(Estimator))
+    assert [choice.value for choice in HoldoutChoice] == list(get_args(HoldoutMode))

@@ -214,13 +214,16 @@ def test_a_failing_dependency_shows_in_the_status_and_does_not_stop_checks() -> 
 TOKEN = "alert-token-for-tests"
 
 
-def client(world: World, token: str | None = TOKEN) -> TestClient:
+def client(
+    world: World, token: str | None = TOKEN, known: frozenset[str] = frozenset({MODEL.name})
+) -> TestClient:
     app = create_app(
         world.monitor,
         registry=world.registry,
         send=world.prefect.send,
         alert_token=token,
         interval_seconds=3600,
+        known_models=lambda: set(known),
     )
     return TestClient(app)  # not entered: no background checks, the test drives them
 
@@ -314,3 +317,45 @@ def test_an_alert_naming_no_model_is_refused_while_none_is_monitored() -> None:
     )
 
     assert answer.status_code == 422 and answer.json()["field"] == "alerts[0].labels.model"
+
+
+def test_alerts_about_models_the_registry_does_not_know_are_counted_not_sent() -> None:
+    """One webhook naming 20 models (each would get its own retrain trigger): only the one the
+    registry knows becomes an event; the others are logged and counted."""
+    world = World()
+    http = client(world)
+    alerts = [
+        {**FIRING, "labels": {**FIRING["labels"], "model": f"made-up-{i}"}, "fingerprint": f"{i}"}
+        for i in range(19)
+    ]
+
+    answer = http.post(
+        "/alerts", json=webhook(*alerts, FIRING), headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+
+    assert answer.status_code == 200, answer.text
+    assert [event.payload["model"] for event in world.prefect.events] == [MODEL.name]
+    assert len(answer.json()["ignored"]) == 19
+    metrics = http.get("/metrics").text
+    assert 'driftloop_monitor_alerts_ignored_total{reason="unknown model"} 19.0' in metrics
+
+
+def test_alerts_wait_when_the_registry_cannot_be_read() -> None:
+    world = World()
+
+    def broken() -> set[str]:
+        raise OSError("registry database unreachable")
+
+    app = create_app(
+        world.monitor,
+        registry=world.registry,
+        send=world.prefect.send,
+        alert_token=TOKEN,
+        interval_seconds=3600,
+        known_models=broken,
+    )
+    answer = TestClient(app).post(
+        "/alerts", json=webhook(FIRING), headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+
+    assert answer.status_code == 503 and world.prefect.events == []

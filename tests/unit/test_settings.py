@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,12 +121,18 @@ def test_every_problem_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> N
     assert "DRIFTLOOP_MONITOR__WINDOW_ROWS" in str(error.value)
 
 
-def test_importing_the_module_reads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import driftloop.settings
+def test_importing_the_module_reads_nothing() -> None:
+    # In a process of its own: reloading the module here would replace its classes under the
+    # other tests' feet.
+    imported = subprocess.run(
+        [sys.executable, "-c", "import driftloop.settings"],
+        env={**os.environ, "DRIFTLOOP_SERVING__PORT": "not-a-port"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
-    monkeypatch.setenv("DRIFTLOOP_SERVING__PORT", "not-a-port")
-
-    importlib.reload(driftloop.settings)  # would raise if settings were built at import
+    assert imported.returncode == 0, imported.stderr  # would fail if settings were read at import
 
 
 def test_effective_settings_mask_secrets_and_url_passwords(
@@ -148,3 +156,34 @@ def test_effective_settings_mask_secrets_and_url_passwords(
 def test_mask_url_leaves_urls_without_password_alone() -> None:
     assert mask_url("sqlite:////tmp/p.sqlite") == "sqlite:////tmp/p.sqlite"
     assert mask_url("postgresql://app@db/p") == "postgresql://app@db/p"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("DRIFTLOOP_REGISTRY__GATE__GUARDS", "notjson", "must be JSON"),
+        ("DRIFTLOOP_HOME", "/etc/passwd", "is a file, not a folder"),
+        ("DRIFTLOOP_REGISTRY__GATE__PRIMARY_METRIC", "evil", "roc_auc"),
+        ("DRIFTLOOP_REGISTRY__GATE__GUARDS", '{"evil": 0.1}', "roc_auc"),
+        ("DRIFTLOOP_SERVNG__PORT", "3000", "DRIFTLOOP_SERVING__PORT"),
+    ],
+)
+def test_unusable_settings_are_one_clear_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    """Each of these once printed a traceback, was accepted and failed after training, or (a
+    typo in an area's name) was silently ignored while a typo in a field's name was refused."""
+    monkeypatch.setenv(name, value)
+
+    with pytest.raises(SettingsError) as raised:
+        get_settings()
+
+    message = str(raised.value)
+    assert name in message and expected in message, message
+
+
+def test_variables_that_are_not_settings_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLOOP_PROJECT_DIR", "/srv/project")  # prefect.yaml's pull step
+    monkeypatch.setenv("DRIFTLOOP_TEST_DATABASE_URL", "postgresql://ci")
+
+    assert get_settings().dataset == "transactions"

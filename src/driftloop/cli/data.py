@@ -15,6 +15,7 @@ from driftloop.cli.root import (
     flow_run_page,
     prefect_api_url,
     print_json,
+    running_flows,
     settings_with_prefect,
 )
 
@@ -49,19 +50,22 @@ def ingest(
     from driftloop.datasets.sources import SourceError
     from driftloop.ingestion import BatchRejected
     from driftloop.lakefs_client import LakeFSError
-    from flows.common import in_process
-    from flows.ingest import ingest_batch
+    from flows.ingest import RunFailed, ingest_batch
 
-    with in_process(settings):
+    with running_flows(settings):
         try:
             run = ingest_batch(dataset, source, batch_id)
-        except BatchRejected as rejected:
-            fail(
-                f"{rejected}\nInspect the batch on lakeFS branch {rejected.branch!r}; the "
-                f"validation report is an artifact of the flow run in the Prefect UI.",
-            )
-        except (SourceError, LakeFSError, ValueError) as problem:
-            fail(str(problem))
+        except RunFailed as failed:
+            page = flow_run_page(settings, failed.flow_run_id)
+            if isinstance(failed.cause, BatchRejected):
+                fail(
+                    f"{failed.cause}\nInspect the batch on lakeFS branch "
+                    f"{failed.cause.branch!r}; the validation report is an artifact of the "
+                    f"flow run: {page}",
+                )
+            if isinstance(failed.cause, SourceError | LakeFSError | ValueError):
+                fail(f"{failed.cause}\nflow run: {page}")
+            raise
     run_page = flow_run_page(settings, run.flow_run_id)
     outcome = run.outcome
     if as_json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import enum
 from typing import Annotated
 
 import typer
@@ -20,6 +21,7 @@ from driftloop.cli.root import (
     load_settings,
     prefect_api_url,
     print_json,
+    running_flows,
     settings_with_prefect,
     show_table,
 )
@@ -28,6 +30,22 @@ from driftloop.events import EventNotDelivered
 from driftloop.promotion import Actor, Promotions
 from driftloop.registry import ModelRegistry, RegistryError
 from driftloop.settings import Settings
+
+
+class EstimatorChoice(enum.StrEnum):
+    """``driftloop.training.Estimator``, as a choice the CLI checks before anything runs (the
+    training module itself, with scikit-learn, is imported only when a command needs it)."""
+
+    hist_gradient_boosting = "hist_gradient_boosting"
+    logistic_regression = "logistic_regression"
+
+
+class HoldoutChoice(enum.StrEnum):
+    """``driftloop.training.HoldoutMode``, as a CLI choice."""
+
+    stratified = "stratified"
+    newest_batch = "newest_batch"
+
 
 model_app = typer.Typer(
     help="Model versions: list, show, promote, roll back.", no_args_is_help=True
@@ -42,10 +60,12 @@ def train(
         str, typer.Option(help="lakeFS ref to train on; pinned to its commit id")
     ] = "main",
     estimator: Annotated[
-        str, typer.Option(help="hist_gradient_boosting or logistic_regression")
-    ] = "hist_gradient_boosting",
+        EstimatorChoice, typer.Option(help="The model to fit", case_sensitive=False)
+    ] = EstimatorChoice.hist_gradient_boosting,
     seed: Annotated[int, typer.Option(help="Seed of the split and the estimator")] = 42,
-    holdout: Annotated[str, typer.Option(help="stratified or newest_batch")] = "stratified",
+    holdout: Annotated[
+        HoldoutChoice, typer.Option(help="How the holdout is drawn", case_sensitive=False)
+    ] = HoldoutChoice.stratified,
     promote: Annotated[
         bool, typer.Option(help="Put the model through the gate (--no-promote: register only)")
     ] = True,
@@ -61,15 +81,17 @@ def train(
         )
 
     from driftloop.lakefs_client import LakeFSError
-    from flows.common import in_process
     from flows.train import train as train_flow
 
-    with in_process(settings):
+    with running_flows(settings):
+        state = train_flow(
+            dataset, ref, estimator.value, seed, holdout.value, promote, return_state=True
+        )
         try:
-            state = train_flow(dataset, ref, estimator, seed, holdout, promote, return_state=True)  # type: ignore[arg-type]
             outcome = state.result()
         except (LakeFSError, ValueError) as problem:
-            fail(str(problem))
+            page = flow_run_page(settings, state.state_details.flow_run_id)
+            fail(f"{problem}\nflow run: {page}")
     run_page = flow_run_page(settings, outcome.flow_run_id)
     if as_json:
         print_json({**dataclasses.asdict(outcome), "flow_run_url": run_page})

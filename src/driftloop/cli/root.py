@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import sys
+from collections.abc import Iterator
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -104,6 +107,41 @@ def require_prefect(api_url: str) -> None:
             f"no Prefect server answers at {api_url}; start one (`prefect server start`) or set "
             "DRIFTLOOP_PREFECT__API_URL"
         )
+
+
+class _WithoutTraceback(logging.Filter):
+    """Drops the traceback from a Prefect run log record whose exception the command reports
+    itself in one line (a source that cannot be read, a ref lakeFS does not have)."""
+
+    def __init__(self, expected: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.expected = expected
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.expected):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextlib.contextmanager
+def running_flows(settings: Settings) -> Iterator[None]:
+    """Run flows in this process with ``settings``: Prefect's run log is the command's progress,
+    without the tracebacks of failures the command turns into one ``error:`` line."""
+    from driftloop.datasets.sources import SourceError
+    from driftloop.ingestion import BatchRejected
+    from driftloop.lakefs_client import LakeFSError
+    from flows.common import in_process
+
+    quiet = _WithoutTraceback((SourceError, LakeFSError, BatchRejected, ValueError))
+    loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        with in_process(settings):
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
 
 
 def fail(message: str) -> NoReturn:

@@ -332,3 +332,42 @@ def _join(*parts: tuple[str, list[str]]) -> str:
 
 def _examples(values: pd.Series) -> str:
     return repr([str(value) for value in values.head(_EXAMPLES).tolist()])
+
+
+def row_problems(frame: pd.DataFrame, spec: DatasetSpec) -> pd.Series:
+    """Why each row, on its own, would fail the checks: "" for a row that passes.
+
+    The per-row part of :func:`validate_batch` (values that are missing where required, not of
+    their type, out of range, of an unknown category, or labels other than 0 and 1), for setting
+    rows aside instead of refusing the batch they came in. Checks about the whole batch (row
+    count, label share, repeated ids) are not judged here.
+    """
+    reasons = pd.Series("", index=frame.index, dtype=object)
+
+    def flag(mask: pd.Series, reason: str) -> None:
+        if mask.any():
+            reasons[mask] = reasons[mask] + reason + "; "
+
+    for feature in spec.features:
+        if feature.name not in frame.columns:
+            continue
+        column = frame[feature.name]
+        present = column.notna()
+        if not feature.nullable:
+            flag(~present, f"{feature.name} is missing")
+        if feature.type in ("numeric", "integer"):
+            numbers = pd.to_numeric(column, errors="coerce")
+            flag(present & numbers.isna(), f"{feature.name} is not a number")
+            if feature.type == "integer":
+                flag(present & (numbers.fillna(0) % 1 != 0), f"{feature.name} is not whole")
+            if feature.minimum is not None:
+                flag(numbers < feature.minimum, f"{feature.name} below {feature.minimum:g}")
+            if feature.maximum is not None:
+                flag(numbers > feature.maximum, f"{feature.name} above {feature.maximum:g}")
+        elif feature.type == "categorical":
+            known = list(feature.categories or ())
+            flag(present & ~column.isin(known), f"{feature.name} is not a known category")
+    if spec.target in frame.columns:
+        labels = pd.to_numeric(frame[spec.target], errors="coerce")
+        flag(~labels.isin([0, 1]), f"{spec.target} is not 0 or 1")
+    return reasons.str.removesuffix("; ")

@@ -41,7 +41,7 @@ from driftloop.stack.servers import driftloop_executable
 from driftloop.stack.state import down, read_state
 from driftloop.stack.supervisor import LocalStack
 from flows.common import in_process
-from flows.ingest import ingest_batch
+from flows.ingest import RunFailed, ingest_batch
 
 # The monitor's cadence for the demo: a check every 2 s, 2 drifted windows (a demo should finish
 # in minutes), on the built-in fraud dataset with a first model trained at start.
@@ -155,7 +155,10 @@ class Demo:
         corrupted.to_csv(path, index=False)
         try:
             self.in_prefect(lambda: ingest_batch("transactions", str(path), "corrupted"))
-        except BatchRejected as rejected:
+        except RunFailed as failed:
+            rejected = failed.cause
+            if not isinstance(rejected, BatchRejected):
+                raise DemoFailed(f"the corrupted batch failed otherwise: {rejected}") from None
             self.say(
                 f"[green]✓[/] batch 'corrupted' rejected, main unchanged; branch "
                 f"{rejected.branch} kept for inspection:\n{rejected.report.summary()}"
