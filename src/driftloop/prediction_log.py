@@ -237,6 +237,9 @@ class _Segment:
         self.path = path
         self.fd = fd
         self.predictions = 0
+        # What this process wrote, kept in memory too: draining its own segment needs no
+        # parsing; only an adopted one is read back from disk.
+        self.written: list[Prediction] | None = []
 
     @classmethod
     def create(cls, folder: Path) -> _Segment:
@@ -260,7 +263,9 @@ class _Segment:
         except OSError:
             os.close(fd)
             return None
-        return cls(path, fd)
+        adopted = cls(path, fd)
+        adopted.written = None
+        return adopted
 
     def read(self) -> Iterator[Prediction]:
         """The predictions in the file; a torn last line (a write cut short) is skipped."""
@@ -369,6 +374,7 @@ class PredictionWriter:
                 self._drop(len(batch), "the spool's disk is full")
                 return
             self._segment.predictions += len(batch)
+            self._segment.written.extend(batch)  # type: ignore[union-attr]
             self._waiting += len(batch)
 
     def _drop(self, count: int, why: str) -> None:
@@ -435,7 +441,7 @@ class PredictionWriter:
     def _drain(self) -> None:
         while self._finished:
             segment = self._finished[0]
-            rows = list(segment.read())
+            rows = segment.written if segment.written is not None else list(segment.read())
             for start in range(0, len(rows), self.batch_size):
                 self.log.write(rows[start : start + self.batch_size])
             segment.remove()
