@@ -7,7 +7,8 @@ import pytest
 
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
-from driftloop.training import METRICS, TrainParams, build_pipeline, split_frame, train_model
+from driftloop.gate import METRICS
+from driftloop.training import TrainParams, build_pipeline, split_frame, train_model
 
 SPEC = load_spec("transactions")
 
