@@ -226,6 +226,30 @@ def page(items: list[Any], amount: int) -> tuple[list[Any], bool]:
     return items[:amount], len(items) > amount
 
 
+PBKDF2_ITERATIONS = 200_000
+
+
+def hash_secret(secret: str) -> str:
+    """``secret`` as lakeFS-compatible storage keeps it: salted PBKDF2-HMAC-SHA256, never the
+    secret itself (this server only checks secrets; it never signs with them)."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.pbkdf2_hmac("sha256", secret.encode(), salt, PBKDF2_ITERATIONS)
+    return f"pbkdf2_sha256${PBKDF2_ITERATIONS}${salt.hex()}${digest.hex()}"
+
+
+def is_hashed(stored: str) -> bool:
+    return stored.startswith("pbkdf2_sha256$")
+
+
+def secret_matches(stored: str, given: str) -> bool:
+    """Whether ``given`` is the secret ``stored`` keeps (a hash; plain text from before)."""
+    if not is_hashed(stored):
+        return secrets.compare_digest(stored.encode(), given.encode())
+    _, iterations, salt, digest = stored.split("$")
+    computed = hashlib.pbkdf2_hmac("sha256", given.encode(), bytes.fromhex(salt), int(iterations))
+    return secrets.compare_digest(computed.hex(), digest)
+
+
 class Store:
     """The repository state of one lakeFS-compatible server, rooted at ``root``."""
 
@@ -233,15 +257,39 @@ class Store:
         self.root = root
         self.blob_root = root / "blobs"
         self.upload_root = root / "uploads"
+        # Only the server's own user may read its state: the database holds the credentials.
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        root.chmod(0o700)
         self.blob_root.mkdir(parents=True, exist_ok=True)
         self.upload_root.mkdir(parents=True, exist_ok=True)
         self.database_path = root / "lakefs.sqlite"
+        # SQLite gives its -wal and -shm files the database file's mode: create it 0600 first.
+        os.close(os.open(self.database_path, os.O_CREAT | os.O_WRONLY, 0o600))
+        for path in root.glob("lakefs.sqlite*"):
+            path.chmod(0o600)
+        self._verified: set[tuple[str, str]] = set()  # (key, sha256 of secret) checked once
         self._local = threading.local()
         # Fault injection for the crash-consistency tests only (`driftloop lakefs serve
         # --crash-at`, a hidden option): the server SIGKILLs itself at this point ("upload",
         # "commit" or "merge").
         self.crash_at = crash_at
         self._connection().executescript(SCHEMA)
+        self._hash_plain_secrets()
+
+    def _hash_plain_secrets(self) -> None:
+        """Replace secrets stored in plain text by an earlier version with their hash."""
+        with self._write() as db:
+            plain = db.execute(
+                "SELECT access_key_id, secret_access_key FROM credentials "
+                "WHERE secret_access_key NOT LIKE 'pbkdf2_sha256$%'"
+            ).fetchall()
+            for key, secret in plain:
+                db.execute(
+                    "UPDATE credentials SET secret_access_key = ? WHERE access_key_id = ?",
+                    (hash_secret(secret), key),
+                )
+        if plain:
+            self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- connections and transactions ---------------------------------------------------------
 
@@ -255,6 +303,8 @@ class Store:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA foreign_keys=ON")
+            # Overwritten rows (a secret before it was hashed) leave no trace in free pages.
+            connection.execute("PRAGMA secure_delete=ON")
             self._local.connection = connection
         return connection
 
@@ -297,17 +347,25 @@ class Store:
             if db.execute("SELECT 1 FROM credentials LIMIT 1").fetchone() is not None:
                 raise Conflict("lakeFS already initialized")
             db.execute(
-                "INSERT INTO credentials VALUES (?, ?, ?, ?)", (key, secret, username, created)
+                "INSERT INTO credentials VALUES (?, ?, ?, ?)",
+                (key, hash_secret(secret), username, created),
             )
         return key, secret, created
 
     def ensure_credentials(self, username: str, access_key_id: str, secret_access_key: str) -> None:
         """Install credentials given at start (like lakeFS's installation.access_key_id)."""
         with self._write() as db:
+            row = db.execute(
+                "SELECT secret_access_key FROM credentials WHERE access_key_id = ?",
+                (access_key_id,),
+            ).fetchone()
+            if row is not None and secret_matches(row[0], secret_access_key):
+                if is_hashed(row[0]):
+                    return
             db.execute(
                 "INSERT INTO credentials VALUES (?, ?, ?, ?) ON CONFLICT(access_key_id) "
                 "DO UPDATE SET secret_access_key = excluded.secret_access_key",
-                (access_key_id, secret_access_key, username, now()),
+                (access_key_id, hash_secret(secret_access_key), username, now()),
             )
 
     def authenticate(self, access_key_id: str, secret_access_key: str) -> tuple[str, int] | None:
@@ -318,8 +376,15 @@ class Store:
                 "WHERE access_key_id = ?",
                 (access_key_id,),
             ).fetchone()
-        if row is None or not secrets.compare_digest(row[0], secret_access_key):
+        if row is None:
             return None
+        # A PBKDF2 check costs tens of milliseconds: each key and secret pair is checked once,
+        # then remembered by the secret's SHA-256 (in memory only).
+        seen = (access_key_id, hashlib.sha256(secret_access_key.encode()).hexdigest())
+        if seen not in self._verified:
+            if not secret_matches(row[0], secret_access_key):
+                return None
+            self._verified.add(seen)
         return row[1], row[2]
 
     # -- repositories -------------------------------------------------------------------------

@@ -9,7 +9,9 @@ routes.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +100,36 @@ def test_setup_creates_the_first_credentials_once(tmp_path) -> None:
         COVERED.update(anonymous.covered | user.covered)
     finally:
         server.component.stop()
+
+
+def test_secrets_are_stored_hashed_in_files_only_the_owner_can_read(
+    lakefs_server: LakeFSServer,
+) -> None:
+    """The access secret was stored in plain text in a world-readable SQLite file (0644; user
+    nobody read it)."""
+    session = requests.Session()
+    session.auth = (lakefs_server.access_key_id, lakefs_server.secret_access_key)
+    assert session.get(f"{lakefs_server.api}/user", timeout=10).status_code == 200
+    files = [path for path in lakefs_server.home.rglob("lakefs.sqlite*") if path.is_file()]
+
+    assert files
+    for path in files:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"
+        assert lakefs_server.secret_access_key.encode() not in path.read_bytes(), path
+    if os.geteuid() == 0:  # as root: read it as user nobody, as the probe did
+        read = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "cat",
+                str(files[0]),
+            ],
+            capture_output=True,
+            check=False,
+        )
+        assert read.returncode != 0 and b"Permission denied" in read.stderr
 
 
 def test_requests_without_valid_credentials_get_401(lakefs_server: LakeFSServer) -> None:
