@@ -249,6 +249,15 @@ class StackSettings(_Area):
     start_timeout_seconds: PositiveFloat = Field(
         default=180.0, description="How long `driftloop up` waits for a component to be healthy."
     )
+    restart_limit: int = Field(
+        default=5,
+        ge=0,
+        description="Restarts of one component within restart_window_seconds before `driftloop "
+        "up` gives up and stops the stack (0: a component that dies stops the stack).",
+    )
+    restart_window_seconds: PositiveFloat = Field(
+        default=300.0, description="The window in which restart_limit counts a component's exits."
+    )
 
 
 class StorageSettings(_Area):
@@ -526,6 +535,32 @@ def _walk(model: BaseModel, prefix: tuple[str, ...]) -> Iterator[tuple[str, str,
             yield from _walk(value, location)
             continue
         yield env_var_name(location), _printable(value), field.description or ""
+
+
+def secret_variables() -> set[str]:
+    """The environment variable of every secret setting (and Prefect's own secret variables)."""
+    names = {name for name in _known_variables() if _is_secret(_location(name))}
+    return names | {"PREFECT_API_KEY", "PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING"}
+
+
+def secret_values(settings: Settings) -> dict[str, str]:
+    """The secrets that are set, by environment variable."""
+    found = {}
+
+    def walk(model: BaseModel, prefix: tuple[str, ...]) -> None:
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                walk(value, (*prefix, name))
+            elif isinstance(value, SecretStr):
+                found[env_var_name((*prefix, name))] = value.get_secret_value()
+
+    walk(settings, ())
+    return found
+
+
+def _location(name: str) -> tuple[str, ...]:
+    return tuple(name.removeprefix(ENV_PREFIX).lower().split(NESTED_DELIMITER))
 
 
 def _printable(value: object) -> str:

@@ -52,13 +52,13 @@ class Place:
             check=False,
         )
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, **extra_env: str) -> subprocess.Popen[bytes]:
         """`driftloop up` in the foreground of its own session, as in a terminal; its output
         goes to ``output`` (a file: a full pipe would block it)."""
         with self.output.open("wb") as output:
             return subprocess.Popen(
                 [DRIFTLOOP, "up"],
-                env=self.env,
+                env={**self.env, **extra_env},
                 cwd=self.folder,
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -117,7 +117,17 @@ def component_pids(place: Place) -> list[int]:
     return [int(state["supervisor"])] + [c["pid"] for c in state["components"]]
 
 
+USER_API_KEY = "the-user-s-own-api-key-from-dotenv"
+
+
+def environment_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/environ").read_bytes().replace(b"\0", b"\n").decode()
+
+
 def test_up_detached_serves_predictions_and_down_stops_everything(place: Place) -> None:
+    # The user's own .env in the folder `up` runs from (not the checkout): its API key once got
+    # lost on the way to the inference service, which then answered without it.
+    (place.folder / ".env").write_text(f"DRIFTLOOP_SERVING__API_KEY={USER_API_KEY}\n")
     started = place.run("up", "--detach", timeout=400)
 
     assert started.returncode == 0, started.stdout + started.stderr
@@ -130,7 +140,7 @@ def test_up_detached_serves_predictions_and_down_stops_everything(place: Place) 
     # Secrets were made for the embedded stack, kept in .env (0600), never printed.
     dotenv = (place.folder / ".env").read_text()
     secrets = [line.split("=", 1)[1] for line in dotenv.splitlines() if "=" in line]
-    assert len(secrets) == 3
+    assert len(secrets) == 4 and secrets[0] == USER_API_KEY  # three made by `up`
     assert (place.folder / ".env").stat().st_mode & 0o777 == 0o600
     log_text = (place.folder / ".driftloop" / "logs" / "up.log").read_text()
     for secret in secrets:
@@ -139,8 +149,18 @@ def test_up_detached_serves_predictions_and_down_stops_everything(place: Place) 
     # The stack does its job: it answers predictions, Prometheus scrapes every service, and the
     # deployments are on the Prefect server.
     base = f"http://127.0.0.1:{place.ports['inference']}"
-    record = httpx.get(f"{base}/model", timeout=10).json()
+    assert httpx.get(f"{base}/model", timeout=10).status_code == 401
+    record = httpx.get(f"{base}/model", headers={"X-API-Key": USER_API_KEY}, timeout=10).json()
     assert record["name"] == "transactions-classifier"
+    # Each component has the secrets it uses and no others; Prometheus and Alertmanager none.
+    named = dict(line.split("=", 1) for line in dotenv.splitlines() if "=" in line)
+    lakefs_secret = named["DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY"]
+    environments = {name: environment_of(component_pid(place, name)) for name in COMPONENTS}
+    for name in ("prometheus", "alertmanager", "prefect-server"):
+        assert not any(secret in environments[name] for secret in secrets), name
+    assert USER_API_KEY in environments["inference"]
+    assert lakefs_secret not in environments["inference"]
+    assert lakefs_secret in environments["monitor"] and USER_API_KEY not in environments["monitor"]
     prometheus = f"http://127.0.0.1:{place.ports['prometheus']}"
 
     def target_health() -> dict[str, str] | None:
@@ -220,21 +240,78 @@ def test_a_dead_component_shows_in_status_and_down_cleans_up(place: Place) -> No
     place.assert_all_stopped(pids)
 
 
-def test_the_supervisor_stops_everything_when_a_component_dies(place: Place) -> None:
+def component_pid(place: Place, name: str) -> int:
+    state = place.state()
+    assert state is not None
+    # The worker is "prefect-worker[<pool>]" in the state.
+    found = [c for c in state["components"] if c["name"].split("[")[0] == name]
+    assert found, (name, [c["name"] for c in state["components"]])
+    return int(found[0]["pid"])
+
+
+def status_rows(place: Place) -> dict[str, str]:
+    """`driftloop status`'s table, one line per component name."""
+    rows = {}
+    for line in place.run("status").stdout.splitlines():
+        for name in COMPONENTS:
+            if f" {name} " in line:
+                rows[name] = line
+    return rows
+
+
+def test_a_killed_component_is_started_again_and_status_shows_it(place: Place) -> None:
+    """kill -9 of the inference service, the monitor or the worker once stopped every component
+    within about 6 s; now each is started again and the stack stays up."""
     up = place.start()
     try:
         place.wait_status_ok(up)
+        killed = {name: component_pid(place, name) for name in ("inference", "monitor")}
+        killed["prefect-worker"] = component_pid(place, "prefect-worker")
+        for pid in killed.values():
+            os.killpg(pid, signal.SIGKILL)
+
+        place.wait_status_ok(up, timeout=180)
+
+        def restarted() -> dict[str, str] | None:
+            rows = status_rows(place)
+            done = all(" 1 (last: killed by SIGKILL" in rows.get(name, "") for name in killed)
+            return rows if done else None
+
+        rows = eventually(restarted, "status to show one restart of each", timeout=60)
+        assert up.poll() is None, place.output.read_text()
+        assert all(component_pid(place, name) != pid for name, pid in killed.items())
+        assert " 0 " in rows["prefect-server"] and "✓" in rows["inference"]
+        base = f"http://127.0.0.1:{place.ports['inference']}"
+        answer = httpx.get(f"{base}/model", headers={"X-API-Key": USER_API_KEY}, timeout=10)
+        assert answer.status_code == 200
+    finally:
         pids = component_pids(place)
-        state = place.state()
-        assert state is not None
-        inference = next(c for c in state["components"] if c["name"] == "inference")
-        os.killpg(inference["pid"], signal.SIGKILL)
+        os.killpg(up.pid, signal.SIGINT)
+        output = place.finish(up)
+    assert up.returncode == 0, output
+    assert "inference killed by SIGKILL; starting it again in 1 s" in output
+    place.assert_all_stopped(pids)
+
+
+def test_a_component_that_keeps_dying_stops_the_stack_with_the_reason(place: Place) -> None:
+    up = place.start(DRIFTLOOP_STACK__RESTART_LIMIT="1")
+    try:
+        place.wait_status_ok(up)
+        pids = component_pids(place)
+        first = component_pid(place, "inference")
+        os.killpg(first, signal.SIGKILL)
+        eventually(lambda: component_pid(place, "inference") != first, "inference started again")
+        os.killpg(component_pid(place, "inference"), signal.SIGKILL)
     finally:
         output = place.finish(up)
 
     assert up.returncode == 1
-    assert "inference exited" in output and "logs/inference.log" in output
+    assert "inference killed by SIGKILL" in output and "giving up" in output, output
+    assert "logs/inference.log" in output
     place.assert_all_stopped(pids)
+    status = place.run("status")
+    assert status.returncode == 1
+    assert "the last one stopped at" in status.stderr and "inference" in status.stderr
 
 
 def test_a_taken_port_is_named_and_nothing_starts(place: Place) -> None:

@@ -29,7 +29,7 @@ from driftloop.stack.health import status as stack_status
 from driftloop.stack.processes import pid_alive
 from driftloop.stack.servers import driftloop_executable
 from driftloop.stack.state import down as stop_stack
-from driftloop.stack.state import read_state
+from driftloop.stack.state import last_stop, read_state
 
 
 @app.command()
@@ -113,7 +113,12 @@ def status(as_json: JsonOption = False) -> None:
     settings = load_settings()
     state = read_state(settings)
     if state is None:
-        fail(f"no stack is running under {settings.home.resolve()}; start one with `driftloop up`")
+        stopped = last_stop(settings)
+        why = f"; the last one stopped at {stopped['at']}: {stopped['reason']}" if stopped else ""
+        fail(
+            f"no stack is running under {settings.home.resolve()}{why}; start one with "
+            "`driftloop up`"
+        )
     if as_json:
         rows = stack_status(settings) or []
         print_json(
@@ -156,13 +161,16 @@ def show_stack(settings: Settings) -> bool:
     table.add_column("component", no_wrap=True)
     table.add_column("health", overflow="fold")
     table.add_column("url", no_wrap=True)
+    table.add_column("restarts", overflow="fold")
     table.add_column("log", no_wrap=True)
     home = settings.home.resolve()
     for record, health in rows:
         mark = "[green]✓[/]" if health.healthy else "[red]✗[/]"
         log = Path(record.log)
         shown = str(log.relative_to(home)) if log.is_relative_to(home) else str(log)
-        table.add_row(record.name, f"{mark} {health.detail}", record.url, shown)
+        last = f" (last: {record.last_exit})" if record.last_exit else ""
+        restarts = f"{record.restarts}{last}"
+        table.add_row(record.name, f"{mark} {health.detail}", record.url, restarts, shown)
     show_table(table)
     return bool(rows) and all(health.healthy for _, health in rows)
 

@@ -19,8 +19,9 @@ class Health:
     detail: str
 
 
-def check(record: Record, timeout: float = 3.0) -> Health:
-    """Ask one component whether it is healthy: its process, then its health URL."""
+def check(record: Record, timeout: float = 3.0, api_key: str | None = None) -> Health:
+    """Ask one component whether it is healthy: its process, then its health URL (and the
+    inference service which model it serves, with ``api_key`` when it wants one)."""
     if not pid_alive(record.pid):
         return Health(False, f"not running (pid {record.pid} is gone); log: {record.log}")
     try:
@@ -37,7 +38,8 @@ def check(record: Record, timeout: float = 3.0) -> Health:
         return Health(False, f"{record.health} answered {answer.status_code}")
     if record.name == "inference":
         try:
-            model = httpx.get(f"{record.url}/model", timeout=timeout).json()
+            headers = {"X-API-Key": api_key} if api_key else {}
+            model = httpx.get(f"{record.url}/model", headers=headers, timeout=timeout).json()
             return Health(True, f"serving {model['name']}:{model['version']}")
         except (httpx.HTTPError, KeyError, ValueError):
             return Health(True, "ready")
@@ -49,4 +51,5 @@ def status(settings: Settings) -> list[tuple[Record, Health]] | None:
     state = read_state(settings)
     if state is None:
         return None
-    return [(record, check(record)) for record in records(state)]
+    key = settings.serving.api_key.get_secret_value() if settings.serving.api_key else None
+    return [(record, check(record, api_key=key)) for record in records(state)]

@@ -138,11 +138,20 @@ def start_component(
         stdout=log_file,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})},
+        env={**inherited_environment(), **(env or {})},
         cwd=cwd,
         start_new_session=True,
     )
     return Component(name, process, log_path, health_url, log_file)
+
+
+def inherited_environment() -> dict[str, str]:
+    """This process's environment without any secret: a component gets the secrets it needs
+    from its caller, by name, and no others (Prometheus none at all)."""
+    from driftloop.settings import secret_variables
+
+    hidden = secret_variables()
+    return {name: value for name, value in os.environ.items() if name.upper() not in hidden}
 
 
 def descendants(pid: int) -> list[int]:

@@ -34,6 +34,8 @@ class Record:
     # Processes below it, as last seen: servers that put their workers in sessions of their
     # own (BentoML) would leave them running if they died.
     children: list[int] = field(default_factory=list)
+    restarts: int = 0
+    last_exit: str = ""  # how it last ended, e.g. "killed by SIGKILL at 09:12:03"
 
 
 def state_path(settings: Settings) -> Path:
@@ -67,6 +69,25 @@ def write_state(home: Path, running: Iterable[Record], *, ready: bool) -> None:
     partial = path.with_suffix(".tmp")
     partial.write_text(json.dumps(state, indent=2))
     partial.replace(path)
+
+
+STOPPED_FILE = "stack-stopped.json"
+
+
+def record_stop(home: Path, reason: str) -> None:
+    """Keep why the stack stopped on its own, for ``driftloop status`` to say."""
+    (home / STOPPED_FILE).write_text(
+        json.dumps({"at": time.strftime("%Y-%m-%d %H:%M:%S"), "reason": reason})
+    )
+
+
+def last_stop(settings: Settings) -> dict[str, str] | None:
+    """Why the last stack under ``settings.home`` stopped on its own, if it did."""
+    try:
+        found: dict[str, str] = json.loads((settings.home.resolve() / STOPPED_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return found
 
 
 def remove_own_state(settings: Settings) -> None:

@@ -15,15 +15,21 @@
 
 What runs is written to ``<home>/stack.json`` (pids, URLs, health URLs, logs) as it starts, so
 ``driftloop status`` and ``driftloop down`` in another shell find it, also halfway through a
-start. On Ctrl-C or SIGTERM the supervisor stops the components in reverse order (SIGTERM, then
-SIGKILL after a grace period) and removes the state file.
+start. A component that dies is started again after a backoff (1 s, doubling, at most 30 s), as
+systemd or Kubernetes do; ``stack.json`` counts its restarts and keeps how it last ended, which
+``driftloop status`` shows. Only a component that dies more than ``stack.restart_limit`` times
+within ``stack.restart_window_seconds`` stops the stack, and the reason is kept for ``status``.
+On Ctrl-C or SIGTERM the supervisor stops the components in reverse order (SIGTERM, then SIGKILL
+after a grace period) and removes the state file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -34,7 +40,7 @@ from typing import Literal
 import httpx
 
 from driftloop.observability import Targets, write_alertmanager_config, write_prometheus_config
-from driftloop.settings import Settings, settings_from_env
+from driftloop.settings import Settings, secret_values, secret_variables, settings_from_env
 from driftloop.stack.bootstrap import ensure_production_model
 from driftloop.stack.credentials import local_secrets
 from driftloop.stack.deploy import DeployError, apply
@@ -58,7 +64,28 @@ from driftloop.stack.servers import (
     start_process_worker,
     start_prometheus,
 )
-from driftloop.stack.state import Record, down, read_state, remove_own_state, write_state
+from driftloop.stack.state import (
+    STOPPED_FILE,
+    Record,
+    down,
+    read_state,
+    record_stop,
+    remove_own_state,
+    write_state,
+)
+
+MAX_BACKOFF_SECONDS = 30.0
+LAKEFS_KEYS = ("DRIFTLOOP_LAKEFS__ACCESS_KEY_ID", "DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY")
+
+
+def describe_exit(code: int) -> str:
+    """``exited with code 1`` or ``killed by SIGKILL``, from a Popen return code."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 class LocalStack:
@@ -85,7 +112,9 @@ class LocalStack:
         self.home = settings.home.resolve()
         self.logs = self.home / "logs"
         self.running: list[tuple[Component, Record]] = []
-        self.env: dict[str, str] = {}
+        self.starters: dict[str, Callable[[], Component]] = {}
+        self.env: dict[str, str] = {}  # what every component gets: no secret
+        self.secrets: dict[str, str] = {}  # handed out by name, to the components that use them
         self.has_model = False
         self.plan = PortPlan.of(settings)
 
@@ -105,6 +134,9 @@ class LocalStack:
         try:
             self.start()
             yield self
+        except StackError as error:
+            record_stop(self.home, str(error).splitlines()[0])
+            raise
         finally:
             # A second signal during the stop must not leave processes behind.
             for sig in previous:
@@ -114,22 +146,71 @@ class LocalStack:
                 signal.signal(sig, handler)
 
     def supervise(self, poll_seconds: float = 2.0) -> None:
-        """Block until a component exits (StackError naming it) or a signal arrives (Stop)."""
+        """Keep every component running until a signal arrives (Stop): one that exits is started
+        again after a backoff; StackError when one exits more than ``stack.restart_limit``
+        times within ``stack.restart_window_seconds``."""
+        limit = self.settings.stack.restart_limit
+        window = self.settings.stack.restart_window_seconds
+        exits: dict[str, deque[float]] = {}
+        due: dict[str, float] = {}  # component name -> when to start it again
         while True:
             changed = False
-            for component, record in self.running:
+            now = time.monotonic()
+            for index, (component, record) in enumerate(self.running):
+                if record.name in due:
+                    if now >= due[record.name]:
+                        del due[record.name]
+                        self._restart(index)
+                        changed = True
+                    continue
                 code = component.process.poll()
                 if code is not None:
-                    raise StackError(
-                        f"{component.name} exited with code {code}; log: {component.log_path}\n"
-                        f"{component.log_tail(20)}"
+                    recent = exits.setdefault(record.name, deque())
+                    recent.append(now)
+                    while recent and now - recent[0] > window:
+                        recent.popleft()
+                    how = describe_exit(code)
+                    record.last_exit = f"{how} at {time.strftime('%H:%M:%S')}"
+                    changed = True
+                    if len(recent) > limit:
+                        raise StackError(
+                            f"{component.name} {how}: {len(recent)} exits within {window:.0f} s, "
+                            f"more than DRIFTLOOP_STACK__RESTART_LIMIT={limit} restarts allow; "
+                            f"giving up. log: {component.log_path}\n{component.log_tail(20)}"
+                        )
+                    delay = min(2.0 ** (len(recent) - 1), MAX_BACKOFF_SECONDS)
+                    self.say(
+                        f"{component.name} {how}; starting it again in {delay:.0f} s "
+                        f"(exit {len(recent)} of {limit + 1} allowed within {window:.0f} s); "
+                        f"log: {component.log_path}"
                     )
+                    due[record.name] = now + delay
+                    continue
                 children = sorted(descendants(component.process.pid))
                 changed |= children != record.children
                 record.children = children
             if changed:
                 self._write_state(ready=True)
-            time.sleep(poll_seconds)
+            time.sleep(min([poll_seconds, *(max(at - now, 0.1) for at in due.values())]))
+
+    def _restart(self, index: int) -> None:
+        """Start the component at ``index`` again, after what its dead process left behind."""
+        old, record = self.running[index]
+        old.stop(grace_seconds=5)  # closes its log; the process group may hold survivors
+        if record.kind == "http":
+            # Its workers (BentoML's, in sessions of their own) would keep its port taken. A
+            # worker's children are flow runs: they finish on their own and report to Prefect.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(old.process.pid, signal.SIGKILL)
+            leftovers = [pid for pid in record.children if pid_alive(pid)]
+            if leftovers:
+                stop_pids(leftovers, grace_seconds=5)
+        component = self.starters[record.name]()
+        record.pid = component.process.pid
+        record.children = []
+        record.restarts += 1
+        self.running[index] = (component, record)
+        self.say(f"started {component.name} again (restart {record.restarts}); pid {record.pid}")
 
     def start(self) -> None:
         state = read_state(self.settings)
@@ -142,6 +223,7 @@ class LocalStack:
             down(self.settings, self.say)  # the leftovers of a supervisor that was killed
         self.plan.check_free()
         self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / STOPPED_FILE).unlink(missing_ok=True)
         self._prepare_environment()
         self._write_state(ready=False)
         self.say(f"state under {self.home}, logs under {self.logs}")
@@ -186,30 +268,61 @@ class LocalStack:
         api_url = str(settings.prefect.api_url).rstrip("/")
         lakefs_secrets = local_secrets(settings, self.dotenv, embedded=self.plan.embedded_lakefs)
         self.env = {
+            # The caller's .env: components run in the project folder, where pydantic-settings
+            # would read another .env (or none), so its settings travel in their environment.
+            **self._caller_dotenv(),
             "DRIFTLOOP_HOME": str(self.home),
             "BENTOML_HOME": str(settings.bentoml_home),
             "DRIFTLOOP_PREFECT__API_URL": api_url,
             "PREFECT_API_URL": api_url,
             "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
             "DRIFTLOOP_LAKEFS__ENDPOINT": str(settings.lakefs.endpoint).rstrip("/"),
-            **lakefs_secrets,
             **self.extra_env,
         }
         # The components get these as their environment; this process (the bootstrap's flows)
         # gets the same values as settings, without touching its own environment.
-        self.settings = settings_from_env(self.env)
+        self.settings = settings_from_env({**self.env, **lakefs_secrets})
+        self.secrets = {**secret_values(self.settings), **lakefs_secrets}
+
+    def _caller_dotenv(self) -> dict[str, str]:
+        """The DRIFTLOOP_ settings of the caller's .env that the environment does not override,
+        secrets excepted (they go to the components that need them, by name)."""
+        if self.dotenv is None or not self.dotenv.is_file():
+            return {}
+        from dotenv import dotenv_values
+
+        hidden = secret_variables()
+        return {
+            name: value
+            for name, value in dotenv_values(self.dotenv).items()
+            if value is not None
+            and name.upper().startswith("DRIFTLOOP_")
+            and name not in os.environ
+            and name.upper() not in hidden
+        }
+
+    def env_with(self, *secrets: str) -> dict[str, str]:
+        """The components' environment with the named secrets that are set, and no others."""
+        return {
+            **self.env,
+            **{name: self.secrets[name] for name in secrets if name in self.secrets},
+        }
 
     def _start_servers(self) -> None:
         settings, endpoint = self.settings, self.plan.prefect
+
+        def prefect_server() -> Component:
+            return start_prefect_server(
+                host=endpoint.host,
+                port=endpoint.port,
+                prefect_home=self.home / "prefect",
+                log_path=self.logs / "prefect-server.log",
+                extra_env={"PREFECT_API_ENABLE_METRICS": "true"},
+            )
+
         started = [
             (
-                start_prefect_server(
-                    host=endpoint.host,
-                    port=endpoint.port,
-                    prefect_home=self.home / "prefect",
-                    log_path=self.logs / "prefect-server.log",
-                    extra_env={"PREFECT_API_ENABLE_METRICS": "true"},
-                ),
+                prefect_server,
                 f"http://{endpoint.host}:{endpoint.port}",
                 f"http://{endpoint.host}:{endpoint.port}/api/health",
             )
@@ -217,23 +330,20 @@ class LocalStack:
         if self.plan.embedded_lakefs:
             lakefs = settings.lakefs
             url = f"http://{lakefs.embedded_host}:{lakefs.embedded_port}"
-            started.append(
-                (
-                    start_lakefs_server(
-                        home=self.home,
-                        host=lakefs.embedded_host,
-                        port=lakefs.embedded_port,
-                        log_path=self.logs / "lakefs.log",
-                        access_key_id=self.env["DRIFTLOOP_LAKEFS__ACCESS_KEY_ID"],
-                        secret_access_key=self.env["DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY"],
-                    ),
-                    url,
-                    f"{url}/api/v1/healthcheck",
+
+            def lakefs_server() -> Component:
+                return start_lakefs_server(
+                    home=self.home,
+                    host=lakefs.embedded_host,
+                    port=lakefs.embedded_port,
+                    log_path=self.logs / "lakefs.log",
+                    access_key_id=self.secrets["DRIFTLOOP_LAKEFS__ACCESS_KEY_ID"],
+                    secret_access_key=self.secrets["DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY"],
                 )
-            )
-        for component, url, health in started:
-            self._track(component, url, health)
-        for component, _, _ in started:
+
+            started.append((lakefs_server, url, f"{url}/api/v1/healthcheck"))
+        components = [self._launch(starter, url, health) for starter, url, health in started]
+        for component in components:
             self._wait(component)
         if not self.plan.embedded_lakefs:
             self._check_external_lakefs()
@@ -266,86 +376,118 @@ class LocalStack:
     def _start_services(self) -> None:
         settings, api_url = self.settings, self.env["PREFECT_API_URL"]
         pool = settings.prefect.work_pool
-        worker = start_process_worker(
-            api_url=api_url,
-            pool=pool,
-            log_path=self.logs / "worker.log",
-            query_seconds=settings.prefect.worker_query_seconds,
-            cwd=self.project,
-            extra_env=self.env,
-        )
-        self._track(
+        serving, monitor = settings.serving, settings.monitor
+
+        def worker() -> Component:
+            return start_process_worker(
+                api_url=api_url,
+                pool=pool,
+                log_path=self.logs / "worker.log",
+                query_seconds=settings.prefect.worker_query_seconds,
+                cwd=self.project,
+                extra_env=self.env_with(
+                    *LAKEFS_KEYS, "DRIFTLOOP_PREFECT__API_KEY", "DRIFTLOOP_GRAFANA__TOKEN"
+                ),
+            )
+
+        def inference() -> Component:
+            return start_inference_server(
+                host=serving.host,
+                port=serving.port,
+                log_path=self.logs / "inference.log",
+                env=self.env_with("DRIFTLOOP_SERVING__API_KEY"),
+                cwd=self.project,
+            )
+
+        def monitor_server() -> Component:
+            return start_monitor_server(
+                host=monitor.host,
+                port=monitor.port,
+                log_path=self.logs / "monitor.log",
+                env=self.env_with(
+                    *LAKEFS_KEYS,
+                    "DRIFTLOOP_MONITOR__ALERT_TOKEN",
+                    "DRIFTLOOP_GRAFANA__TOKEN",
+                    "DRIFTLOOP_PREFECT__API_KEY",
+                ),
+                cwd=self.project,
+            )
+
+        worker_component = self._launch(
             worker,
             f"{api_url.removesuffix('/api')}/work-pools/work-pool/{pool}",
             f"{api_url}/work_pools/{pool}/workers/filter",
             kind="worker",
         )
-        serving, monitor = settings.serving, settings.monitor
-        inference = start_inference_server(
-            host=serving.host,
-            port=serving.port,
-            log_path=self.logs / "inference.log",
-            env=self.env,
-            cwd=self.project,
-        )
-        self._track(inference, f"http://{serving.host}:{serving.port}", inference.health_url)
-        monitor_component = start_monitor_server(
-            host=monitor.host,
-            port=monitor.port,
-            log_path=self.logs / "monitor.log",
-            env=self.env,
-            cwd=self.project,
-        )
-        self._track(
-            monitor_component,
-            f"http://{monitor.host}:{monitor.port}",
-            monitor_component.health_url,
-        )
-        self._wait(worker)
+        base = f"http://{serving.host}:{serving.port}"
+        inference_component = self._launch(inference, base, f"{base}/readyz")
+        monitor_url = f"http://{monitor.host}:{monitor.port}"
+        monitor_component = self._launch(monitor_server, monitor_url, f"{monitor_url}/healthz")
+        self._wait(worker_component)
         # Without a production model the service is alive but not ready: wait for /livez then.
-        alive = inference.health_url.removesuffix("readyz") + "livez"
-        self._wait(inference, None if self.has_model else alive)
+        self._wait(inference_component, None if self.has_model else f"{base}/livez")
         self._wait(monitor_component)
 
     def _start_observability(self) -> None:
         settings = self.settings
         monitor_url = f"http://{settings.monitor.host}:{settings.monitor.port}"
         alertmanager_address = f"127.0.0.1:{settings.stack.alertmanager_port}"
-        alertmanager = start_alertmanager(
-            config=write_alertmanager_config(
-                self.home / "alertmanager",
-                monitor_url=monitor_url,
-                token=self.env["DRIFTLOOP_MONITOR__ALERT_TOKEN"],
-            ),
-            host="127.0.0.1",
-            port=settings.stack.alertmanager_port,
-            data=self.home / "alertmanager" / "data",
-            log_path=self.logs / "alertmanager.log",
+        alertmanager_config = write_alertmanager_config(
+            self.home / "alertmanager",
+            monitor_url=monitor_url,
+            token=self.secrets["DRIFTLOOP_MONITOR__ALERT_TOKEN"],
         )
-        self._track(alertmanager, f"http://{alertmanager_address}", alertmanager.health_url)
         prefect = self.plan.prefect
-        prometheus = start_prometheus(
-            config=write_prometheus_config(
-                self.home / "prometheus",
-                Targets(
-                    inference=f"{settings.serving.host}:{settings.serving.port}",
-                    monitor=f"{settings.monitor.host}:{settings.monitor.port}",
-                    prefect=f"{prefect.host}:{prefect.port}",
-                    alertmanager=alertmanager_address,
-                ),
+        prometheus_config = write_prometheus_config(
+            self.home / "prometheus",
+            Targets(
+                inference=f"{settings.serving.host}:{settings.serving.port}",
+                monitor=f"{settings.monitor.host}:{settings.monitor.port}",
+                prefect=f"{prefect.host}:{prefect.port}",
+                alertmanager=alertmanager_address,
             ),
-            host="127.0.0.1",
-            port=settings.stack.prometheus_port,
-            data=self.home / "prometheus" / "data",
-            log_path=self.logs / "prometheus.log",
         )
-        self._track(
-            prometheus, f"http://127.0.0.1:{settings.stack.prometheus_port}", prometheus.health_url
-        )
-        for component in (alertmanager, prometheus):
+
+        def alertmanager() -> Component:
+            return start_alertmanager(
+                config=alertmanager_config,
+                host="127.0.0.1",
+                port=settings.stack.alertmanager_port,
+                data=self.home / "alertmanager" / "data",
+                log_path=self.logs / "alertmanager.log",
+            )
+
+        def prometheus() -> Component:
+            return start_prometheus(
+                config=prometheus_config,
+                host="127.0.0.1",
+                port=settings.stack.prometheus_port,
+                data=self.home / "prometheus" / "data",
+                log_path=self.logs / "prometheus.log",
+            )
+
+        started = [
+            self._launch(alertmanager, f"http://{alertmanager_address}", ""),
+            self._launch(prometheus, f"http://127.0.0.1:{settings.stack.prometheus_port}", ""),
+        ]
+        for component in started:
             self._wait(component)
 
     # -- bookkeeping ------------------------------------------------------------------------
+
+    def _launch(
+        self,
+        starter: Callable[[], Component],
+        url: str,
+        health: str,
+        kind: Literal["http", "worker"] = "http",
+    ) -> Component:
+        """Start a component with ``starter`` (kept, to start it again if it dies) and track it;
+        ``health`` "" takes the component's own health URL."""
+        component = starter()
+        self.starters[component.name] = starter
+        self._track(component, url, health or component.health_url, kind)
+        return component
 
     def _track(
         self,
