@@ -3,6 +3,7 @@ prediction log, lakeFS and Prefect are in tests/integration/test_monitor.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -215,7 +216,9 @@ TOKEN = "alert-token-for-tests"
 
 
 def client(
-    world: World, token: str | None = TOKEN, known: frozenset[str] = frozenset({MODEL.name})
+    world: World,
+    token: str | None = TOKEN,
+    known_models: Callable[[], set[str]] = lambda: {MODEL.name},
 ) -> TestClient:
     app = create_app(
         world.monitor,
@@ -223,7 +226,7 @@ def client(
         send=world.prefect.send,
         alert_token=token,
         interval_seconds=3600,
-        known_models=lambda: set(known),
+        known_models=known_models,
     )
     return TestClient(app)  # not entered: no background checks, the test drives them
 
@@ -346,15 +349,7 @@ def test_alerts_wait_when_the_registry_cannot_be_read() -> None:
     def broken() -> set[str]:
         raise OSError("registry database unreachable")
 
-    app = create_app(
-        world.monitor,
-        registry=world.registry,
-        send=world.prefect.send,
-        alert_token=TOKEN,
-        interval_seconds=3600,
-        known_models=broken,
-    )
-    answer = TestClient(app).post(
+    answer = client(world, known_models=broken).post(
         "/alerts", json=webhook(FIRING), headers={"Authorization": f"Bearer {TOKEN}"}
     )
 
