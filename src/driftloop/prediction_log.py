@@ -233,20 +233,20 @@ class _Segment:
     nobody is writing or draining, and any process may adopt it.
     """
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, fd: int, kept: list[Prediction] | None) -> None:
         self.path = path
         self.fd = fd
         self.predictions = 0
         # What this process wrote, kept in memory too: draining its own segment needs no
-        # parsing; only an adopted one is read back from disk.
-        self.written: list[Prediction] | None = []
+        # parsing; an adopted one (None) is read back from disk.
+        self.kept = kept
 
     @classmethod
     def create(cls, folder: Path) -> _Segment:
         path = folder / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
-        return cls(path, fd)
+        return cls(path, fd, [])
 
     @classmethod
     def adopt(cls, path: Path) -> _Segment | None:
@@ -263,9 +263,7 @@ class _Segment:
         except OSError:
             os.close(fd)
             return None
-        adopted = cls(path, fd)
-        adopted.written = None
-        return adopted
+        return cls(path, fd, None)
 
     def read(self) -> Iterator[Prediction]:
         """The predictions in the file; a torn last line (a write cut short) is skipped."""
@@ -374,7 +372,7 @@ class PredictionWriter:
                 self._drop(len(batch), "the spool's disk is full")
                 return
             self._segment.predictions += len(batch)
-            self._segment.written.extend(batch)  # type: ignore[union-attr]
+            self._segment.kept.extend(batch)  # type: ignore[union-attr]
             self._waiting += len(batch)
 
     def _drop(self, count: int, why: str) -> None:
@@ -441,7 +439,7 @@ class PredictionWriter:
     def _drain(self) -> None:
         while self._finished:
             segment = self._finished[0]
-            rows = segment.written if segment.written is not None else list(segment.read())
+            rows = segment.kept if segment.kept is not None else list(segment.read())
             for start in range(0, len(rows), self.batch_size):
                 self.log.write(rows[start : start + self.batch_size])
             segment.remove()

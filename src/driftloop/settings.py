@@ -424,14 +424,11 @@ def _known_variables() -> dict[str, Any]:
     def walk(model: type[BaseModel], prefix: tuple[str, ...]) -> None:
         for name, field in model.model_fields.items():
             annotation = field.annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                if annotation is not GatePolicy:
-                    walk(annotation, (*prefix, name))
-                    continue
+            nested = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            if not nested or annotation is GatePolicy:  # the gate is also settable whole, as JSON
                 found[env_var_name((*prefix, name))] = annotation
-                walk(annotation, (*prefix, name))
-                continue
-            found[env_var_name((*prefix, name))] = annotation
+            if nested:
+                walk(annotation, (*prefix, name))  # type: ignore[arg-type]
 
     walk(Settings, ())
     return found
