@@ -45,6 +45,7 @@ def main() -> None:
 
 
 def loop_timings() -> None:
+    from driftloop.prefect_api import PrefectAccess
     from driftloop.settings import fast_monitor_env, settings_from_env
     from driftloop.stack.demo import first_event, newest_run
     from driftloop.stack.deploy import project_dir
@@ -70,7 +71,7 @@ def loop_timings() -> None:
         settings, project=project_dir(PROJECT), say=lambda m: print(f"[bench] {m}"), extra_env=env
     )
     with stack.running_stack():
-        api_url = stack.env["PREFECT_API_URL"]
+        prefect = PrefectAccess.of(stack.settings.prefect)
         base = f"http://127.0.0.1:{settings.serving.port}"
         old_version = httpx.get(f"{base}/model").json()["version"]
         print("[bench] in-distribution traffic (3 windows)", flush=True)
@@ -89,8 +90,8 @@ def loop_timings() -> None:
             if version != old_version:
                 served_at = datetime.now(UTC)
                 break
-        event = first_event(api_url, "driftloop.drift.detected")
-        run = newest_run(api_url, "retrain", first_drifted)
+        event = first_event(prefect, "driftloop.drift.detected")
+        run = newest_run(prefect, "retrain", first_drifted)
         run_start = datetime.fromisoformat(run["start_time"]) if run and run["start_time"] else None
         print()
         print("the loop: seconds from the first drifted request")

@@ -14,6 +14,7 @@ from prefect.settings import get_current_settings, temporary_settings
 from driftloop.datasets.sources import SourceError
 from driftloop.events import Event, send_event
 from driftloop.lakefs_client import LakeFSClient, LakeFSError
+from driftloop.prefect_api import PrefectAccess
 from driftloop.settings import Settings, get_settings
 
 # Settings handed to flows run in this process (the stack's bootstrap, the demo, the CLI):
@@ -58,21 +59,35 @@ def run_url() -> str | None:
 
 def emit(event: Event, config: Settings) -> None:
     """Send ``event`` to the Prefect server this flow reports to, checking that it arrived."""
-    api_url = get_current_settings().api.url or str(config.prefect.api_url)
-    api_key = config.prefect.api_key.get_secret_value() if config.prefect.api_key else None
-    send_event(api_url, event, api_key=api_key)
+    send_event(reporting_to(config), event)
+
+
+def reporting_to(config: Settings) -> PrefectAccess:
+    """The Prefect server this process's client reports to and its credentials (a worker's
+    flow run has them in Prefect's own variables), else the configured one."""
+    current, configured = get_current_settings().api, PrefectAccess.of(config.prefect)
+    if not current.url:
+        return configured
+    return PrefectAccess(
+        current.url,
+        current.key.get_secret_value() if current.key else configured.api_key,
+        current.auth_string.get_secret_value() if current.auth_string else configured.auth_string,
+    )
 
 
 @contextmanager
-def prefect_api(api_url: str, api_key: str | None = None) -> Iterator[None]:
-    """Point this process's Prefect client at ``api_url`` (flows run in-process report there).
+def prefect_api(prefect: PrefectAccess) -> Iterator[None]:
+    """Point this process's Prefect client at ``prefect`` (flows run in-process report there),
+    with its credentials.
 
     The throwaway server Prefect starts when it has no URL is turned off, so a wrong URL fails
     loudly instead of running against an empty database.
     """
-    updates: dict[str, object] = {"api.url": api_url, "server.ephemeral.enabled": False}
-    if api_key is not None:
-        updates["api.key"] = api_key
+    updates: dict[str, object] = {"api.url": prefect.url, "server.ephemeral.enabled": False}
+    if prefect.api_key is not None:
+        updates["api.key"] = prefect.api_key
+    if prefect.auth_string is not None:
+        updates["api.auth_string"] = prefect.auth_string
     with temporary_settings(updates=updates):  # type: ignore[arg-type]
         yield
 
@@ -81,11 +96,9 @@ def prefect_api(api_url: str, api_key: str | None = None) -> Iterator[None]:
 def in_process(config: Settings) -> Iterator[None]:
     """Run flows in this process with ``config``: they report to its Prefect server (with its
     API key) and read their settings from it."""
-    prefect = config.prefect
-    api_key = prefect.api_key.get_secret_value() if prefect.api_key else None
     token = _given.set(config)
     try:
-        with prefect_api(str(prefect.api_url).rstrip("/"), api_key):
+        with prefect_api(PrefectAccess.of(config.prefect)):
             yield
     finally:
         _given.reset(token)

@@ -24,7 +24,7 @@ from driftloop.grafana import annotate_if_configured
 from driftloop.ingestion import isolated_branch, read_dataset
 from driftloop.lakefs_client import CredentialsMissingError, LakeFSClient
 from driftloop.prediction_log import PredictionLog
-from driftloop.prefect_api import FlowRunOutcome, latest_finished_run
+from driftloop.prefect_api import FlowRunOutcome, PrefectAccess, latest_finished_run
 from driftloop.registry import ModelRegistry
 from driftloop.serving import frame_records, load_version
 from driftloop.settings import Settings, get_settings
@@ -48,9 +48,7 @@ class Dependencies:
         self.registry = ModelRegistry.from_settings(settings)
         self.prediction_log = PredictionLog(settings.prediction_log_url)
         self.lakefs = LakeFSClient.from_settings(settings.lakefs)
-        self.api_url = str(settings.prefect.api_url)
-        key = settings.prefect.api_key
-        self.api_key = key.get_secret_value() if key else None
+        self.prefect = PrefectAccess.of(settings.prefect)
 
     def production(self) -> ProductionModel | None:
         version = self.registry.production(self.spec.model_name)
@@ -77,16 +75,15 @@ class Dependencies:
         return prepare_reference(frame, self.spec, scores)
 
     def send(self, events: list[Event]) -> None:
-        send_events(self.api_url, events, api_key=self.api_key)
+        send_events(self.prefect, events)
 
     def latest_retrain(self) -> FlowRunOutcome | None:
         """How the latest retrain run of the monitored dataset ended."""
         return latest_finished_run(
-            self.api_url,
+            self.prefect,
             "retrain",
             parameters={"dataset": self.settings.dataset},
             defaults={"dataset": "transactions"},
-            api_key=self.api_key,
         )
 
     def store_report(

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from driftloop.prefect_api import auth_headers
+from driftloop.prefect_api import PrefectAccess
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +63,20 @@ class Event:
 
 
 def send_events(
-    api_url: str,
+    prefect: PrefectAccess,
     events: list[Event],
     *,
-    api_key: str | None = None,
     retries: int = 5,
     backoff_seconds: float = 0.5,
     timeout_seconds: float = 10.0,
 ) -> None:
-    """POST ``events`` to the Prefect server at ``api_url``; raise unless it answers 204.
+    """POST ``events`` to the Prefect server ``prefect``; raise unless it answers 204.
 
     The same event ids are sent on every retry, so a retry after a lost answer does not make
     the server see two different events.
     """
     body = [event.to_json() for event in events]
-    headers = auth_headers(api_key)
-    url = f"{api_url.rstrip('/')}/events"
+    headers, url = prefect.headers(), f"{prefect.url}/events"
     problem = ""
     for attempt in range(retries + 1):
         try:
@@ -97,9 +95,9 @@ def send_events(
             )
             time.sleep(delay)
     names = ", ".join(sorted({event.event for event in events}))
-    raise EventNotDelivered(f"Prefect at {api_url} did not accept {names}: {problem}")
+    raise EventNotDelivered(f"Prefect at {prefect.url} did not accept {names}: {problem}")
 
 
-def send_event(api_url: str, event: Event, **options: Any) -> None:
+def send_event(prefect: PrefectAccess, event: Event, **options: Any) -> None:
     """Send one event; see :func:`send_events`."""
-    send_events(api_url, [event], **options)
+    send_events(prefect, [event], **options)

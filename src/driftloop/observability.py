@@ -28,6 +28,7 @@ class Targets:
     monitor: str
     prefect: str | None
     alertmanager: str
+    prefect_auth_string: str | None = None
 
 
 def write_prometheus_config(
@@ -40,6 +41,10 @@ def write_prometheus_config(
     keep_for: frozenset[str] = frozenset(),
 ) -> Path:
     """prometheus.yml (and its rules) for ``targets`` in ``folder``; the config's path.
+
+    With ``targets.prefect_auth_string``, Prometheus signs its scrape of Prefect's
+    ``/api/metrics`` with it, read from a file only its owner can read (the one secret Prometheus
+    gets).
 
     ``rule_for`` replaces every alert's ``for`` (tests shorten it), except the alerts named in
     ``keep_for``, which keep the shipped one.
@@ -62,6 +67,12 @@ def write_prometheus_config(
         if target is None:
             continue
         jobs.append({**job, "static_configs": [{"targets": [target]}]})
+        if job["job_name"] == "prefect" and targets.prefect_auth_string:
+            user, password = targets.prefect_auth_string.split(":", 1)
+            jobs[-1]["basic_auth"] = {
+                "username": user,
+                "password_file": str(_password_file(folder, password)),
+            }
     config["scrape_configs"] = jobs
     rules = folder / "rules"
     rules.mkdir(exist_ok=True)
@@ -103,4 +114,13 @@ def write_alertmanager_config(
     token_file.chmod(0o600)
     path = folder / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _password_file(folder: Path, password: str) -> Path:
+    """``prefect-password`` in ``folder``, readable by its owner only."""
+    path = folder / "prefect-password"
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(password)
     return path

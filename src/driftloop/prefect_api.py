@@ -2,24 +2,103 @@
 
 The monitor posts events (``driftloop.events``) and reads how the latest retrain ended
 (:func:`latest_finished_run`) over plain HTTP: it runs outside any flow, and Prefect's client
-would start a throwaway server of its own when misconfigured.
+would start a throwaway server of its own when misconfigured. :class:`PrefectAccess` is where the
+server is and how to sign in, for these calls and for the environment of Prefect's own clients.
 """
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from driftloop.settings import PrefectSettings
 
 FAILED_STATES = ("FAILED", "CRASHED")
 FINISHED_STATES = ("COMPLETED", *FAILED_STATES)
 
 
-def auth_headers(api_key: str | None) -> dict[str, str]:
-    """The ``Authorization`` header for Prefect's API: a bearer key (Prefect Cloud, or a
-    server behind a proxy that wants one), or nothing."""
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+@dataclass(frozen=True)
+class PrefectAccess:
+    """Where Prefect's API is and how to sign in to it: the server's basic auth
+    (``auth_string``, what ``PREFECT_SERVER_API_AUTH_STRING`` is set to), or a bearer key
+    (Prefect Cloud, or a proxy that wants one), or neither."""
+
+    url: str
+    api_key: str | None = None
+    auth_string: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "url", self.url.rstrip("/"))
+
+    @classmethod
+    def of(cls, prefect: PrefectSettings) -> PrefectAccess:
+        """The access driftloop's ``prefect.*`` settings describe."""
+        return cls(
+            str(prefect.api_url),
+            prefect.api_key.get_secret_value() if prefect.api_key else None,
+            prefect.auth_string.get_secret_value() if prefect.auth_string else None,
+        )
+
+    def headers(self) -> dict[str, str]:
+        """The ``Authorization`` header Prefect's server checks (basic auth first, as Prefect's
+        own client does), or none."""
+        if self.auth_string:
+            token = base64.b64encode(self.auth_string.encode()).decode()
+            return {"Authorization": f"Basic {token}"}
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def client_env(self) -> dict[str, str]:
+        """Environment of a process that uses Prefect's own client against this server.
+
+        A client without an API URL would otherwise start a throwaway server of its own and
+        lose its work silently; with ephemeral mode off, a missing URL fails loudly instead.
+        """
+        env = {
+            "PREFECT_API_URL": self.url,
+            "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+        }
+        if self.api_key:
+            env["PREFECT_API_KEY"] = self.api_key
+        if self.auth_string:
+            env["PREFECT_API_AUTH_STRING"] = self.auth_string
+        return env
+
+    def problem(self) -> str | None:
+        """Why this server cannot be used (it does not answer, or refuses these credentials),
+        in one line; None when it can."""
+        try:
+            httpx.get(f"{self.url}/health", timeout=5).raise_for_status()
+        except httpx.HTTPError as error:
+            return (
+                f"no Prefect server answers at {self.url} ({error}); start one (driftloop up) "
+                "or set DRIFTLOOP_PREFECT__API_URL"
+            )
+        try:
+            answer = self.post("/flows/filter", {"limit": 1}, timeout=10)
+        except httpx.HTTPError as error:
+            return f"the Prefect server at {self.url} did not answer ({error})"
+        if answer.status_code in (401, 403):
+            given = "refused" if self.auth_string or self.api_key else "wants"
+            return (
+                f"the Prefect server at {self.url} {given} credentials (HTTP "
+                f"{answer.status_code}): set DRIFTLOOP_PREFECT__AUTH_STRING to its "
+                "PREFECT_SERVER_API_AUTH_STRING (DRIFTLOOP_PREFECT__API_KEY for Prefect Cloud)"
+            )
+        return None
+
+    def post(self, path: str, body: Any, *, timeout: float = 10.0) -> httpx.Response:
+        """``POST`` ``body`` as JSON to ``path`` (``/flow_runs/filter``), signed in."""
+        return httpx.post(f"{self.url}{path}", json=body, headers=self.headers(), timeout=timeout)
+
+    def get(self, path: str, *, timeout: float = 10.0) -> httpx.Response:
+        """``GET`` ``path``, signed in."""
+        return httpx.get(f"{self.url}{path}", headers=self.headers(), timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -39,12 +118,11 @@ class FlowRunOutcome:
 
 
 def latest_finished_run(
-    api_url: str,
+    prefect: PrefectAccess,
     flow_name: str,
     *,
     parameters: dict[str, Any] | None = None,
     defaults: dict[str, Any] | None = None,
-    api_key: str | None = None,
     timeout_seconds: float = 10.0,
 ) -> FlowRunOutcome | None:
     """The most recently ended run of ``flow_name`` (completed, failed or crashed) whose
@@ -54,15 +132,14 @@ def latest_finished_run(
     Raises:
         httpx.HTTPError: Prefect did not answer, or answered with an error.
     """
-    response = httpx.post(
-        f"{api_url.rstrip('/')}/flow_runs/filter",
-        json={
+    response = prefect.post(
+        "/flow_runs/filter",
+        {
             "flows": {"name": {"any_": [flow_name]}},
             "flow_runs": {"state": {"type": {"any_": list(FINISHED_STATES)}}},
             "sort": "END_TIME_DESC",
             "limit": 50,
         },
-        headers=auth_headers(api_key),
         timeout=timeout_seconds,
     )
     response.raise_for_status()

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from driftloop.events import MODEL_PROMOTED, MODEL_REJECTED, Event, model_resource, send_event
 from driftloop.grafana import annotate_if_configured
+from driftloop.prefect_api import PrefectAccess
 from driftloop.registry import ModelRegistry, ModelVersion
 from driftloop.settings import Settings
 
@@ -147,6 +148,4 @@ class Promotions:
         return change
 
     def _send(self, event: Event) -> None:
-        prefect = self.settings.prefect
-        api_key = prefect.api_key.get_secret_value() if prefect.api_key else None
-        send_event(str(prefect.api_url), event, api_key=api_key, retries=1)
+        send_event(PrefectAccess.of(self.settings.prefect), event, retries=1)

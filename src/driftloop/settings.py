@@ -54,6 +54,12 @@ Secret = Annotated[SecretStr | None, AfterValidator(_reject_placeholder)]
 """A secret: no default, never printed, and never one of the placeholders people paste."""
 
 
+def _user_and_password(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and ":" not in value.get_secret_value():
+        raise ValueError("is not `user:password` (basic auth)")
+    return value
+
+
 class _Area(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -107,6 +113,11 @@ class PrefectSettings(_Area):
     api_key: Secret = Field(
         default=None, description="Prefect Cloud API key, when the server wants one."
     )
+    auth_string: Annotated[Secret, AfterValidator(_user_and_password)] = Field(
+        default=None,
+        description="`user:password` of the Prefect server's basic auth "
+        "(its PREFECT_SERVER_API_AUTH_STRING); `driftloop up` makes one when unset.",
+    )
     work_pool: str = Field(
         default="driftloop-process", min_length=1, description="Process work pool for the flows."
     )
@@ -115,7 +126,8 @@ class PrefectSettings(_Area):
     )
     retrain_cooldown_seconds: PositiveInt = Field(
         default=600,
-        description="After one retrain is triggered, further drift alerts wait this long.",
+        description="After a model's drift event or alert starts a retrain, its further events "
+        "start none for this long (measured between the events; manual runs do not count).",
     )
     worker_query_seconds: PositiveFloat = Field(
         default=2.0, description="How often the process worker polls for runs."
@@ -257,6 +269,11 @@ class StackSettings(_Area):
     )
     restart_window_seconds: PositiveFloat = Field(
         default=300.0, description="The window in which restart_limit counts a component's exits."
+    )
+    flow_run_log: Path | None = Field(
+        default=None,
+        description="A file a worker's flow runs write their output to, instead of through the "
+        "worker (so a run outlives its worker); `driftloop up` sets its logs/worker.log.",
     )
 
 

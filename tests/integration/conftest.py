@@ -15,15 +15,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from driftloop.lakefs_client import LakeFSClient
+from driftloop.prefect_api import PrefectAccess
 from driftloop.stack.processes import Component, free_port
 from driftloop.stack.servers import (
     drain_prefect_client,
     ensure_process_pool,
-    prefect_client_env,
     start_inference_server,
     start_lakefs_server,
     start_monitor_server,
@@ -36,6 +35,8 @@ SERVER_START_TIMEOUT = 120.0
 # Test credentials of the embedded lakeFS-compatible server; they exist only inside the test run.
 LAKEFS_KEY = "AKIAIOSFODNN7TESTKEY"
 LAKEFS_SECRET = "test-secret-" + os.urandom(8).hex()
+# Basic auth of the session's Prefect server, as `driftloop up` sets one.
+PREFECT_AUTH = "driftloop:test-" + os.urandom(8).hex()
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,23 @@ class PrefectServer:
     component: Component
     home: Path
     database_url: str | None
+    auth_string: str
+
+    @property
+    def access(self) -> PrefectAccess:
+        """The server's API with its basic auth."""
+        return PrefectAccess(self.api_url, auth_string=self.auth_string)
 
     def client_env(self) -> dict[str, str]:
-        """Environment for client processes of this server."""
-        return prefect_client_env(self.api_url)
+        """Environment for processes using Prefect's own client against this server."""
+        return self.access.client_env()
+
+    def settings_env(self) -> dict[str, str]:
+        """driftloop's settings for this server."""
+        return {
+            "DRIFTLOOP_PREFECT__API_URL": self.api_url,
+            "DRIFTLOOP_PREFECT__AUTH_STRING": self.auth_string,
+        }
 
 
 @dataclass(frozen=True)
@@ -96,11 +110,14 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         prefect_home=home,
         log_path=home / "server.log",
         database_url=database_url,
+        auth_string=PREFECT_AUTH,
         ui=False,
     )
     try:
         component.wait_healthy(timeout=SERVER_START_TIMEOUT)
-        yield PrefectServer(f"http://127.0.0.1:{port}/api", component, home, database_url)
+        yield PrefectServer(
+            f"http://127.0.0.1:{port}/api", component, home, database_url, PREFECT_AUTH
+        )
     finally:
         drain_prefect_client()  # flows run in this process: their logs go out before the server
         component.stop()
@@ -112,11 +129,11 @@ def prefect_worker(
 ) -> Iterator[PrefectWorker]:
     """A real process worker on a fresh process work pool of the session's server."""
     pool = "driftloop-test"
-    ensure_process_pool(prefect_server.api_url, pool)
+    ensure_process_pool(prefect_server.access, pool)
     folder = tmp_path_factory.mktemp("prefect-worker")
     results = folder / "results"
     component = start_process_worker(
-        api_url=prefect_server.api_url,
+        prefect=prefect_server.access,
         pool=pool,
         log_path=folder / "worker.log",
         query_seconds=1,
@@ -219,7 +236,7 @@ class ServedWorld:
     """A model trained on the session's servers, deployed, and served by real processes."""
 
     env: dict[str, str]
-    api_url: str
+    prefect: PrefectAccess
     pool: str
     home: Path
     retrain_id: str
@@ -251,7 +268,7 @@ def served_world(
         **lakefs_server.settings_env(),
         "DRIFTLOOP_LAKEFS__REPOSITORY": f"world-{uuid.uuid4().hex[:8]}",
         "DRIFTLOOP_HOME": str(home),
-        "DRIFTLOOP_PREFECT__API_URL": prefect_server.api_url,
+        **prefect_server.settings_env(),
         "DRIFTLOOP_PREFECT__WORK_POOL": pool,
         "BENTOML_HOME": os.environ["BENTOML_HOME"],
         **settings,
@@ -261,20 +278,20 @@ def served_world(
         patch.setenv(name, value)
     components: list[Component] = []
     try:
-        with prefect_api(prefect_server.api_url):
+        with prefect_api(prefect_server.access):
             ingest("transactions", f"builtin:?rows={rows}&seed=1", batch_id="day-1")
             train()
-        ensure_process_pool(prefect_server.api_url, pool)
+        ensure_process_pool(prefect_server.access, pool)
         deployed = run_driftloop("deploy", cwd=PROJECT, env=env)
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-        deployments = httpx.post(f"{prefect_server.api_url}/deployments/filter", json={}).json()
+        deployments = prefect_server.access.post("/deployments/filter", {}).json()
         retrain_id = next(
             d["id"] for d in deployments if d["name"] == "retrain" and d["work_pool_name"] == pool
         )
         if worker:
             components.append(
                 start_process_worker(
-                    api_url=prefect_server.api_url,
+                    prefect=prefect_server.access,
                     pool=pool,
                     log_path=home / "worker.log",
                     query_seconds=1,
@@ -296,7 +313,7 @@ def served_world(
         components.append(monitor)
         inference.wait_healthy(timeout=120)
         monitor.wait_healthy(timeout=60)
-        yield ServedWorld(env, prefect_server.api_url, pool, home, retrain_id, inference, monitor)
+        yield ServedWorld(env, prefect_server.access, pool, home, retrain_id, inference, monitor)
     finally:
         for component in reversed(components):
             component.stop()

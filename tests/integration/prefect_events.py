@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 
+from driftloop.prefect_api import PrefectAccess
 from tests.polling import eventually
 
 # Prefect serves events in pages of at most 50; a test reads at most this many pages.
@@ -13,7 +14,7 @@ PAGES = 20
 
 
 def events_named(
-    api_url: str,
+    prefect: PrefectAccess,
     name: str,
     *,
     since: str | None = None,
@@ -28,9 +29,7 @@ def events_named(
         event_filter["occurred"] = {"since": since}
     if resource is not None:
         event_filter["resource"] = {"id": [resource]}
-    response = httpx.post(
-        f"{api_url}/events/filter", json={"filter": event_filter, "limit": 50}, timeout=10
-    )
+    response = prefect.post("/events/filter", {"filter": event_filter, "limit": 50})
     found: list[dict[str, Any]] = []
     for _ in range(PAGES):
         response.raise_for_status()
@@ -38,7 +37,7 @@ def events_named(
         found += page["events"]
         if not page.get("next_page"):
             break
-        response = httpx.get(page["next_page"], timeout=10)
+        response = httpx.get(page["next_page"], headers=prefect.headers(), timeout=10)
     return [
         event
         for event in found
@@ -47,11 +46,16 @@ def events_named(
 
 
 def wait_for_event(
-    api_url: str, name: str, *, timeout: float = 20.0, since: str | None = None, **payload: object
+    prefect: PrefectAccess,
+    name: str,
+    *,
+    timeout: float = 20.0,
+    since: str | None = None,
+    **payload: object,
 ) -> dict[str, Any]:
     """The newest event ``name`` with ``payload``'s values, once Prefect has it."""
     found = eventually(
-        lambda: events_named(api_url, name, since=since, **payload),
+        lambda: events_named(prefect, name, since=since, **payload),
         f"a {name} event with {payload}",
         timeout=timeout,
     )

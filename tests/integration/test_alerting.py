@@ -102,7 +102,7 @@ def stack(
                 "inference": world.inference,
                 "monitor": world.monitor,
                 "prometheus": prometheus,
-                "api_url": world.api_url,
+                "prefect": world.prefect,
                 "retrain_id": world.retrain_id,
                 "home": home,
             }
@@ -113,10 +113,13 @@ def stack(
 
 def retrain_runs(stack: dict[str, Any], since: datetime) -> list[dict[str, Any]]:
     """Runs of the retrain deployment created after ``since`` (other tests share it)."""
-    found = httpx.post(
-        f"{stack['api_url']}/flow_runs/filter",
-        json={"flow_runs": {"deployment_id": {"any_": [stack["retrain_id"]]}}},
-    ).json()
+    found = (
+        stack["prefect"]
+        .post(
+            "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [stack["retrain_id"]]}}}
+        )
+        .json()
+    )
     return [run for run in found if datetime.fromisoformat(run["created"]) >= since]
 
 

@@ -16,7 +16,7 @@ from tests.integration.conftest import LakeFSServer, PrefectServer
 def settings_env(prefect: PrefectServer, lakefs: LakeFSServer, repo: str) -> dict[str, str]:
     return {
         **lakefs.settings_env(),
-        "DRIFTLOOP_PREFECT__API_URL": prefect.api_url,
+        **prefect.settings_env(),
         "DRIFTLOOP_LAKEFS__REPOSITORY": repo,
     }
 
@@ -77,7 +77,7 @@ def test_ingest_command_without_a_prefect_server_fails_clearly(
 def test_ingest_command_without_lakefs_credentials_names_the_variables(
     prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
-    env = {"DRIFTLOOP_PREFECT__API_URL": prefect_server.api_url}
+    env = prefect_server.settings_env()
 
     result = driftloop("ingest", env=env, cwd=tmp_path)
 

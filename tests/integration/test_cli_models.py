@@ -17,7 +17,7 @@ def test_train_then_list_show_promote_and_roll_back(
 ) -> None:
     env = {
         **lakefs_server.settings_env(),
-        "DRIFTLOOP_PREFECT__API_URL": prefect_server.api_url,
+        **prefect_server.settings_env(),
         "DRIFTLOOP_LAKEFS__REPOSITORY": "cli-models",
         "DRIFTLOOP_HOME": str(tmp_path / "home"),
     }
@@ -60,7 +60,7 @@ def test_promotion_by_the_flow_and_by_hand_say_the_same_things_and_lists_script(
 ) -> None:
     env = {
         **lakefs_server.settings_env(),
-        "DRIFTLOOP_PREFECT__API_URL": prefect_server.api_url,
+        **prefect_server.settings_env(),
         "DRIFTLOOP_LAKEFS__REPOSITORY": "cli-promotions",
         "DRIFTLOOP_HOME": str(tmp_path / "home"),
         "COLUMNS": "80",  # what Rich assumes in a pipe
@@ -79,7 +79,7 @@ def test_promotion_by_the_flow_and_by_hand_say_the_same_things_and_lists_script(
     by_hand_promoted = json.loads(driftloop("model", "promote", by_hand["version"], "--json"))
 
     promoted = "driftloop.model.promoted"
-    api_url = prefect_server.api_url
+    api_url = prefect_server.access
     flow_event = wait_for_event(api_url, promoted, since=since, version=by_flow["version"])
     hand_event = wait_for_event(api_url, promoted, since=since, version=by_hand["version"])
     assert flow_event["payload"].keys() == hand_event["payload"].keys()

@@ -4,41 +4,62 @@ its two reactive triggers; a second run changes nothing."""
 
 from __future__ import annotations
 
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from driftloop.events import ALERT_FIRING, DRIFT_DETECTED, Event, model_resource
+from driftloop.prefect_api import PrefectAccess
 from tests.commands import run_driftloop as driftloop
 from tests.integration.conftest import PrefectServer
+from tests.polling import eventually
 
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-def post(api_url: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    response = httpx.post(f"{api_url}{path}", json=body or {}, timeout=30)
+def post(api: PrefectAccess, path: str, body: dict[str, Any] | None = None) -> Any:
+    response = api.post(path, body or {}, timeout=30)
     response.raise_for_status()
     return response.json()
 
 
-def test_deploy_applies_the_deployments_and_the_retrain_trigger(
-    prefect_server: PrefectServer, tmp_path: Path
-) -> None:
-    api = prefect_server.api_url
+@dataclass(frozen=True)
+class Deployed:
+    first: subprocess.CompletedProcess[str]
+    again: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory) -> Deployed:
+    """`driftloop deploy` run twice on the session's server (basic auth on)."""
     env = {
-        "DRIFTLOOP_PREFECT__API_URL": api,
-        "DRIFTLOOP_HOME": str(tmp_path / "home"),
+        **prefect_server.settings_env(),
+        "DRIFTLOOP_HOME": str(tmp_path_factory.mktemp("deploy-home")),
         "DRIFTLOOP_PREFECT__WORK_POOL": "deploy-test-pool",
         "DRIFTLOOP_PREFECT__RETRAIN_COOLDOWN_SECONDS": "900",
     }
+    return Deployed(
+        driftloop("deploy", cwd=PROJECT, env=env), driftloop("deploy", cwd=PROJECT, env=env)
+    )
 
-    first = driftloop("deploy", cwd=PROJECT, env=env)
-    again = driftloop("deploy", cwd=PROJECT, env=env)
+
+def test_deploy_applies_the_deployments_and_the_retrain_trigger(
+    prefect_server: PrefectServer, deployed: Deployed
+) -> None:
+    api = prefect_server.access
+    first, again = deployed.first, deployed.again
 
     assert first.returncode == 0, first.stdout + first.stderr
     assert again.returncode == 0, again.stdout + again.stderr
     assert "deployed ingest, train and retrain" in first.stdout
-    pool = httpx.get(f"{api}/work_pools/deploy-test-pool").json()
+    pool = api.get("/work_pools/deploy-test-pool").json()
     assert pool["type"] == "process"
 
     deployments = {d["name"]: d for d in post(api, "/deployments/filter")}
@@ -63,19 +84,121 @@ def test_deploy_applies_the_deployments_and_the_retrain_trigger(
         for a in post(api, "/automations/filter")
         if any(action.get("deployment_id") == retrain["id"] for action in a["actions"])
     ]
-    assert sorted(a["name"] for a in automations) == ["retrain on alert", "retrain on drift"]
-    expected = {
-        "retrain on drift": "driftloop.drift.detected",
-        "retrain on alert": "driftloop.alert.firing",
-    }
-    for automation in automations:
-        trigger = automation["trigger"]
-        assert trigger["expect"] == [expected[automation["name"]]]
-        assert trigger["posture"] == "Reactive" and trigger["threshold"] == 1
-        assert trigger["for_each"] == ["prefect.resource.id"]
-        assert trigger["within"] == 900
-        assert trigger["match"] == {"prefect.resource.id": "driftloop.model.*"}
-        assert automation["actions"][0]["parameters"]["reason"] == "{{ event.event }}"
+    assert [a["name"] for a in automations] == ["retrain on drift or alert"]
+    trigger = automations[0]["trigger"]
+    assert sorted(trigger["expect"]) == ["driftloop.alert.firing", "driftloop.drift.detected"]
+    assert trigger["posture"] == "Reactive" and trigger["threshold"] == 1
+    assert trigger["for_each"] == ["prefect.resource.id"]
+    assert trigger["within"] == 900
+    assert trigger["match"] == {"prefect.resource.id": "driftloop.model.*"}
+    assert automations[0]["actions"][0]["parameters"]["reason"] == "{{ event.event }}"
+
+
+def retrain_runs(api: PrefectAccess, deployment_id: str, model_version: str) -> list[Any]:
+    runs = post(api, "/flow_runs/filter", {"deployments": {"id": {"any_": [deployment_id]}}})
+    return [run for run in runs if run["parameters"].get("model_version") == model_version]
+
+
+def test_prefect_refuses_anonymous_calls_and_an_anonymous_event_starts_no_run(
+    prefect_server: PrefectServer, deployed: Deployed
+) -> None:
+    api = prefect_server.access
+    assert deployed.first.returncode == 0, deployed.first.stdout + deployed.first.stderr
+    retrain = next(d for d in post(api, "/deployments/filter") if d["name"] == "retrain")
+    tag = uuid.uuid4().hex[:8]
+
+    def drift(version: str) -> list[dict[str, Any]]:
+        payload = {"model_version": version, "drift_share": 0.9, "report": ""}
+        return [Event(DRIFT_DETECTED, model_resource(f"auth-{version}"), payload).to_json()]
+
+    anonymous = httpx.post(f"{api.url}/events", json=drift(f"anonymous-{tag}"), timeout=10)
+    guessed = PrefectAccess(api.url, auth_string="driftloop:guess").post(
+        "/events", drift(f"guessed-{tag}")
+    )
+    started = httpx.post(f"{api.url}/deployments/{retrain['id']}/create_flow_run", json={})
+    read = httpx.post(f"{api.url}/flow_runs/filter", json={}, timeout=10)
+
+    assert [anonymous.status_code, guessed.status_code] == [401, 401]
+    assert [started.status_code, read.status_code] == [401, 401]
+    assert httpx.get(f"{api.url}/health", timeout=10).status_code == 200  # probes stay open
+
+    # The same event, signed in, starts a retrain: the trigger is live, so the anonymous event
+    # would have started one too.
+    api.post("/events", drift(f"signed-{tag}")).raise_for_status()
+    signed = eventually(
+        lambda: retrain_runs(api, retrain["id"], f"signed-{tag}"), "the signed event's retrain"
+    )
+    assert retrain_runs(api, retrain["id"], f"anonymous-{tag}") == []
+    assert retrain_runs(api, retrain["id"], f"guessed-{tag}") == []
+    for run in signed:  # no worker polls this pool: do not leave it scheduled
+        httpx.delete(f"{api.url}/flow_runs/{run['id']}", headers=api.headers(), timeout=10)
+
+
+def test_drift_and_an_alert_about_one_model_start_one_retrain_within_the_cooldown(
+    prefect_server: PrefectServer, deployed: Deployed
+) -> None:
+    # Each model has one cooldown, whatever the event: a drift declared by the monitor and a
+    # Prometheus alert a few seconds later once started two runs (one per trigger).
+    api = prefect_server.access
+    assert deployed.first.returncode == 0, deployed.first.stdout + deployed.first.stderr
+    retrain = next(d for d in post(api, "/deployments/filter") if d["name"] == "retrain")
+    tag = uuid.uuid4().hex[:8]
+    since = datetime.now(UTC)
+
+    def drift(model: str) -> dict[str, Any]:
+        payload = {"model_version": model, "drift_share": 0.8, "report": f"lakefs://{model}"}
+        return Event(DRIFT_DETECTED, model_resource(model), payload).to_json()
+
+    def alert(model: str, name: str) -> dict[str, Any]:
+        payload = {"model": model, "alertname": name, "status": "firing"}
+        return Event(ALERT_FIRING, model_resource(model), payload).to_json()
+
+    api.post("/events", [drift(f"cooldown-{tag}")]).raise_for_status()
+    time.sleep(2)
+    api.post("/events", [alert(f"cooldown-{tag}", f"Cooldown{tag}")]).raise_for_status()
+    api.post("/events", [alert(f"marker-{tag}", f"Marker{tag}")]).raise_for_status()  # last
+
+    def runs() -> list[dict[str, Any]]:
+        found = post(api, "/flow_runs/filter", {"deployments": {"id": {"any_": [retrain["id"]]}}})
+        return [r for r in found if datetime.fromisoformat(r["created"]) >= since]
+
+    # An alert starts a retrain with what it carries (no drift fields).
+    marker = eventually(
+        lambda: [r for r in runs() if r["parameters"].get("alertname") == f"Marker{tag}"],
+        "the retrain of the alert sent last",
+    )
+    assert marker[0]["parameters"]["reason"] == ALERT_FIRING
+    assert marker[0]["parameters"]["model_version"] is None
+    time.sleep(3)  # the alert went in before the marker: give it the same time again
+    started = runs()
+    ours = [
+        r
+        for r in started
+        if r["parameters"].get("model_version") == f"cooldown-{tag}"
+        or r["parameters"].get("alertname") == f"Cooldown{tag}"
+    ]
+    assert [r["parameters"]["reason"] for r in ours] == [DRIFT_DETECTED]
+    for run in started:  # no worker polls this pool: do not leave them scheduled
+        httpx.delete(f"{api.url}/flow_runs/{run['id']}", headers=api.headers(), timeout=10)
+
+
+def test_deploy_with_wrong_prefect_credentials_says_so(
+    prefect_server: PrefectServer, tmp_path: Path
+) -> None:
+    result = driftloop(
+        "deploy",
+        cwd=PROJECT,
+        env={
+            "DRIFTLOOP_PREFECT__API_URL": prefect_server.api_url,
+            "DRIFTLOOP_PREFECT__AUTH_STRING": "driftloop:wrong",
+            "DRIFTLOOP_HOME": str(tmp_path),
+        },
+    )
+
+    assert result.returncode == 1
+    assert f"the Prefect server at {prefect_server.api_url} refused credentials" in result.stderr
+    assert "DRIFTLOOP_PREFECT__AUTH_STRING" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_deploy_without_a_server_says_where_it_looked(tmp_path: Path) -> None:

@@ -191,6 +191,50 @@ def test_kubernetes_workloads_have_probes_resources_and_secret_references(target
     assert hpa["spec"]["minReplicas"] >= 2
 
 
+PREFECT_AUTH = ("DRIFTLOOP_PREFECT__AUTH_STRING", "PREFECT_API_AUTH_STRING")
+
+
+def test_compose_puts_prefect_behind_basic_auth_for_its_clients_only() -> None:
+    services = compose()["services"]
+    server = services["prefect-server"]["environment"]["PREFECT_SERVER_API_AUTH_STRING"]
+    assert server == "driftloop:${PREFECT_AUTH_PASSWORD:?set PREFECT_AUTH_PASSWORD in infra/.env}"
+    for name in ("worker", "monitor"):
+        environment = services[name]["environment"]
+        assert all(environment[variable] == server for variable in PREFECT_AUTH), name
+    assert not set(PREFECT_AUTH) & set(services["inference"]["environment"])
+    # Prometheus signs its scrape of Prefect with the same password, from a compose secret.
+    assert services["prometheus"]["secrets"] == ["prefect_auth_password"]
+    assert compose()["secrets"]["prefect_auth_password"] == {"environment": "PREFECT_AUTH_PASSWORD"}
+    composed = yaml.safe_load((INFRA / "compose" / "prometheus.yml").read_text())
+    prefect = next(j for j in composed["scrape_configs"] if j["job_name"] == "prefect")
+    assert prefect["basic_auth"] == {
+        "username": "driftloop",
+        "password_file": "/run/secrets/prefect_auth_password",
+    }
+
+
+@pytest.mark.parametrize("target", K8S_TARGETS, ids=lambda p: p.name)
+def test_kubernetes_puts_prefect_behind_basic_auth_for_its_clients_only(target: Path) -> None:
+    def secret_keys(name: str) -> dict[str, str]:
+        deployment = next(
+            doc
+            for doc in render(target)
+            if doc["kind"] == "Deployment" and doc["metadata"]["name"] == name
+        )
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        return {
+            variable["name"]: variable["valueFrom"]["secretKeyRef"]["key"]
+            for variable in container.get("env", [])
+            if "secretKeyRef" in variable.get("valueFrom", {})
+        }
+
+    assert secret_keys("prefect-server")["PREFECT_SERVER_API_AUTH_STRING"] == "prefect-auth-string"
+    assert secret_keys("prefect-worker")["PREFECT_API_AUTH_STRING"] == "prefect-auth-string"
+    for name in ("prefect-worker", "monitor"):
+        assert secret_keys(name)["DRIFTLOOP_PREFECT__AUTH_STRING"] == "prefect-auth-string"
+    assert not set(PREFECT_AUTH) & set(secret_keys("inference"))
+
+
 DATABASES = ("DRIFTLOOP_STORAGE__REGISTRY_URL", "DRIFTLOOP_STORAGE__PREDICTION_LOG_URL")
 
 

@@ -34,7 +34,7 @@ REPO = "driftloop"
 
 @pytest.fixture
 def use_prefect(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
-    with prefect_api(prefect_server.api_url):
+    with prefect_api(prefect_server.access):
         yield prefect_server
 
 
@@ -98,7 +98,7 @@ def test_valid_batch_lands_on_main_with_its_lineage(
     assert stored["amount"].tolist() == expected["amount"].tolist()
     assert not lake.branch_exists(ingest_branch("day-1"))
     event = wait_for_event(
-        use_prefect.api_url, "driftloop.ingest.merged", batch_id="day-1", data_commit=head.id
+        use_prefect.access, "driftloop.ingest.merged", batch_id="day-1", data_commit=head.id
     )
     assert event["resource"]["prefect.resource.id"] == "driftloop.model.transactions-classifier"
     assert event["payload"]["data_commit"] == head.id and event["payload"]["rows"] == 3000
@@ -141,7 +141,7 @@ def test_invalid_batch_is_rejected_and_main_is_unchanged(
     branch = ingest_branch("bad")
     assert lake.exists(branch, batch_path("transactions", "bad"))
     assert b'"passed": false' in lake.download(branch, report_path("transactions", "bad"))
-    event = wait_for_event(use_prefect.api_url, "driftloop.ingest.rejected", batch_id="bad")
+    event = wait_for_event(use_prefect.access, "driftloop.ingest.rejected", batch_id="bad")
     assert set(event["payload"]["failed_checks"]) >= {
         "schema",
         "ranges",

@@ -25,6 +25,7 @@ from sklearn.metrics import f1_score
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
 from driftloop.events import DRIFT_DETECTED, Event, model_resource, send_events
+from driftloop.prefect_api import PrefectAccess
 from driftloop.serving import frame_records
 from driftloop.settings import fast_monitor_env
 from driftloop.stack.processes import Component
@@ -40,7 +41,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 @dataclass
 class Loop:
     env: dict[str, str]
-    api_url: str
+    prefect: PrefectAccess
     inference: Component
     monitor: Component
     retrain_id: str
@@ -56,9 +57,9 @@ class Loop:
     def retrain_runs(self, since: datetime | None = None) -> list[dict[str, Any]]:
         """Runs of the retrain deployment created after ``since``: other tests on the session's
         server apply the same deployment and send events of their own."""
-        response = httpx.post(
-            f"{self.api_url}/flow_runs/filter",
-            json={"flow_runs": {"deployment_id": {"any_": [self.retrain_id]}}},
+        response = self.prefect.post(
+            "/flow_runs/filter",
+            {"flow_runs": {"deployment_id": {"any_": [self.retrain_id]}}},
             timeout=30,
         )
         response.raise_for_status()
@@ -112,7 +113,7 @@ def loop(
     with served_world(
         prefect_server, lakefs_server, home, rows=6000, settings=settings, worker=True
     ) as world:
-        yield Loop(world.env, world.api_url, world.inference, world.monitor, world.retrain_id, home)
+        yield Loop(world.env, world.prefect, world.inference, world.monitor, world.retrain_id, home)
 
 
 def wait_for(what: str, check: Any, timeout: float) -> Any:
@@ -194,7 +195,7 @@ def test_a_storm_of_drift_events_makes_one_retrain_run(loop: Loop) -> None:
     # Ten bursts of ten over about ten seconds, well inside the trigger's cooldown (600 s): how
     # long sending takes on a busy machine is not what this test judges.
     for start in range(0, 100, 10):
-        send_events(loop.api_url, events[start : start + 10])
+        send_events(loop.prefect, events[start : start + 10])
         time.sleep(0.9)
 
     def storm_runs() -> list[dict[str, Any]]:
@@ -205,7 +206,7 @@ def test_a_storm_of_drift_events_makes_one_retrain_run(loop: Loop) -> None:
     wait_for(
         "Prefect to have all 100 storm events",
         lambda: (
-            len(events_named(loop.api_url, DRIFT_DETECTED, resource=model_resource(model))) == 100
+            len(events_named(loop.prefect, DRIFT_DETECTED, resource=model_resource(model))) == 100
         ),
         timeout=60,
     )

@@ -22,6 +22,7 @@ from driftloop.datasets.transactions import generate_transactions
 from driftloop.events import DRIFT_DETECTED
 from driftloop.lakefs_client import LakeFSClient
 from driftloop.prediction_log import Prediction, PredictionLog
+from driftloop.prefect_api import PrefectAccess
 from driftloop.registry import ModelRegistry
 from driftloop.serving import frame_records, load_version
 from driftloop.settings import fast_monitor_env, get_settings
@@ -40,8 +41,10 @@ TOKEN = "monitor-test-token"
 
 
 class World:
-    def __init__(self, home: Path, lake: LakeFSClient, env: dict[str, str], api_url: str) -> None:
-        self.home, self.lake, self.env, self.api_url = home, lake, env, api_url
+    def __init__(
+        self, home: Path, lake: LakeFSClient, env: dict[str, str], prefect: PrefectAccess
+    ) -> None:
+        self.home, self.lake, self.env, self.prefect = home, lake, env, prefect
         settings = get_settings()
         self.registry = ModelRegistry.from_settings(settings)
         production = self.registry.production(SPEC.model_name)
@@ -86,14 +89,14 @@ def world(
         **lakefs_server.settings_env(),
         "DRIFTLOOP_LAKEFS__REPOSITORY": repo,
         "DRIFTLOOP_HOME": str(tmp_path / "home"),
-        "DRIFTLOOP_PREFECT__API_URL": prefect_server.api_url,
+        **prefect_server.settings_env(),
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    with prefect_api(prefect_server.api_url):
+    with prefect_api(prefect_server.access):
         ingest("transactions", "builtin:?rows=6000&seed=1", batch_id="day-1")
         train()
-    yield World(tmp_path / "home", lakefs_server.client(repo), env, prefect_server.api_url)
+    yield World(tmp_path / "home", lakefs_server.client(repo), env, prefect_server.access)
 
 
 @pytest.fixture
@@ -132,8 +135,8 @@ def judged(component: Component, windows: int, timeout: float = 60) -> dict[str,
     return eventually(status, f"the monitor to judge {windows} windows", timeout=timeout)
 
 
-def drift_events(api_url: str, version: str) -> list[dict[str, Any]]:
-    return events_named(api_url, DRIFT_DETECTED, model_version=version)
+def drift_events(prefect: PrefectAccess, version: str) -> list[dict[str, Any]]:
+    return events_named(prefect, DRIFT_DETECTED, model_version=version)
 
 
 def test_drift_is_declared_once_with_its_report_in_lakefs_and_its_event_in_prefect(
@@ -143,7 +146,7 @@ def test_drift_is_declared_once_with_its_report_in_lakefs_and_its_event_in_prefe
         world.traffic(500, "baseline", seed)
         calm = judged(monitor, judged_so_far)
     assert calm["state"] == "in distribution", calm
-    assert drift_events(world.api_url, world.version.version) == []
+    assert drift_events(world.prefect, world.version.version) == []
 
     for judged_so_far, seed in enumerate((21, 22, 23), start=4):  # drifted: declared at the 2nd
         world.traffic(500, "covariate_shift", seed)
@@ -151,7 +154,7 @@ def test_drift_is_declared_once_with_its_report_in_lakefs_and_its_event_in_prefe
     assert drifted["drift_declared"], drifted
 
     events = eventually(
-        lambda: drift_events(world.api_url, world.version.version), "a drift event in Prefect"
+        lambda: drift_events(world.prefect, world.version.version), "a drift event in Prefect"
     )
     assert len(events) == 1
     payload = events[0]["payload"]
@@ -191,7 +194,7 @@ def test_alertmanager_webhooks_become_prefect_events(world: World, monitor: Comp
     accepted = httpx.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
 
     assert refused.status_code == 401 and accepted.status_code == 200
-    firing = wait_for_event(world.api_url, "driftloop.alert.firing", fingerprint=fingerprint)
+    firing = wait_for_event(world.prefect, "driftloop.alert.firing", fingerprint=fingerprint)
     assert firing["payload"]["alertname"] == "DatasetDrift"
 
 
@@ -220,8 +223,8 @@ def test_one_webhook_cannot_fan_out_into_alerts_about_unknown_models(
     )
 
     assert answer.status_code == 200 and len(answer.json()["ignored"]) == 19
-    wait_for_event(world.api_url, "driftloop.alert.firing", fingerprint=f"{tag}-0")
-    firing = events_named(world.api_url, "driftloop.alert.firing", since=since)
+    wait_for_event(world.prefect, "driftloop.alert.firing", fingerprint=f"{tag}-0")
+    firing = events_named(world.prefect, "driftloop.alert.firing", since=since)
     assert [event["payload"]["model"] for event in firing] == [SPEC.model_name]
     metrics = httpx.get(f"{base(monitor)}/metrics").text
     assert 'driftloop_monitor_alerts_ignored_total{reason="unknown model"} 19.0' in metrics
@@ -246,7 +249,7 @@ def retrain_failed(component: Component) -> float | None:
 def test_a_failed_retrain_shows_as_a_metric_until_one_completes(
     world: World, monitor: Component
 ) -> None:
-    with prefect_api(world.api_url):
+    with prefect_api(world.prefect):
         stand_in_retrain(fail=True, return_state=True)
 
     eventually(lambda: retrain_failed(monitor) == 1.0, "driftloop_retrain_failed 1")
@@ -254,7 +257,7 @@ def test_a_failed_retrain_shows_as_a_metric_until_one_completes(
     assert status["last_retrain"]["state"] == "FAILED"
     assert "ranges failed" in status["last_retrain"]["message"]
 
-    with prefect_api(world.api_url):
+    with prefect_api(world.prefect):
         stand_in_retrain()
         stand_in_retrain(dataset="breast_cancer", fail=True, return_state=True)  # another model
     eventually(lambda: retrain_failed(monitor) == 0.0, "driftloop_retrain_failed back to 0")

@@ -26,7 +26,7 @@ RUN_TIMEOUT = 180.0
 @pytest.fixture
 def prefect_api(prefect_server: PrefectServer) -> Iterator[str]:
     """Point this process's Prefect clients at the session server, with no ephemeral fallback."""
-    with prefect_client_at(prefect_server.api_url):
+    with prefect_client_at(prefect_server.access):
         yield prefect_server.api_url
 
 

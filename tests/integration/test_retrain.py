@@ -43,7 +43,7 @@ def world(
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DRIFTLOOP_LAKEFS__REPOSITORY", repo)
     monkeypatch.setenv("DRIFTLOOP_HOME", str(tmp_path / "home"))
-    with prefect_api(prefect_server.api_url):
+    with prefect_api(prefect_server.access):
         ingest("transactions", "builtin:?rows=6000&seed=1", batch_id="day-1")
         train()
         yield lakefs_server.client(repo)

@@ -11,14 +11,24 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from dotenv import dotenv_values
 
+from driftloop.datasets.spec import load_spec
+from driftloop.datasets.transactions import generate_transactions
+from driftloop.events import DRIFT_DETECTED, Event, model_resource
+from driftloop.prefect_api import PrefectAccess
+from driftloop.serving import frame_records
+from driftloop.settings import fast_monitor_env
 from driftloop.stack.processes import pid_alive, port_in_use
 from tests.commands import STACK_PORTS, stack_env, stack_ports
 from tests.integration.prefect_events import wait_for_event
@@ -140,7 +150,7 @@ def test_up_detached_serves_predictions_and_down_stops_everything(place: Place) 
     # Secrets were made for the embedded stack, kept in .env (0600), never printed.
     dotenv = (place.folder / ".env").read_text()
     secrets = [line.split("=", 1)[1] for line in dotenv.splitlines() if "=" in line]
-    assert len(secrets) == 4 and secrets[0] == USER_API_KEY  # three made by `up`
+    assert len(secrets) == 5 and secrets[0] == USER_API_KEY  # four made by `up`
     assert (place.folder / ".env").stat().st_mode & 0o777 == 0o600
     log_text = (place.folder / ".driftloop" / "logs" / "up.log").read_text()
     for secret in secrets:
@@ -155,12 +165,23 @@ def test_up_detached_serves_predictions_and_down_stops_everything(place: Place) 
     # Each component has the secrets it uses and no others; Prometheus and Alertmanager none.
     named = dict(line.split("=", 1) for line in dotenv.splitlines() if "=" in line)
     lakefs_secret = named["DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY"]
+    prefect_auth = named["DRIFTLOOP_PREFECT__AUTH_STRING"]
     environments = {name: environment_of(component_pid(place, name)) for name in COMPONENTS}
-    for name in ("prometheus", "alertmanager", "prefect-server"):
+    for name in ("prometheus", "alertmanager"):
         assert not any(secret in environments[name] for secret in secrets), name
+    others = [secret for secret in secrets if secret != prefect_auth]
+    assert f"PREFECT_SERVER_API_AUTH_STRING={prefect_auth}" in environments["prefect-server"]
+    assert not any(secret in environments["prefect-server"] for secret in others)
     assert USER_API_KEY in environments["inference"]
     assert lakefs_secret not in environments["inference"]
+    assert prefect_auth not in environments["inference"]
     assert lakefs_secret in environments["monitor"] and USER_API_KEY not in environments["monitor"]
+    assert (
+        prefect_auth in environments["monitor"] and prefect_auth in environments["prefect-worker"]
+    )
+    # Prometheus signs its scrape of Prefect with a file only its user reads.
+    credentials = place.folder / ".driftloop" / "prometheus" / "prefect-password"
+    assert credentials.stat().st_mode & 0o777 == 0o600
     prometheus = f"http://127.0.0.1:{place.ports['prometheus']}"
 
     def target_health() -> dict[str, str] | None:
@@ -170,8 +191,12 @@ def test_up_detached_serves_predictions_and_down_stops_everything(place: Place) 
 
     health = eventually(target_health, "every Prometheus target up", timeout=60, interval=2)
     assert health == {"driftloop-inference": "up", "driftloop-monitor": "up", "prefect": "up"}
-    api = f"http://127.0.0.1:{place.ports['prefect-server']}/api"
-    names = {d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}).json()}
+    # Prefect's API wants the stack's basic auth: an anonymous event or call is refused.
+    api = PrefectAccess(f"http://127.0.0.1:{place.ports['prefect-server']}/api", None, prefect_auth)
+    event = Event(DRIFT_DETECTED, model_resource("transactions-classifier"))
+    assert httpx.post(f"{api.url}/events", json=[event.to_json()]).status_code == 401
+    assert httpx.post(f"{api.url}/deployments/filter", json={}).status_code == 401
+    names = {d["name"] for d in api.post("/deployments/filter", {}).json()}
     assert {"ingest", "train", "retrain"} <= names
     # Alertmanager reaches the monitor's webhook with the token `up` made: a drift alert becomes
     # driftloop.alert.firing in Prefect.
@@ -259,32 +284,94 @@ def status_rows(place: Place) -> dict[str, str]:
     return rows
 
 
-def test_a_killed_component_is_started_again_and_status_shows_it(place: Place) -> None:
+class Traffic(threading.Thread):
+    """Labelled concept-drift traffic to the stack's inference service until stopped, through
+    its restarts: a refused connection is counted and tried again."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__(daemon=True)
+        self.base, self.stop, self.answered, self.refused = base, threading.Event(), 0, 0
+
+    def run(self) -> None:
+        spec = load_spec("transactions")
+        headers = {"X-API-Key": USER_API_KEY}
+        seed = 100
+        with httpx.Client(base_url=self.base, headers=headers, timeout=30) as client:
+            while not self.stop.is_set():
+                seed += 1
+                frame = generate_transactions(200, seed=seed, scenario="concept_drift")
+                records = frame_records(frame, spec.feature_names)
+                truth = frame[spec.target].astype(int).tolist()
+                for start in range(0, 200, 50):
+                    try:
+                        answers = client.post("/predict", json=records[start : start + 50])
+                        answers.raise_for_status()
+                        for answer, label in zip(answers.json(), truth[start:], strict=False):
+                            feedback = {"prediction_id": answer["prediction_id"], "label": label}
+                            client.post("/feedback", json=feedback).raise_for_status()
+                        self.answered += 50
+                    except httpx.HTTPError:
+                        self.refused += 1
+                        time.sleep(0.5)
+
+
+def test_the_loop_closes_while_the_worker_inference_and_monitor_are_killed(place: Place) -> None:
     """kill -9 of the inference service, the monitor or the worker once stopped every component
-    within about 6 s; now each is started again and the stack stays up."""
-    up = place.start()
+    within about 6 s. Now each is started again and the loop still closes: the monitor is
+    killed before drift, the worker while the retrain runs, inference while traffic flows."""
+    up = place.start(**fast_monitor_env())
+    traffic = Traffic(f"http://127.0.0.1:{place.ports['inference']}")
     try:
         place.wait_status_ok(up)
-        killed = {name: component_pid(place, name) for name in ("inference", "monitor")}
+        prefect = PrefectAccess(
+            f"http://127.0.0.1:{place.ports['prefect-server']}/api",
+            auth_string=dotenv_values(place.folder / ".env")["DRIFTLOOP_PREFECT__AUTH_STRING"],
+        )
+        old = httpx.get(
+            f"{traffic.base}/model", headers={"X-API-Key": USER_API_KEY}, timeout=10
+        ).json()["version"]
+        killed = {"monitor": component_pid(place, "monitor")}
+        os.killpg(killed["monitor"], signal.SIGKILL)
+        since = datetime.now(UTC)
+        traffic.start()
+
+        def retrain_running() -> dict[str, Any] | None:
+            runs = prefect.post(
+                "/flow_runs/filter",
+                {"flows": {"name": {"any_": ["retrain"]}}, "sort": "START_TIME_DESC"},
+            ).json()
+            fresh = [r for r in runs if datetime.fromisoformat(r["created"]) >= since]
+            return next((r for r in fresh if r["state_type"] == "RUNNING"), None)
+
+        run = eventually(retrain_running, "a retrain run to be running", timeout=240, interval=1)
+        # The worker alone (the flow run it started is its child, and carries on).
         killed["prefect-worker"] = component_pid(place, "prefect-worker")
-        for pid in killed.values():
-            os.killpg(pid, signal.SIGKILL)
+        os.kill(killed["prefect-worker"], signal.SIGKILL)
+        time.sleep(1)
+        killed["inference"] = component_pid(place, "inference")
+        os.killpg(killed["inference"], signal.SIGKILL)
 
-        place.wait_status_ok(up, timeout=180)
+        def new_version() -> str | None:
+            try:
+                answer = httpx.get(
+                    f"{traffic.base}/model", headers={"X-API-Key": USER_API_KEY}, timeout=5
+                )
+            except httpx.HTTPError:
+                return None
+            version = answer.json().get("version") if answer.status_code == 200 else None
+            return version if version not in (None, old) else None
 
-        def restarted() -> dict[str, str] | None:
-            rows = status_rows(place)
-            done = all(" 1 (last: killed by SIGKILL" in rows.get(name, "") for name in killed)
-            return rows if done else None
-
-        rows = eventually(restarted, "status to show one restart of each", timeout=60)
+        serving = eventually(new_version, "a new version serving", timeout=300, interval=1)
+        finished = prefect.get(f"/flow_runs/{run['id']}").json()
+        assert finished["state_type"] == "COMPLETED", finished["state"]
+        rows = status_rows(place)
+        for name in killed:
+            assert " 1 (last: killed by SIGKILL" in rows[name], rows[name]
+        assert " 0 " in rows["prefect-server"] and f":{serving}" in rows["inference"]
         assert up.poll() is None, place.output.read_text()
-        assert all(component_pid(place, name) != pid for name, pid in killed.items())
-        assert " 0 " in rows["prefect-server"] and "✓" in rows["inference"]
-        base = f"http://127.0.0.1:{place.ports['inference']}"
-        answer = httpx.get(f"{base}/model", headers={"X-API-Key": USER_API_KEY}, timeout=10)
-        assert answer.status_code == 200
+        assert traffic.answered > 0
     finally:
+        traffic.stop.set()
         pids = component_pids(place)
         os.killpg(up.pid, signal.SIGINT)
         output = place.finish(up)

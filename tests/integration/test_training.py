@@ -40,7 +40,7 @@ def world(
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DRIFTLOOP_LAKEFS__REPOSITORY", repo)
     monkeypatch.setenv("DRIFTLOOP_HOME", str(tmp_path / "home"))
-    with prefect_api(prefect_server.api_url):
+    with prefect_api(prefect_server.access):
         ingest("transactions", "builtin:?rows=8000&seed=1", batch_id="day-1")
         ingest("transactions", "builtin:?rows=8000&seed=2&start=2026-01-02", batch_id="day-2")
         yield lakefs_server.client(repo), prefect_server
@@ -99,7 +99,7 @@ def test_gate_rejects_a_worse_challenger_promotes_a_better_one_and_rollback_rest
     assert worse.stage == "candidate" and not worse.promoted
     assert any("roc_auc" in reason for reason in worse.reasons)
     assert registry().production(MODEL).version == first.version  # type: ignore[union-attr]
-    rejected = wait_for_event(prefect.api_url, "driftloop.model.rejected", version=worse.version)
+    rejected = wait_for_event(prefect.access, "driftloop.model.rejected", version=worse.version)
     assert rejected["payload"]["reasons"] == worse.reasons
     with get_client(sync_client=True) as client:
         (artifact,) = client.read_artifacts(
@@ -120,7 +120,7 @@ def test_gate_rejects_a_worse_challenger_promotes_a_better_one_and_rollback_rest
 
     assert better.stage == "production" and better.promoted, better.reasons
     assert registry().production(MODEL).version == better.version  # type: ignore[union-attr]
-    promoted = wait_for_event(prefect.api_url, "driftloop.model.promoted", version=better.version)
+    promoted = wait_for_event(prefect.access, "driftloop.model.promoted", version=better.version)
     assert promoted["payload"]["data_commit"] == better.data_commit
 
     restored = registry().rollback(MODEL)

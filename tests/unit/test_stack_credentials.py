@@ -14,6 +14,7 @@ NAMES = {
     "DRIFTLOOP_LAKEFS__ACCESS_KEY_ID",
     "DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY",
     "DRIFTLOOP_MONITOR__ALERT_TOKEN",
+    "DRIFTLOOP_PREFECT__AUTH_STRING",
 }
 
 
@@ -33,7 +34,9 @@ def test_missing_secrets_are_made_and_appended_to_dotenv_once(
 
     made = local_secrets(bare, dotenv, embedded=True)
 
-    assert set(made) == NAMES and len(set(made.values())) == 3
+    assert set(made) == NAMES and len(set(made.values())) == 4
+    # Prefect's basic auth is `user:password`, as its UI asks for it.
+    assert made["DRIFTLOOP_PREFECT__AUTH_STRING"].startswith("driftloop:")
     text = dotenv.read_text()
     assert text.startswith("DRIFTLOOP_DATASET=transactions\n# written by `driftloop up`")
     assert dotenv.stat().st_mode & 0o777 == 0o600
@@ -48,11 +51,13 @@ def test_configured_secrets_are_used_and_nothing_is_written(
     monkeypatch.setenv("DRIFTLOOP_LAKEFS__ACCESS_KEY_ID", "AKIACONFIGURED0001")
     monkeypatch.setenv("DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY", "configured-secret-value")
     monkeypatch.setenv("DRIFTLOOP_MONITOR__ALERT_TOKEN", "configured-token-value")
+    monkeypatch.setenv("DRIFTLOOP_PREFECT__AUTH_STRING", "ops:configured-password")
 
     made = local_secrets(get_settings(), tmp_path / ".env", embedded=False)
 
     assert made["DRIFTLOOP_LAKEFS__ACCESS_KEY_ID"] == "AKIACONFIGURED0001"
     assert made["DRIFTLOOP_MONITOR__ALERT_TOKEN"] == "configured-token-value"
+    assert made["DRIFTLOOP_PREFECT__AUTH_STRING"] == "ops:configured-password"
     assert not (tmp_path / ".env").exists()
 
 

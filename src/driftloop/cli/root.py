@@ -81,7 +81,7 @@ def settings_with_prefect() -> Settings:
     """Settings for a command that runs flows: stops with a clear message when they are invalid
     or when no Prefect server answers at their API URL."""
     settings = load_settings()
-    require_prefect(prefect_api_url(settings))
+    require_prefect(settings)
     return settings
 
 
@@ -94,19 +94,14 @@ def flow_run_page(settings: Settings, flow_run_id: object) -> str:
     return f"{prefect_api_url(settings).removesuffix('/api')}/runs/flow-run/{flow_run_id}"
 
 
-def require_prefect(api_url: str) -> None:
-    """Stop with a clear message when no Prefect server answers at ``api_url``."""
-    import httpx
+def require_prefect(settings: Settings) -> None:
+    """Stop with a clear message when no Prefect server answers at the configured API URL, or
+    when it refuses driftloop's credentials."""
+    from driftloop.prefect_api import PrefectAccess
 
-    try:
-        healthy = httpx.get(f"{api_url}/health", timeout=5).is_success
-    except httpx.HTTPError:
-        healthy = False
-    if not healthy:
-        fail(
-            f"no Prefect server answers at {api_url}; start one (`prefect server start`) or set "
-            "DRIFTLOOP_PREFECT__API_URL"
-        )
+    problem = PrefectAccess.of(settings.prefect).problem()
+    if problem:
+        fail(problem)
 
 
 class _WithoutTraceback(logging.Filter):

@@ -10,13 +10,14 @@ from driftloop.stack.errors import StackError
 
 
 def local_secrets(settings: Settings, dotenv: Path | None, *, embedded: bool) -> dict[str, str]:
-    """lakeFS keys for the embedded server and the Alertmanager webhook token.
+    """lakeFS keys for the embedded server, the Prefect server's basic auth and the
+    Alertmanager webhook token.
 
     The configured values when there are any; otherwise new random ones, appended to ``dotenv``
     (created 0600) when given, so later commands (``driftloop ingest``, ``train``) reach the same
     server. Never printed. A lakeFS that is not the embedded one needs its keys configured.
     """
-    lakefs, monitor = settings.lakefs, settings.monitor
+    lakefs, monitor, prefect = settings.lakefs, settings.monitor, settings.prefect
     values: dict[str, str] = {}
     if (lakefs.access_key_id is None) != (lakefs.secret_access_key is None):
         raise StackError(
@@ -33,10 +34,13 @@ def local_secrets(settings: Settings, dotenv: Path | None, *, embedded: bool) ->
         )
     if monitor.alert_token:
         values["DRIFTLOOP_MONITOR__ALERT_TOKEN"] = monitor.alert_token.get_secret_value()
+    if prefect.auth_string:
+        values["DRIFTLOOP_PREFECT__AUTH_STRING"] = prefect.auth_string.get_secret_value()
     created = {
         "DRIFTLOOP_LAKEFS__ACCESS_KEY_ID": "AKIALOCAL" + secrets.token_hex(6).upper(),
         "DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
         "DRIFTLOOP_MONITOR__ALERT_TOKEN": secrets.token_urlsafe(24),
+        "DRIFTLOOP_PREFECT__AUTH_STRING": "driftloop:" + secrets.token_urlsafe(24),
     }
     new = {name: value for name, value in created.items() if name not in values}
     if new and dotenv is not None:

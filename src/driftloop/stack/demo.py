@@ -32,6 +32,7 @@ from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
 from driftloop.ingestion import BatchRejected
 from driftloop.lakefs_client import LakeFSClient
+from driftloop.prefect_api import PrefectAccess
 from driftloop.serving import frame_records, load_version
 from driftloop.settings import Settings, fast_monitor_env, settings_from_env
 from driftloop.stack.deploy import DeployError, project_dir
@@ -126,8 +127,8 @@ class Demo:
         self.console = console
         self.settings = stack.settings
         self.spec = load_spec("transactions")
-        self.api_url = stack.env["PREFECT_API_URL"]
-        self.ui = self.api_url.removesuffix("/api")
+        self.prefect = PrefectAccess.of(self.settings.prefect)
+        self.ui = self.prefect.url.removesuffix("/api")
         self.inference = f"http://{self.settings.serving.host}:{self.settings.serving.port}"
         self.monitor = f"http://{self.settings.monitor.host}:{self.settings.monitor.port}"
         self.started = datetime.now(UTC)
@@ -198,10 +199,10 @@ class Demo:
                     f"report: {status.get('last_report') or 'being written'}"
                 )
             if timeline.drift_event is None:
-                timeline.drift_event = first_event(self.api_url, "driftloop.drift.detected")
+                timeline.drift_event = first_event(self.prefect, "driftloop.drift.detected")
                 if timeline.drift_event:
                     self.say("  Prefect received driftloop.drift.detected")
-            run = newest_run(self.api_url, "retrain", self.started)
+            run = newest_run(self.prefect, "retrain", self.started)
             if run is not None:
                 state = run["state_name"]
                 if state not in seen:
@@ -323,25 +324,22 @@ class Demo:
             return work()
 
 
-def first_event(api_url: str, name: str) -> datetime | None:
+def first_event(prefect: PrefectAccess, name: str) -> datetime | None:
     """When the first event called ``name`` occurred, as Prefect recorded it."""
-    found = httpx.post(
-        f"{api_url}/events/filter",
-        json={"filter": {"event": {"name": [name]}}, "limit": 10},
-        timeout=10,
+    found = prefect.post(
+        "/events/filter", {"filter": {"event": {"name": [name]}}, "limit": 10}
     ).json()["events"]
     times = [datetime.fromisoformat(event["occurred"]) for event in found]
     return min(times) if times else None
 
 
-def newest_run(api_url: str, deployment: str, since: datetime) -> dict[str, Any] | None:
+def newest_run(prefect: PrefectAccess, deployment: str, since: datetime) -> dict[str, Any] | None:
     """The newest run of the deployment named ``deployment`` created after ``since``."""
-    deployments = httpx.post(f"{api_url}/deployments/filter", json={}, timeout=10).json()
+    deployments = prefect.post("/deployments/filter", {}).json()
     ids = [d["id"] for d in deployments if d["name"] == deployment]
-    runs = httpx.post(
-        f"{api_url}/flow_runs/filter",
-        json={"flow_runs": {"deployment_id": {"any_": ids}}, "sort": "EXPECTED_START_TIME_DESC"},
-        timeout=10,
+    runs = prefect.post(
+        "/flow_runs/filter",
+        {"flow_runs": {"deployment_id": {"any_": ids}}, "sort": "EXPECTED_START_TIME_DESC"},
     ).json()
     fresh = [run for run in runs if datetime.fromisoformat(run["created"]) >= since]
     return max(fresh, key=lambda run: run["created"]) if fresh else None

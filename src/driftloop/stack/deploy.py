@@ -12,8 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
-
+from driftloop.prefect_api import PrefectAccess
 from driftloop.settings import Settings
 
 
@@ -37,33 +36,25 @@ def deployment_env(settings: Settings, project: Path) -> dict[str, str]:
     """The variables prefect.yaml reads (driftloop's settings under their own names, in the form
     Prefect takes), and the Prefect client's own."""
     prefect = settings.prefect
-    env = {
-        "PREFECT_API_URL": str(prefect.api_url),
-        "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
+    return {
+        **PrefectAccess.of(prefect).client_env(),
         "DRIFTLOOP_PROJECT_DIR": str(project),
         "DRIFTLOOP_PREFECT__WORK_POOL": prefect.work_pool,
         "DRIFTLOOP_PREFECT__INGEST_CRON": prefect.ingest_cron,
         "DRIFTLOOP_PREFECT__INGEST_SCHEDULE_ACTIVE": str(prefect.ingest_schedule_active).lower(),
         "DRIFTLOOP_PREFECT__RETRAIN_COOLDOWN_SECONDS": str(prefect.retrain_cooldown_seconds),
     }
-    if prefect.api_key is not None:
-        env["PREFECT_API_KEY"] = prefect.api_key.get_secret_value()
-    return env
 
 
 def apply(settings: Settings, project: Path) -> str:
     """Create the work pool and apply every deployment of prefect.yaml; Prefect's output."""
     from driftloop.stack.servers import ensure_process_pool
 
-    api_url = str(settings.prefect.api_url).rstrip("/")
-    try:
-        httpx.get(f"{api_url}/health", timeout=5).raise_for_status()
-    except httpx.HTTPError as error:
-        raise DeployError(
-            f"no Prefect server answers at {api_url} ({error}); start one (driftloop up) or set "
-            "DRIFTLOOP_PREFECT__API_URL"
-        ) from None
-    ensure_process_pool(api_url, settings.prefect.work_pool)
+    access = PrefectAccess.of(settings.prefect)
+    problem = access.problem()
+    if problem:
+        raise DeployError(problem)
+    ensure_process_pool(access, settings.prefect.work_pool)
     prefect = str(Path(sys.executable).with_name("prefect"))
     finished = subprocess.run(
         [prefect, "--no-prompt", "deploy", "--all"],

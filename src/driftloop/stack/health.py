@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from driftloop.prefect_api import PrefectAccess
 from driftloop.settings import Settings
 from driftloop.stack.processes import pid_alive
 from driftloop.stack.state import Record, read_state, records
@@ -19,14 +20,16 @@ class Health:
     detail: str
 
 
-def check(record: Record, timeout: float = 3.0, api_key: str | None = None) -> Health:
-    """Ask one component whether it is healthy: its process, then its health URL (and the
-    inference service which model it serves, with ``api_key`` when it wants one)."""
+def check(record: Record, settings: Settings, timeout: float = 3.0) -> Health:
+    """Ask one component whether it is healthy: its process, then its health URL (the worker:
+    whether Prefect lists it online, asked with the stack's Prefect credentials; the inference
+    service: which model it serves, with the serving API key when it wants one)."""
     if not pid_alive(record.pid):
         return Health(False, f"not running (pid {record.pid} is gone); log: {record.log}")
     try:
         if record.kind == "worker":
-            workers = httpx.post(record.health, json={}, timeout=timeout)
+            headers = PrefectAccess.of(settings.prefect).headers()
+            workers = httpx.post(record.health, json={}, headers=headers, timeout=timeout)
             online = workers.is_success and any(w["status"] == "ONLINE" for w in workers.json())
             return Health(online, "polling for flow runs" if online else "not online in the pool")
         answer = httpx.get(record.health, timeout=timeout)
@@ -38,7 +41,8 @@ def check(record: Record, timeout: float = 3.0, api_key: str | None = None) -> H
         return Health(False, f"{record.health} answered {answer.status_code}")
     if record.name == "inference":
         try:
-            headers = {"X-API-Key": api_key} if api_key else {}
+            key = settings.serving.api_key
+            headers = {"X-API-Key": key.get_secret_value()} if key else {}
             model = httpx.get(f"{record.url}/model", headers=headers, timeout=timeout).json()
             return Health(True, f"serving {model['name']}:{model['version']}")
         except (httpx.HTTPError, KeyError, ValueError):
@@ -51,5 +55,4 @@ def status(settings: Settings) -> list[tuple[Record, Health]] | None:
     state = read_state(settings)
     if state is None:
         return None
-    key = settings.serving.api_key.get_secret_value() if settings.serving.api_key else None
-    return [(record, check(record, api_key=key)) for record in records(state)]
+    return [(record, check(record, settings)) for record in records(state)]

@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from driftloop.prefect_api import PrefectAccess
 from driftloop.stack.processes import Component, start_component
 
 
@@ -24,22 +25,12 @@ def prefect_executable() -> str:
     return found
 
 
-def prefect_client_env(api_url: str) -> dict[str, str]:
-    """Environment for anything that talks to the Prefect server as a client.
-
-    A client without an API URL would otherwise start a throwaway server of its own and lose its
-    work silently; with ephemeral mode off, a missing URL fails loudly instead.
-    """
-    return {
-        "PREFECT_API_URL": api_url,
-        "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-    }
-
-
-def prefect_server_env(prefect_home: Path, database_url: str | None = None) -> dict[str, str]:
-    """Environment of a Prefect server: its own home, SQLite there unless given a database URL."""
+def prefect_server_env(
+    prefect_home: Path, database_url: str | None = None, auth_string: str | None = None
+) -> dict[str, str]:
+    """Environment of a Prefect server: its own home, SQLite there unless given a database URL,
+    and basic auth on its API when given ``auth_string`` (only ``GET /api/health`` and
+    ``/api/ready`` stay open, for probes)."""
     env = {
         "PREFECT_HOME": str(prefect_home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -48,6 +39,8 @@ def prefect_server_env(prefect_home: Path, database_url: str | None = None) -> d
     }
     if database_url:
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
+    if auth_string:
+        env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
     return env
 
 
@@ -58,10 +51,12 @@ def start_prefect_server(
     prefect_home: Path,
     log_path: Path,
     database_url: str | None = None,
+    auth_string: str | None = None,
     ui: bool = True,
     extra_env: dict[str, str] | None = None,
 ) -> Component:
-    """Start ``prefect server start`` on ``host:port``; wait for it with ``wait_healthy``."""
+    """Start ``prefect server start`` on ``host:port``, with basic auth when given
+    ``auth_string``; wait for it with ``wait_healthy``."""
     prefect_home.mkdir(parents=True, exist_ok=True)
     command = [prefect_executable(), "server", "start", "--host", host, "--port", str(port)]
     command.append("--ui" if ui else "--no-ui")
@@ -70,12 +65,12 @@ def start_prefect_server(
         command,
         health_url=f"http://{host}:{port}/api/health",
         log_path=log_path,
-        env={**prefect_server_env(prefect_home, database_url), **(extra_env or {})},
+        env={**prefect_server_env(prefect_home, database_url, auth_string), **(extra_env or {})},
     )
 
 
-def ensure_process_pool(api_url: str, pool: str) -> None:
-    """Create the process work pool ``pool`` on the server at ``api_url`` unless it exists."""
+def ensure_process_pool(prefect: PrefectAccess, pool: str) -> None:
+    """Create the process work pool ``pool`` on the server ``prefect`` unless it exists."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
@@ -84,7 +79,7 @@ def ensure_process_pool(api_url: str, pool: str) -> None:
     from flows.common import prefect_api
 
     with (
-        prefect_api(api_url),
+        prefect_api(prefect),
         get_client(sync_client=True) as client,
     ):
         try:
@@ -116,7 +111,7 @@ def drain_prefect_client(timeout: float = 10.0) -> None:
 
 def start_process_worker(
     *,
-    api_url: str,
+    prefect: PrefectAccess,
     pool: str,
     log_path: Path,
     query_seconds: float = 2.0,
@@ -130,14 +125,14 @@ def start_process_worker(
     """
     command = [prefect_executable(), "worker", "start", "--pool", pool, "--type", "process"]
     env = {
-        **prefect_client_env(api_url),
+        **prefect.client_env(),
         "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds),
         **(extra_env or {}),
     }
     return start_component(
         f"prefect-worker[{pool}]",
         command,
-        health_url=f"{api_url.rstrip('/')}/health",
+        health_url=f"{prefect.url}/health",
         log_path=log_path,
         env=env,
         cwd=cwd,

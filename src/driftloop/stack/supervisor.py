@@ -40,6 +40,7 @@ from typing import Literal
 import httpx
 
 from driftloop.observability import Targets, write_alertmanager_config, write_prometheus_config
+from driftloop.prefect_api import PrefectAccess
 from driftloop.settings import Settings, secret_values, secret_variables, settings_from_env
 from driftloop.stack.bootstrap import ensure_production_model
 from driftloop.stack.credentials import local_secrets
@@ -76,6 +77,7 @@ from driftloop.stack.state import (
 
 MAX_BACKOFF_SECONDS = 30.0
 LAKEFS_KEYS = ("DRIFTLOOP_LAKEFS__ACCESS_KEY_ID", "DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY")
+PREFECT_KEYS = ("DRIFTLOOP_PREFECT__API_KEY", "DRIFTLOOP_PREFECT__AUTH_STRING")
 
 
 def describe_exit(code: int) -> str:
@@ -266,7 +268,7 @@ class LocalStack:
     def _prepare_environment(self) -> None:
         settings = self.settings
         api_url = str(settings.prefect.api_url).rstrip("/")
-        lakefs_secrets = local_secrets(settings, self.dotenv, embedded=self.plan.embedded_lakefs)
+        made = local_secrets(settings, self.dotenv, embedded=self.plan.embedded_lakefs)
         self.env = {
             # The caller's .env: components run in the project folder, where pydantic-settings
             # would read another .env (or none), so its settings travel in their environment.
@@ -281,8 +283,8 @@ class LocalStack:
         }
         # The components get these as their environment; this process (the bootstrap's flows)
         # gets the same values as settings, without touching its own environment.
-        self.settings = settings_from_env({**self.env, **lakefs_secrets})
-        self.secrets = {**secret_values(self.settings), **lakefs_secrets}
+        self.settings = settings_from_env({**self.env, **made})
+        self.secrets = {**secret_values(self.settings), **made}
 
     def _caller_dotenv(self) -> dict[str, str]:
         """The DRIFTLOOP_ settings of the caller's .env that the environment does not override,
@@ -317,6 +319,7 @@ class LocalStack:
                 port=endpoint.port,
                 prefect_home=self.home / "prefect",
                 log_path=self.logs / "prefect-server.log",
+                auth_string=self.secrets["DRIFTLOOP_PREFECT__AUTH_STRING"],
                 extra_env={"PREFECT_API_ENABLE_METRICS": "true"},
             )
 
@@ -380,14 +383,16 @@ class LocalStack:
 
         def worker() -> Component:
             return start_process_worker(
-                api_url=api_url,
+                prefect=PrefectAccess.of(settings.prefect),
                 pool=pool,
                 log_path=self.logs / "worker.log",
                 query_seconds=settings.prefect.worker_query_seconds,
                 cwd=self.project,
-                extra_env=self.env_with(
-                    *LAKEFS_KEYS, "DRIFTLOOP_PREFECT__API_KEY", "DRIFTLOOP_GRAFANA__TOKEN"
-                ),
+                extra_env={
+                    **self.env_with(*LAKEFS_KEYS, *PREFECT_KEYS, "DRIFTLOOP_GRAFANA__TOKEN"),
+                    # Its flow runs write beside it, not through it: they outlive it.
+                    "DRIFTLOOP_STACK__FLOW_RUN_LOG": str(self.logs / "worker.log"),
+                },
             )
 
         def inference() -> Component:
@@ -408,7 +413,7 @@ class LocalStack:
                     *LAKEFS_KEYS,
                     "DRIFTLOOP_MONITOR__ALERT_TOKEN",
                     "DRIFTLOOP_GRAFANA__TOKEN",
-                    "DRIFTLOOP_PREFECT__API_KEY",
+                    *PREFECT_KEYS,
                 ),
                 cwd=self.project,
             )
@@ -445,6 +450,7 @@ class LocalStack:
                 monitor=f"{settings.monitor.host}:{settings.monitor.port}",
                 prefect=f"{prefect.host}:{prefect.port}",
                 alertmanager=alertmanager_address,
+                prefect_auth_string=self.secrets["DRIFTLOOP_PREFECT__AUTH_STRING"],
             ),
         )
 
@@ -509,7 +515,7 @@ class LocalStack:
             record = Record(**{**asdict(record), "health": health_url})
 
         def probe() -> tuple[bool, str]:
-            health = check(record)
+            health = check(record, self.settings)
             return health.healthy, health.detail
 
         try:
