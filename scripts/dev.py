@@ -118,11 +118,21 @@ def runs_integration_tests(args: list[str]) -> bool:
     return not paths or not all(path.startswith(("tests/unit", "tests/model")) for path in paths)
 
 
+def parallel(args: list[str]) -> list[str]:
+    """pytest-xdist options for the whole suite: one worker per core (at most 4), each taking
+    whole modules (a module's fixtures start its servers once). None when ARGS name tests or
+    choose workers themselves."""
+    if any(not arg.startswith("-") for arg in args) or any(arg.startswith("-n") for arg in args):
+        return []
+    workers = max(1, min(4, os.cpu_count() or 1))
+    return ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
+
+
 def test(args: list[str]) -> int:
     setup()
     if runs_integration_tests(args):
         system_tools()
-    code = run(BIN / "pytest", *args)
+    code = run(BIN / "pytest", *parallel(args), *args)
     if code == 5:
         say("pytest collected no tests: that is a failure")
         return 1

@@ -8,8 +8,12 @@ and nothing may touch the developer's own Prefect home.
 import os
 import tempfile
 
+import pytest
+
 os.environ["PREFECT_SERVER_EPHEMERAL_ENABLED"] = "false"
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="driftloop-test-prefect-"))
+if "PREFECT_HOME" not in os.environ or os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist workers inherit the controller's environment: each gets a home of its own.
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="driftloop-test-prefect-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 
@@ -19,3 +23,25 @@ os.environ["DO_NOT_TRACK"] = "1"
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="driftloop-test-bentoml-")
 os.environ["DRIFTLOOP_STORAGE__BENTOML_HOME"] = os.environ["BENTOML_HOME"]
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+
+# The modules that take minutes, started first when pytest-xdist spreads modules over workers
+# (`--dist loadfile`), so that no worker is left with one of them at the end.
+SLOW_FIRST = (
+    "test_stack.py",
+    "test_inference.py",
+    "test_demo.py",
+    "test_loop.py",
+    "test_alerting.py",
+    "test_monitor.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker collects, in the same order
+        items.sort(
+            key=lambda item: (
+                SLOW_FIRST.index(item.path.name)
+                if item.path.name in SLOW_FIRST
+                else len(SLOW_FIRST)
+            )
+        )

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 FAILED_STATES = ("FAILED", "CRASHED")
 FINISHED_STATES = ("COMPLETED", *FAILED_STATES)
+UNFINISHED_STATES = ("PENDING", "RUNNING", "CANCELLING")
 
 
 @dataclass(frozen=True)
@@ -157,3 +158,30 @@ def latest_finished_run(
                 parameters=given,
             )
     return None
+
+
+def crash_unfinished_runs(prefect: PrefectAccess, message: str) -> list[str]:
+    """Mark every flow run that is pending, running or cancelling as crashed, with ``message``;
+    the names of those runs.
+
+    For a server whose every worker and flow-run process is known to be gone (the embedded
+    stack at start): such a run will never finish, and it would keep its deployment's
+    concurrency slot, so a retrain with collision strategy CANCEL_NEW would cancel every later
+    one. Forced, as Prefect's UI does: its minimal policy still releases the slot.
+
+    Raises:
+        httpx.HTTPError: Prefect did not answer, or answered with an error.
+    """
+    runs = prefect.post(
+        "/flow_runs/filter",
+        {"flow_runs": {"state": {"type": {"any_": list(UNFINISHED_STATES)}}}, "limit": 200},
+    )
+    runs.raise_for_status()
+    crashed = []
+    for run in runs.json():
+        state = {"type": "CRASHED", "name": "Crashed", "message": message}
+        prefect.post(
+            f"/flow_runs/{run['id']}/set_state", {"state": state, "force": True}
+        ).raise_for_status()
+        crashed.append(str(run["name"]))
+    return crashed

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from driftloop.lakefs_client import LakeFSClient
 from driftloop.prefect_api import PrefectAccess
@@ -30,6 +31,7 @@ from driftloop.stack.servers import (
     start_process_worker,
 )
 from flows.common import prefect_api
+from tests.integration.databases import fresh_database
 
 SERVER_START_TIMEOUT = 120.0
 # Test credentials of the embedded lakeFS-compatible server; they exist only inside the test run.
@@ -102,7 +104,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     """A real `prefect server start` on a free port, torn down after the session."""
     home = tmp_path_factory.mktemp("prefect-home")
-    database_url = os.environ.get("DRIFTLOOP_TEST_DATABASE_URL") or None
+    with ExitStack() as cleanup:
+        database_url = os.environ.get("DRIFTLOOP_TEST_DATABASE_URL") or None
+        if database_url and os.environ.get("PYTEST_XDIST_WORKER"):
+            # Each pytest-xdist worker has its own server: one database each, on the same
+            # PostgreSQL, or they would apply each other's deployments.
+            fresh = cleanup.enter_context(fresh_database("postgresql", home, "prefect"))
+            database_url = str(sa.make_url(fresh).set(drivername="postgresql+asyncpg"))
+        yield from _prefect_server(home, database_url)
+
+
+def _prefect_server(home: Path, database_url: str | None) -> Iterator[PrefectServer]:
     port = free_port()
     component = start_prefect_server(
         host="127.0.0.1",

@@ -88,6 +88,13 @@ class Place:
                 os.killpg(up.pid, signal.SIGKILL)
         return self.output.read_text()
 
+    def prefect(self) -> PrefectAccess:
+        """The stack's Prefect API, signed in with the password `up` keeps in .env."""
+        return PrefectAccess(
+            f"http://127.0.0.1:{self.ports['prefect-server']}/api",
+            auth_string=dotenv_values(self.folder / ".env")["DRIFTLOOP_PREFECT__AUTH_STRING"],
+        )
+
     def state(self) -> dict[str, Any] | None:
         path = self.folder / ".driftloop" / "stack.json"
         return json.loads(path.read_text()) if path.exists() else None
@@ -213,6 +220,15 @@ def test_up_detached_serves_predictions_and_down_stops_everything(place: Place) 
     httpx.post(f"{alertmanager}/api/v2/alerts", json=[alert], timeout=10).raise_for_status()
     firing = wait_for_event(api, "driftloop.alert.firing", timeout=60)
     assert firing["payload"]["alertname"] == "DatasetDrift", firing
+    # A retrain that is running when the stack stops (its process goes with it); the next
+    # start must not leave it holding the retrain's only slot (test_ctrl_c... checks).
+    retrain = next(d for d in api.post("/deployments/filter", {}).json() if d["name"] == "retrain")
+    run = api.post(f"/deployments/{retrain['id']}/create_flow_run", {}).json()
+    running = {"type": "RUNNING", "name": "Running"}
+    api.post(
+        f"/flow_runs/{run['id']}/set_state", {"state": running, "force": True}
+    ).raise_for_status()
+    (place.folder / "unfinished-run.json").write_text(json.dumps(run))
 
     pids = component_pids(place)
     stopped = place.run("down")
@@ -228,6 +244,8 @@ def test_ctrl_c_stops_every_component(place: Place) -> None:
     # SIGTERM takes the same path: `driftloop down` sends it (the first test).
     up = place.start()
     place.wait_status_ok(up)
+    unfinished = json.loads((place.folder / "unfinished-run.json").read_text())
+    left = place.prefect().get(f"/flow_runs/{unfinished['id']}").json()
     pids = component_pids(place)
     os.killpg(up.pid, signal.SIGINT)
     output = place.finish(up)
@@ -235,6 +253,10 @@ def test_ctrl_c_stops_every_component(place: Place) -> None:
     assert up.returncode == 0, output
     # The model from the first start is still production: no second bootstrap.
     assert "✓ production model transactions-classifier:" in output
+    # The retrain the first stack left running was marked crashed, releasing its slot.
+    assert "flow run(s) an earlier stack left unfinished as crashed" in output
+    assert unfinished["name"] in output
+    assert left["state_type"] == "CRASHED", left["state"]
     assert "stopped every component" in output
     place.assert_all_stopped(pids)
 
@@ -323,10 +345,7 @@ def test_the_loop_closes_while_the_worker_inference_and_monitor_are_killed(place
     traffic = Traffic(f"http://127.0.0.1:{place.ports['inference']}")
     try:
         place.wait_status_ok(up)
-        prefect = PrefectAccess(
-            f"http://127.0.0.1:{place.ports['prefect-server']}/api",
-            auth_string=dotenv_values(place.folder / ".env")["DRIFTLOOP_PREFECT__AUTH_STRING"],
-        )
+        prefect = place.prefect()
         old = httpx.get(
             f"{traffic.base}/model", headers={"X-API-Key": USER_API_KEY}, timeout=10
         ).json()["version"]
@@ -403,6 +422,9 @@ def test_a_component_that_keeps_dying_stops_the_stack_with_the_reason(place: Pla
 
 def test_a_taken_port_is_named_and_nothing_starts(place: Place) -> None:
     with socket.socket() as taken:
+        # The earlier tests' monitor may leave connections in TIME_WAIT on its port; a listener
+        # still holds it (Linux refuses this bind while another socket listens there).
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", place.ports["monitor"]))
         taken.listen()
 

@@ -40,7 +40,7 @@ from typing import Literal
 import httpx
 
 from driftloop.observability import Targets, write_alertmanager_config, write_prometheus_config
-from driftloop.prefect_api import PrefectAccess
+from driftloop.prefect_api import PrefectAccess, crash_unfinished_runs
 from driftloop.settings import Settings, secret_values, secret_variables, settings_from_env
 from driftloop.stack.bootstrap import ensure_production_model
 from driftloop.stack.credentials import local_secrets
@@ -230,6 +230,7 @@ class LocalStack:
         self._write_state(ready=False)
         self.say(f"state under {self.home}, logs under {self.logs}")
         self._start_servers()
+        self._crash_unfinished_runs()
         self._deploy()
         self._bootstrap()
         self._start_services()
@@ -350,6 +351,24 @@ class LocalStack:
             self._wait(component)
         if not self.plan.embedded_lakefs:
             self._check_external_lakefs()
+
+    def _crash_unfinished_runs(self) -> None:
+        """Runs an earlier stack left pending or running (stopped, or killed, with them) will
+        never finish: mark them crashed, or a stale retrain would hold the deployment's only
+        slot and every new retrain would be cancelled."""
+        try:
+            crashed = crash_unfinished_runs(
+                PrefectAccess.of(self.settings.prefect),
+                "left unfinished when an earlier driftloop stack stopped; marked crashed by "
+                "`driftloop up`",
+            )
+        except httpx.HTTPError as error:
+            raise StackError(f"could not read the flow runs from Prefect: {error}") from None
+        if crashed:
+            self.say(
+                f"marked {len(crashed)} flow run(s) an earlier stack left unfinished as crashed: "
+                + ", ".join(crashed)
+            )
 
     def _check_external_lakefs(self) -> None:
         endpoint = str(self.settings.lakefs.endpoint).rstrip("/")
