@@ -94,6 +94,23 @@ def test_deploy_applies_the_deployments_and_the_retrain_trigger(
     assert automations[0]["actions"][0]["parameters"]["reason"] == "{{ event.event }}"
 
 
+def retrain_deployment(api: PrefectAccess, deployed: Deployed) -> dict[str, Any]:
+    assert deployed.first.returncode == 0, deployed.first.stdout + deployed.first.stderr
+    return dict(next(d for d in post(api, "/deployments/filter") if d["name"] == "retrain"))
+
+
+def drift(model: str) -> dict[str, Any]:
+    """A driftloop.drift.detected event about ``model``, with ``model`` as its version too."""
+    payload = {"model_version": model, "drift_share": 0.8, "report": f"lakefs://{model}"}
+    return Event(DRIFT_DETECTED, model_resource(model), payload).to_json()
+
+
+def delete(api: PrefectAccess, runs: list[dict[str, Any]]) -> None:
+    """No worker polls the test pool: do not leave its runs scheduled."""
+    for run in runs:
+        httpx.delete(f"{api.url}/flow_runs/{run['id']}", headers=api.headers(), timeout=10)
+
+
 def retrain_runs(api: PrefectAccess, deployment_id: str, model_version: str) -> list[Any]:
     runs = post(api, "/flow_runs/filter", {"deployments": {"id": {"any_": [deployment_id]}}})
     return [run for run in runs if run["parameters"].get("model_version") == model_version]
@@ -103,17 +120,12 @@ def test_prefect_refuses_anonymous_calls_and_an_anonymous_event_starts_no_run(
     prefect_server: PrefectServer, deployed: Deployed
 ) -> None:
     api = prefect_server.access
-    assert deployed.first.returncode == 0, deployed.first.stdout + deployed.first.stderr
-    retrain = next(d for d in post(api, "/deployments/filter") if d["name"] == "retrain")
+    retrain = retrain_deployment(api, deployed)
     tag = uuid.uuid4().hex[:8]
 
-    def drift(version: str) -> list[dict[str, Any]]:
-        payload = {"model_version": version, "drift_share": 0.9, "report": ""}
-        return [Event(DRIFT_DETECTED, model_resource(f"auth-{version}"), payload).to_json()]
-
-    anonymous = httpx.post(f"{api.url}/events", json=drift(f"anonymous-{tag}"), timeout=10)
+    anonymous = httpx.post(f"{api.url}/events", json=[drift(f"anonymous-{tag}")], timeout=10)
     guessed = PrefectAccess(api.url, auth_string="driftloop:guess").post(
-        "/events", drift(f"guessed-{tag}")
+        "/events", [drift(f"guessed-{tag}")]
     )
     started = httpx.post(f"{api.url}/deployments/{retrain['id']}/create_flow_run", json={})
     read = httpx.post(f"{api.url}/flow_runs/filter", json={}, timeout=10)
@@ -124,14 +136,13 @@ def test_prefect_refuses_anonymous_calls_and_an_anonymous_event_starts_no_run(
 
     # The same event, signed in, starts a retrain: the trigger is live, so the anonymous event
     # would have started one too.
-    api.post("/events", drift(f"signed-{tag}")).raise_for_status()
+    api.post("/events", [drift(f"signed-{tag}")]).raise_for_status()
     signed = eventually(
         lambda: retrain_runs(api, retrain["id"], f"signed-{tag}"), "the signed event's retrain"
     )
     assert retrain_runs(api, retrain["id"], f"anonymous-{tag}") == []
     assert retrain_runs(api, retrain["id"], f"guessed-{tag}") == []
-    for run in signed:  # no worker polls this pool: do not leave it scheduled
-        httpx.delete(f"{api.url}/flow_runs/{run['id']}", headers=api.headers(), timeout=10)
+    delete(api, signed)
 
 
 def test_drift_and_an_alert_about_one_model_start_one_retrain_within_the_cooldown(
@@ -140,14 +151,9 @@ def test_drift_and_an_alert_about_one_model_start_one_retrain_within_the_cooldow
     # Each model has one cooldown, whatever the event: a drift declared by the monitor and a
     # Prometheus alert a few seconds later once started two runs (one per trigger).
     api = prefect_server.access
-    assert deployed.first.returncode == 0, deployed.first.stdout + deployed.first.stderr
-    retrain = next(d for d in post(api, "/deployments/filter") if d["name"] == "retrain")
+    retrain = retrain_deployment(api, deployed)
     tag = uuid.uuid4().hex[:8]
     since = datetime.now(UTC)
-
-    def drift(model: str) -> dict[str, Any]:
-        payload = {"model_version": model, "drift_share": 0.8, "report": f"lakefs://{model}"}
-        return Event(DRIFT_DETECTED, model_resource(model), payload).to_json()
 
     def alert(model: str, name: str) -> dict[str, Any]:
         payload = {"model": model, "alertname": name, "status": "firing"}
@@ -178,8 +184,7 @@ def test_drift_and_an_alert_about_one_model_start_one_retrain_within_the_cooldow
         or r["parameters"].get("alertname") == f"Cooldown{tag}"
     ]
     assert [r["parameters"]["reason"] for r in ours] == [DRIFT_DETECTED]
-    for run in started:  # no worker polls this pool: do not leave them scheduled
-        httpx.delete(f"{api.url}/flow_runs/{run['id']}", headers=api.headers(), timeout=10)
+    delete(api, started)
 
 
 def test_deploy_with_wrong_prefect_credentials_says_so(
