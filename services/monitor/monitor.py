@@ -164,7 +164,7 @@ class Monitor:
         window: Callable[[ProductionModel, int], pd.DataFrame],
         reference: Callable[[ProductionModel], Reference],
         send: Callable[[list[Event]], None],
-        store_report: Callable[[ProductionModel, Reference, pd.DataFrame], str],
+        store_report: Callable[[ProductionModel, Reference, pd.DataFrame, DriftResult], str],
         registry: CollectorRegistry,
         annotate: Callable[[str, list[str]], None] = lambda text, tags: None,
         retrains: Callable[[], FlowRunOutcome | None] | None = None,
@@ -281,7 +281,7 @@ class Monitor:
         self, model: ProductionModel, episode: _Episode, frame: pd.DataFrame, result: DriftResult
     ) -> None:
         assert episode.reference is not None
-        report = self._store_report(model, episode.reference, frame)
+        report = self._store_report(model, episode.reference, frame, result)
         event = Event(
             event=DRIFT_DETECTED,
             resource_id=model_resource(model.name),

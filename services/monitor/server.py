@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from driftloop.datasets.spec import DatasetSpec, load_spec
-from driftloop.drift import Reference, prepare_reference
+from driftloop.drift import DriftResult, Reference, prepare_reference
 from driftloop.events import Event, send_events
 from driftloop.grafana import annotate_if_configured
 from driftloop.ingestion import isolated_branch, read_dataset
@@ -87,12 +87,17 @@ class Dependencies:
         )
 
     def store_report(
-        self, model: ProductionModel, reference: Reference, window: pd.DataFrame
+        self,
+        model: ProductionModel,
+        reference: Reference,
+        window: pd.DataFrame,
+        result: DriftResult,
     ) -> str:
-        """Render the Evidently report and land it on main through its own branch."""
+        """Render the Evidently report, judged as ``result`` was, and land it on main through
+        its own branch."""
         from driftloop.drift import render_report
 
-        html = render_report(reference, window, self.spec)
+        html = render_report(reference, window, self.spec, result)
         at = datetime.now(UTC)
         path = report_path(model.name, at)
         name = f"report-{model.version}-{at.strftime('%Y%m%d%H%M%S%f')}"

@@ -133,7 +133,30 @@ def test_the_report_is_evidently_html_about_the_features() -> None:
     reference = prepare_reference(generate_transactions(2000, seed=1), SPEC)
     window: Any = generate_transactions(300, seed=2, scenario="covariate_shift")
 
-    html = render_report(reference, window, SPEC)
+    html = render_report(reference, window, SPEC, compute_drift(reference, window, SPEC))
 
     assert html.lstrip().lower().startswith("<!doctype html") or "<html" in html[:500].lower()
     assert "amount" in html and "merchant_category" in html
+
+
+def test_the_report_says_what_the_monitor_decided_with_its_own_threshold() -> None:
+    # The report once read "Dataset Drift is NOT detected. Dataset drift detection threshold is
+    # 0.5" for a drift the monitor had declared at share 0.30 against its 0.3 setting.
+    reference = prepare_reference(generate_transactions(2000, seed=1), SPEC)
+    window = pd.concat(
+        [
+            generate_transactions(120, seed=3, scenario="covariate_shift"),
+            generate_transactions(380, seed=4),
+        ],
+        ignore_index=True,
+    )
+    result = compute_drift(reference, window, SPEC, share_threshold=0.3)
+    assert result.dataset_drift and 0.3 <= result.drifted_share < 0.5
+
+    html = render_report(reference, window, SPEC, result)
+
+    assert "Dataset Drift is detected. Dataset drift detection threshold is 0.3" in html
+    drifted = len(result.drifted_features)
+    assert (
+        f"Drift is detected for {100 * result.drifted_share:.1f}% of columns ({drifted} out" in html
+    )

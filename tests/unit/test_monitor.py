@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
-from driftloop.drift import Reference, prepare_reference
+from driftloop.drift import DriftResult, Reference, prepare_reference
 from driftloop.events import ALERT_FIRING, ALERT_RESOLVED, DRIFT_DETECTED, Event, EventNotDelivered
 from driftloop.settings import MonitorSettings
 from services.monitor.app import create_app
@@ -89,7 +89,7 @@ class World:
         return REFERENCE
 
     def store_report(
-        self, model: ProductionModel, reference: Reference, frame: pd.DataFrame
+        self, model: ProductionModel, reference: Reference, frame: pd.DataFrame, _: DriftResult
     ) -> str:
         self.reports.append(model.version)
         return f"lakefs://driftloop/abc/reports/drift/{model.name}/{len(self.reports)}.html"
