@@ -199,7 +199,7 @@ def test_up_detached_serves_predictions_and_down_stops_everything(place: Place) 
     health = eventually(target_health, "every Prometheus target up", timeout=60, interval=2)
     assert health == {"driftloop-inference": "up", "driftloop-monitor": "up", "prefect": "up"}
     # Prefect's API wants the stack's basic auth: an anonymous event or call is refused.
-    api = PrefectAccess(f"http://127.0.0.1:{place.ports['prefect-server']}/api", None, prefect_auth)
+    api = place.prefect()
     event = Event(DRIFT_DETECTED, model_resource("transactions-classifier"))
     assert httpx.post(f"{api.url}/events", json=[event.to_json()]).status_code == 401
     assert httpx.post(f"{api.url}/deployments/filter", json={}).status_code == 401
