@@ -88,7 +88,7 @@ def run(work: Path, rows: int, repeat: int) -> None:
     # The baseline writes the very frame the flow holds: the source as driftloop reads it.
     frame = load_batch(str(source), load_spec("transactions"))
 
-    ingest("transactions", "builtin:?rows=100&seed=999", batch_id="warm-up")
+    ingest(None, "builtin:?rows=100&seed=999", batch_id="warm-up")
     raw_times, run_times, wall_times = [], [], []
     for repetition in range(repeat):
         started = time.perf_counter()
@@ -98,9 +98,7 @@ def run(work: Path, rows: int, repeat: int) -> None:
         raw_times.append(time.perf_counter() - started)
 
         started = time.perf_counter()
-        state = ingest(
-            "transactions", str(source), batch_id=f"bench-{repetition}", return_state=True
-        )
+        state = ingest(None, str(source), batch_id=f"bench-{repetition}", return_state=True)
         wall_times.append(time.perf_counter() - started)
         assert state.is_completed(), state
         run_times.append(recorded_run_time(state.state_details.flow_run_id))

@@ -48,7 +48,7 @@ def loop_timings() -> None:
     from driftloop.prefect_api import PrefectAccess
     from driftloop.settings import fast_monitor_env, settings_from_env
     from driftloop.stack.demo import first_event, newest_run
-    from driftloop.stack.deploy import project_dir
+    from driftloop.stack.deploy import code_dir
     from driftloop.stack.processes import free_port
     from driftloop.stack.supervisor import LocalStack
 
@@ -68,7 +68,7 @@ def loop_timings() -> None:
     env["DRIFTLOOP_LAKEFS__ENDPOINT"] = f"http://127.0.0.1:{lakefs_port}"
     settings = settings_from_env(env)
     stack = LocalStack(
-        settings, project=project_dir(PROJECT), say=lambda m: print(f"[bench] {m}"), extra_env=env
+        settings, code=code_dir(PROJECT), say=lambda m: print(f"[bench] {m}"), extra_env=env
     )
     with stack.running_stack():
         prefect = PrefectAccess.of(stack.settings.prefect)

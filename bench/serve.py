@@ -105,18 +105,19 @@ def main() -> None:
 
 
 def prepare_model(work: Path) -> str:
-    from driftloop.datasets.spec import load_spec
     from driftloop.datasets.transactions import generate_transactions
+    from driftloop.project import example_project
     from driftloop.registry import BatchLineage, ModelRegistry
     from driftloop.training import TrainParams, split_frame, train_model
 
-    spec = load_spec("transactions")
+    model = example_project("transactions").model()
+    spec = model.spec
     params = TrainParams()
     frame = generate_transactions(20_000, seed=1)
     trained = train_model(split_frame(frame, spec, params, None), spec, params)
     registry = ModelRegistry(work / "bentoml", f"sqlite:///{work / 'home' / 'registry.sqlite'}")
     version = registry.register(
-        spec.model_name,
+        model.name,
         trained.pipeline,
         dataset="transactions",
         data_commit="0" * 64,
@@ -128,7 +129,7 @@ def prepare_model(work: Path) -> str:
         batches=[BatchLineage("bench", "0" * 64, len(frame), None)],
         spec=spec.model_dump(mode="json", exclude_none=True),
     )
-    registry.promote(spec.model_name, version.version, "bench")
+    registry.promote(model.name, version.version, "bench")
     return version.tag
 
 

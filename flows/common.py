@@ -15,6 +15,7 @@ from driftloop.datasets.sources import SourceError
 from driftloop.events import Event, send_event
 from driftloop.lakefs_client import LakeFSClient, LakeFSError
 from driftloop.prefect_api import PrefectAccess
+from driftloop.project import ProjectModel, find_project
 from driftloop.settings import Settings, get_settings
 
 # Settings handed to flows run in this process (the stack's bootstrap, the demo, the CLI):
@@ -45,6 +46,11 @@ def settings() -> Settings:
     """The settings a flow works with: those given by :func:`in_process`, else the environment's
     (a worker's flow run)."""
     return _given.get() or get_settings()
+
+
+def project_model(config: Settings, name: str | None) -> ProjectModel:
+    """The model ``name`` of the configured project (its only model when ``name`` is None)."""
+    return find_project(config.project).model(name)
 
 
 def lakefs(config: Settings) -> LakeFSClient:

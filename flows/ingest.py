@@ -12,8 +12,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
 from pyarrow import ArrowException
 
-from driftloop.datasets.sources import load_batch
-from driftloop.datasets.spec import DatasetSpec, load_spec
+from driftloop.datasets.sources import SourceError, load_batch
+from driftloop.datasets.spec import DatasetSpec
 from driftloop.datasets.validation import Audit, ValidationReport, validate_batch
 from driftloop.events import INGEST_MERGED, INGEST_REJECTED, Event, model_resource
 from driftloop.ingestion import (
@@ -31,7 +31,7 @@ from driftloop.ingestion import (
     to_parquet,
 )
 from driftloop.lakefs_client import LakeFSClient
-from flows.common import IO_RETRIES, emit, lakefs, run_url, settings
+from flows.common import IO_RETRIES, emit, lakefs, project_model, run_url, settings
 
 
 @task(cache_policy=NO_CACHE)
@@ -78,16 +78,18 @@ def publish(client: LakeFSClient, branch: str, main: str, metadata: dict[str, st
 
 @flow(name="ingest")
 def ingest(
-    dataset: str = "transactions",
-    source: str = "builtin",
+    model: str | None = None,
+    source: str | None = None,
     batch_id: str | None = None,
     attachments: dict[str, str] | None = None,
 ) -> IngestOutcome | State:
     """Land one batch in lakeFS on branch ingest-<batch_id>; merge into main only if it is valid.
 
     Args:
-        dataset: the dataset the batch belongs to.
-        source: a file (CSV, Parquet), or builtin[:?rows=N&seed=S&scenario=...].
+        model: the project's model whose dataset the batch belongs to (default: the project's
+            only model).
+        source: a file (CSV, Parquet), or builtin[:?rows=N&seed=S&scenario=...]; default: the
+            model's ``source`` in the project.
         batch_id: the batch's name; default: derived from its content.
         attachments: files that land with the batch, in the same commit: lakeFS path under
             ``datasets/<dataset>/`` -> local file. Only ``feedback/<batch_id>.json`` and
@@ -95,7 +97,11 @@ def ingest(
     """
     logger = get_run_logger()
     config = settings()
-    spec = load_spec(dataset)
+    declared = project_model(config, model)
+    spec, dataset = declared.spec, declared.dataset
+    source = source or declared.source
+    if source is None:
+        raise SourceError(f"no source given, and model {declared.name} declares none")
     client = lakefs(config)
     main = config.lakefs.default_branch
     client.ensure_repository(config.lakefs.storage_namespace, main)
@@ -130,7 +136,10 @@ def ingest(
                 encoded.wait()
                 write(client, branch, path, to_parquet(frame.astype(str)))
                 commit_id = record_rejection(client, branch, spec, batch_id, report, metadata)
-                emit(_rejected_event(spec, batch_id, branch, commit_id, report), config)
+                emit(
+                    _rejected_event(declared.name, spec, batch_id, branch, commit_id, report),
+                    config,
+                )
                 raise BatchRejected(batch_id, branch, report)  # leaves the branch in place
             as_given = encoded.result() if checked.as_given else None
             size = write(client, branch, path, as_given or to_parquet(checked.canonical))
@@ -147,7 +156,7 @@ def ingest(
         logger.error("%s", rejected)
         return Failed(message=str(rejected), data=rejected)
     logger.info("batch %s merged into %s as commit %s", batch_id, main, merged)
-    emit(_merged_event(spec, batch_id, merged, len(frame)), config)
+    emit(_merged_event(declared.name, spec, batch_id, merged, len(frame)), config)
     return IngestOutcome(batch_id, dataset, "merged", path, len(frame), merged)
 
 
@@ -168,14 +177,14 @@ class RunFailed(Exception):
         self.flow_run_id = flow_run_id
 
 
-def ingest_batch(dataset: str, source: str, batch_id: str | None = None) -> IngestRun:
+def ingest_batch(model: str | None, source: str | None, batch_id: str | None = None) -> IngestRun:
     """Run the ingest flow in this process.
 
     Raises:
         RunFailed: the run failed; its ``cause`` is BatchRejected when the batch failed its
             checks (main unchanged), else what stopped it (a source that cannot be read, ...).
     """
-    state = ingest(dataset, source, batch_id, return_state=True)
+    state = ingest(model, source, batch_id, return_state=True)
     run_id = str(state.state_details.flow_run_id)
     try:
         return IngestRun(state.result(), run_id)
@@ -195,10 +204,10 @@ def dataset_resource(spec: DatasetSpec) -> dict[str, str]:
     }
 
 
-def _merged_event(spec: DatasetSpec, batch_id: str, commit_id: str, rows: int) -> Event:
+def _merged_event(model: str, spec: DatasetSpec, batch_id: str, commit_id: str, rows: int) -> Event:
     return Event(
         INGEST_MERGED,
-        model_resource(spec.model_name),
+        model_resource(model),
         payload={
             "dataset": spec.name,
             "batch_id": batch_id,
@@ -210,11 +219,16 @@ def _merged_event(spec: DatasetSpec, batch_id: str, commit_id: str, rows: int) -
 
 
 def _rejected_event(
-    spec: DatasetSpec, batch_id: str, branch: str, commit_id: str, report: ValidationReport
+    model: str,
+    spec: DatasetSpec,
+    batch_id: str,
+    branch: str,
+    commit_id: str,
+    report: ValidationReport,
 ) -> Event:
     return Event(
         INGEST_REJECTED,
-        model_resource(spec.model_name),
+        model_resource(model),
         payload={
             "dataset": spec.name,
             "batch_id": batch_id,

@@ -8,9 +8,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from driftloop.datasets.spec import load_spec
 from driftloop.registry import ModelRegistry
-from flows.common import settings
+from flows.common import project_model, settings
 from services.inference.bento import build_bento, container_engine_available, containerize
 
 
@@ -30,13 +29,14 @@ def bento(model_tag: str, bentoml_home: str) -> str:
 
 
 @flow(name="package")
-def package(dataset: str = "transactions") -> PackageOutcome:
-    """Build a Bento of services/inference with the production model; an image if Docker runs."""
+def package(model: str | None = None) -> PackageOutcome:
+    """Build a Bento of services/inference with the production version of the project's
+    ``model`` (default: its only one); an image if Docker runs."""
     logger = get_run_logger()
     config = settings()
-    spec = load_spec(dataset)
+    declared = project_model(config, model)
     registry = ModelRegistry.from_settings(config)
-    production = registry.require_production(spec.model_name, "package")
+    production = registry.require_production(declared.name, "package")
     bento_tag = bento(production.tag, str(config.bentoml_home))
     logger.info("built Bento %s with model %s", bento_tag, production.tag)
     image = ""

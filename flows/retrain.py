@@ -26,7 +26,6 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, Failed, State
 
-from driftloop.datasets.spec import DatasetSpec, load_spec
 from driftloop.feedback import (
     FeedbackExport,
     landed_prediction_ids,
@@ -35,8 +34,9 @@ from driftloop.feedback import (
 )
 from driftloop.lakefs_client import LakeFSClient
 from driftloop.prediction_log import PredictionLog
+from driftloop.project import ProjectModel
 from driftloop.registry import ModelRegistry
-from flows.common import IO_RETRIES, lakefs, settings
+from flows.common import IO_RETRIES, lakefs, project_model, settings
 from flows.ingest import ingest
 from flows.train import train
 
@@ -61,13 +61,13 @@ class RetrainOutcome:
 
 @task(**IO_RETRIES)
 def export_feedback(
-    prediction_log_url: str, spec: DatasetSpec, since: datetime, landed: set[str]
+    prediction_log_url: str, model: ProjectModel, since: datetime, landed: set[str]
 ) -> FeedbackExport:
     """Labelled predictions made after ``since`` and not in ``landed``, as a batch of the
     dataset, with the rows the checks would refuse set aside."""
     log = PredictionLog(prediction_log_url)
     try:
-        return split_feedback(log.labelled(spec.model_name, since), spec, landed)
+        return split_feedback(log.labelled(model.name, since), model.spec, landed)
     finally:
         log.dispose()
 
@@ -80,7 +80,7 @@ def landed_feedback(client: LakeFSClient, ref: str, dataset: str) -> set[str]:
 
 @flow(name="retrain")
 def retrain(
-    dataset: str = "transactions",
+    model: str | None = None,
     reason: str = "manual",
     model_version: str | None = None,
     drift_share: float | None = None,
@@ -92,7 +92,8 @@ def retrain(
     package and promote.
 
     Args:
-        dataset: the dataset (and so the model) to retrain.
+        model: the project's model to retrain (default: its only one); the automation passes
+            the one its event is about.
         reason: what started the run (the event name, or "manual").
         model_version: the production version the triggering event was about.
         drift_share: the drifted share of features the monitor saw, when drift started it.
@@ -102,12 +103,13 @@ def retrain(
     """
     logger = get_run_logger()
     config = settings()
-    spec = load_spec(dataset)
+    declared = project_model(config, model)
+    dataset = declared.dataset
     registry = ModelRegistry.from_settings(config)
-    production = registry.require_production(spec.model_name, "retrain")
+    production = registry.require_production(declared.name, "retrain")
     logger.info(
         "retraining %s (production %s) because of %s%s%s%s",
-        spec.model_name,
+        declared.name,
         production.version,
         reason,
         f"; drift share {drift_share:.2f}" if drift_share is not None else "",
@@ -124,7 +126,7 @@ def retrain(
     since = datetime.fromtimestamp(data_commit.creation_date, UTC)
     main = client.resolve(config.lakefs.default_branch)
     exported = export_feedback(
-        config.prediction_log_url, spec, since, landed_feedback(client, main, dataset)
+        config.prediction_log_url, declared, since, landed_feedback(client, main, dataset)
     )
     batch, quarantined = exported.batch, exported.quarantined
     if exported.already_landed:
@@ -163,12 +165,12 @@ def retrain(
                 key=f"quarantine-{batch_id}".lower(),
                 description=f"{len(quarantined)} feedback rows set aside from {batch_id}",
             )
-        ingested = ingest(dataset, str(source), batch_id, attachments, return_state=True)
+        ingested = ingest(declared.name, str(source), batch_id, attachments, return_state=True)
     if ingested.is_failed():  # the batch failed validation: main is unchanged, nothing trained
         return Failed(message=f"feedback batch {batch_id} rejected: {ingested.message}")
     landed = ingested.result()
     trained = train(
-        dataset,
+        declared.name,
         ref=str(landed.commit_id),
         promote=True,
         package=True,

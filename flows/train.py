@@ -11,16 +11,16 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from driftloop.datasets.spec import DatasetSpec, load_spec
+from driftloop.datasets.spec import DatasetSpec
 from driftloop.gate import GateDecision, GatePolicy, decide
 from driftloop.ingestion import batch_lineage, load_training_frame
 from driftloop.lakefs_client import LakeFSClient
+from driftloop.project import ProjectModel
 from driftloop.promotion import Actor, Promotions
 from driftloop.provenance import git_sha
 from driftloop.registry import BatchLineage, ModelRegistry, ModelVersion
 from driftloop.reports import training_report
 from driftloop.training import (
-    Estimator,
     HoldoutMode,
     Split,
     TrainedModel,
@@ -29,7 +29,7 @@ from driftloop.training import (
     split_frame,
     train_model,
 )
-from flows.common import IO_RETRIES, emit, lakefs, run_url, settings
+from flows.common import IO_RETRIES, emit, lakefs, project_model, run_url, settings
 from flows.package import bento
 
 JudgeOn = Literal["holdout", "newest_batch"]
@@ -72,15 +72,15 @@ def load(
 
 
 @task(cache_policy=NO_CACHE)
-def fit(split: Split, spec: DatasetSpec, params: TrainParams) -> TrainedModel:
+def fit(split: Split, model: ProjectModel, params: TrainParams) -> TrainedModel:
     """Fit the pipeline and measure it on the holdout."""
-    return train_model(split, spec, params)
+    return train_model(split, model.spec, params, model.root)
 
 
 @task(cache_policy=NO_CACHE)
 def register(
     registry: ModelRegistry,
-    spec: DatasetSpec,
+    model: ProjectModel,
     trained: TrainedModel,
     commit_id: str,
     lineage: list[BatchLineage],
@@ -88,9 +88,9 @@ def register(
 ) -> ModelVersion:
     """Save the model as a candidate version, with its lineage."""
     return registry.register(
-        spec.model_name,
+        model.name,
         trained.pipeline,
-        dataset=spec.name,
+        dataset=model.dataset,
         data_commit=commit_id,
         git_sha=code_commit,
         metrics=trained.metrics.as_dict(),
@@ -98,14 +98,14 @@ def register(
         digest=trained.digest,
         split=trained.split,
         batches=lineage,
-        spec=spec.model_dump(mode="json", exclude_none=True),
+        spec=model.spec.model_dump(mode="json", exclude_none=True),
     )
 
 
 @task(cache_policy=NO_CACHE)
 def judge(
     registry: ModelRegistry,
-    spec: DatasetSpec,
+    model: ProjectModel,
     challenger: ModelVersion,
     challenger_pipeline: object,
     rows: pd.DataFrame,
@@ -113,12 +113,12 @@ def judge(
 ) -> tuple[GateDecision, dict[str, float], dict[str, float] | None]:
     """Measure the challenger and production on the same rows, then apply the gate."""
     threshold = float(challenger.metrics["threshold"])
-    challenger_metrics = evaluate(challenger_pipeline, rows, spec, threshold).as_dict()
-    production = registry.production(spec.model_name)
+    challenger_metrics = evaluate(challenger_pipeline, rows, model.spec, threshold).as_dict()
+    production = registry.production(model.name)
     production_metrics = None
     if production is not None:
         pipeline = registry.load(production.name, production.version)
-        production_metrics = evaluate(pipeline, rows, spec, threshold).as_dict()
+        production_metrics = evaluate(pipeline, rows, model.spec, threshold).as_dict()
     decision = decide(challenger_metrics, production_metrics, policy)
     return decision, challenger_metrics, production_metrics
 
@@ -136,11 +136,11 @@ def judged_rows(split: Split, newest: pd.Series, spec: DatasetSpec, judge_on: st
 
 @flow(name="train")
 def train(
-    dataset: str = "transactions",
+    model: str | None = None,
     ref: str = "main",
-    estimator: Estimator = "hist_gradient_boosting",
-    seed: int = 42,
-    holdout: HoldoutMode = "stratified",
+    estimator: str | None = None,
+    seed: int | None = None,
+    holdout: HoldoutMode | None = None,
     promote: bool = True,
     package: bool = False,
     judge_on: JudgeOn = "holdout",
@@ -148,6 +148,8 @@ def train(
 ) -> TrainOutcome:
     """Train on the dataset at a pinned lakeFS commit; promote only if it beats production.
 
+    ``model`` names the project's model (default: its only one); ``estimator``, ``seed`` and
+    ``holdout`` override what the project declares for it.
     With ``package``, a winning challenger is packaged as a Bento before it is promoted, so the
     version that goes to production always has its Bento. ``judge_on="newest_batch"`` judges
     challenger and production on the holdout rows of the batch that landed last (retraining on
@@ -156,17 +158,18 @@ def train(
     """
     logger = get_run_logger()
     config = settings()
-    spec = load_spec(dataset)
+    declared = project_model(config, model)
+    spec, dataset = declared.spec, declared.dataset
     client = lakefs(config)
-    params = TrainParams(estimator=estimator, seed=seed, holdout=holdout)
+    params = declared.train_params(estimator=estimator, seed=seed, holdout=holdout)
     registry = ModelRegistry.from_settings(config)
 
     commit_id, lineage = pin(client, ref, dataset)
     logger.info("training on %s@%s = commit %s (%d batches)", dataset, ref, commit_id, len(lineage))
     frame, newest = load(client, commit_id, spec, lineage)
     split = split_frame(frame, spec, params, newest)
-    trained = fit(split, spec, params)
-    version = register(registry, spec, trained, commit_id, lineage, git_sha(config.git_sha))
+    trained = fit(split, declared, params)
+    version = register(registry, declared, trained, commit_id, lineage, git_sha(config.git_sha))
     logger.info("registered %s: %s", version.tag, trained.metrics)
 
     decision, production_metrics, compared, compared_on = None, None, None, ""
@@ -175,7 +178,12 @@ def train(
         rows = judged_rows(split, newest, spec, judge_on)
         logger.info("the gate judges on %d holdout rows (%s)", len(rows), judge_on)
         decision, compared, production_metrics = judge(
-            registry, spec, version, trained.pipeline, rows, config.registry.gate
+            registry,
+            declared,
+            version,
+            trained.pipeline,
+            rows,
+            declared.gate_policy(config.registry.gate),
         )
         if rows is not split.holdout:
             compared_on = f"the {len(rows)} holdout rows of the newest batch"
@@ -198,7 +206,7 @@ def train(
             logger.warning("rejected %s: %s", version.tag, "; ".join(decision.reasons))
     create_markdown_artifact(
         training_report(version, decision, production_metrics, compared, compared_on),
-        key=f"training-{spec.name}".replace("_", "-"),
+        key=f"training-{declared.name}".replace("_", "-").lower(),
         description=f"{version.tag}: {version.stage}",
     )
     return TrainOutcome(

@@ -26,5 +26,5 @@ RUN uv sync --frozen --no-dev \
 
 USER 10001
 ENV DRIFTLOOP_HOME=/var/lib/driftloop \
-    DRIFTLOOP_PROJECT_DIR=/app
+    DRIFTLOOP_CODE_DIR=/app
 CMD ["sh", "-c", "driftloop deploy && exec prefect worker start --pool \"${DRIFTLOOP_PREFECT__WORK_POOL:-driftloop-process}\" --type process"]

@@ -45,9 +45,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from driftloop.datasets.spec import load_spec
 from driftloop.http_bodies import BodyTooLarge, read_body
 from driftloop.prediction_log import FeedbackResult, Prediction, PredictionLog, PredictionWriter
+from driftloop.project import find_project
 from driftloop.registry import StageStore
 from driftloop.serving import LoadedModel, ProductionFollower, openapi_document, record_model
 from driftloop.settings import get_settings
@@ -56,7 +56,8 @@ from services.inference import middleware
 log = logging.getLogger("driftloop.inference")
 
 SETTINGS = get_settings()
-SPEC = load_spec(SETTINGS.dataset)
+MODEL = find_project(SETTINGS.project).model()
+SPEC = MODEL.spec
 RECORD = record_model(SPEC)
 RECORDS: TypeAdapter[list[Any]] = TypeAdapter(list[RECORD])  # type: ignore[valid-type]
 OPENAPI = orjson.dumps(openapi_document(SPEC, RECORD, SETTINGS.serving.max_batch_rows))
@@ -143,7 +144,7 @@ class InferenceService:
                 on_drop=LOG_DROPPED.inc,
             )
         self.follower = ProductionFollower(
-            SPEC.model_name,
+            MODEL.name,
             StageStore(SETTINGS.registry_url),
             SETTINGS.serving.model_poll_seconds,
             fallback_tag=SETTINGS.serving.model_tag,

@@ -159,6 +159,7 @@ class Monitor:
         self,
         *,
         spec: DatasetSpec,
+        model_name: str,
         settings: MonitorSettings,
         production: Callable[[], ProductionModel | None],
         window: Callable[[ProductionModel, int], pd.DataFrame],
@@ -170,6 +171,7 @@ class Monitor:
         retrains: Callable[[], FlowRunOutcome | None] | None = None,
     ) -> None:
         self.spec = spec
+        self.model_name = model_name
         self.settings = settings
         self._production = production
         self._window = window
@@ -205,7 +207,7 @@ class Monitor:
         except Exception as problem:  # Prefect unreachable: keep the last known value
             log.warning("could not read the latest retrain run: %s", problem)
             return
-        model = self.spec.model_name
+        model = self.model_name
         self.metrics.retrain_failed.labels(model).set(int(run is not None and run.failed))
         previous = self.status.last_retrain
         self.status.last_retrain = None if run is None else dict(run.__dict__)

@@ -17,7 +17,6 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from driftloop.datasets.spec import DatasetSpec, load_spec
 from driftloop.drift import DriftResult, Reference, prepare_reference
 from driftloop.events import Event, send_events
 from driftloop.grafana import annotate_if_configured
@@ -25,6 +24,7 @@ from driftloop.ingestion import isolated_branch, read_dataset
 from driftloop.lakefs_client import CredentialsMissingError, LakeFSClient
 from driftloop.prediction_log import PredictionLog
 from driftloop.prefect_api import FlowRunOutcome, PrefectAccess, latest_finished_run
+from driftloop.project import ProjectModel, find_project
 from driftloop.registry import ModelRegistry
 from driftloop.serving import frame_records, load_version
 from driftloop.settings import Settings, get_settings
@@ -42,16 +42,19 @@ def report_path(model: str, at: datetime) -> str:
 class Dependencies:
     """What the monitor talks to, built from settings."""
 
-    def __init__(self, settings: Settings, spec: DatasetSpec) -> None:
+    def __init__(self, settings: Settings, model: ProjectModel, only_model: bool) -> None:
         self.settings = settings
-        self.spec = spec
+        self.model = model
+        # A retrain started by hand without a model is about the project's only model.
+        self.run_defaults = {"model": model.name} if only_model else {}
+        self.spec = model.spec
         self.registry = ModelRegistry.from_settings(settings)
         self.prediction_log = PredictionLog(settings.prediction_log_url)
         self.lakefs = LakeFSClient.from_settings(settings.lakefs)
         self.prefect = PrefectAccess.of(settings.prefect)
 
     def production(self) -> ProductionModel | None:
-        version = self.registry.production(self.spec.model_name)
+        version = self.registry.production(self.model.name)
         if version is None:
             return None
         return ProductionModel(
@@ -66,8 +69,8 @@ class Dependencies:
 
     def reference(self, model: ProductionModel) -> Reference:
         """The model's training data at its data commit, sampled, scored by the model itself."""
-        frame = read_dataset(self.lakefs, model.data_commit, self.settings.dataset)
-        limit = self.settings.monitor.reference_rows
+        frame = read_dataset(self.lakefs, model.data_commit, self.model.dataset)
+        limit = self.model.monitor_settings(self.settings.monitor).reference_rows
         if len(frame) > limit:
             frame = frame.sample(n=limit, random_state=0).reset_index(drop=True)
         loaded = load_version(f"{model.name}:{model.version}")
@@ -78,12 +81,12 @@ class Dependencies:
         send_events(self.prefect, events)
 
     def latest_retrain(self) -> FlowRunOutcome | None:
-        """How the latest retrain run of the monitored dataset ended."""
+        """How the latest retrain run of the monitored model ended."""
         return latest_finished_run(
             self.prefect,
             "retrain",
-            parameters={"dataset": self.settings.dataset},
-            defaults={"dataset": "transactions"},
+            parameters={"model": self.model.name},
+            defaults=self.run_defaults,
         )
 
     def store_report(
@@ -116,12 +119,14 @@ class Dependencies:
 def build_app(settings: Settings | None = None) -> Starlette:
     """The monitor app with its real dependencies."""
     settings = settings or get_settings()
-    spec = load_spec(settings.dataset)
-    dependencies = Dependencies(settings, spec)
+    project = find_project(settings.project)
+    model = project.model()
+    dependencies = Dependencies(settings, model, only_model=len(project.models) == 1)
     registry = CollectorRegistry()
     monitor = Monitor(
-        spec=spec,
-        settings=settings.monitor,
+        spec=model.spec,
+        model_name=model.name,
+        settings=model.monitor_settings(settings.monitor),
         production=dependencies.production,
         window=dependencies.window,
         reference=dependencies.reference,

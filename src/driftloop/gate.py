@@ -13,15 +13,15 @@ LOWER_IS_BETTER = frozenset({"brier"})
 METRICS = ("roc_auc", "pr_auc", "f1", "precision", "recall", "brier")
 
 
-def _known_metric(name: str) -> str:
+def known_metric(name: str) -> str:
     if name not in METRICS:
         raise ValueError(f"{name!r} is not a holdout metric; choose one of {', '.join(METRICS)}")
     return name
 
 
-def _known_metrics(values: dict[str, float]) -> dict[str, float]:
+def known_metrics(values: dict[str, float]) -> dict[str, float]:
     for name in values:
-        _known_metric(name)
+        known_metric(name)
     return values
 
 
@@ -30,17 +30,17 @@ class GatePolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    primary_metric: Annotated[str, AfterValidator(_known_metric)] = Field(
+    primary_metric: Annotated[str, AfterValidator(known_metric)] = Field(
         default="roc_auc", description="Metric the challenger must beat."
     )
     margin: float = Field(
         default=0.005, ge=0, description="By at least this much, on the same holdout."
     )
-    guards: Annotated[dict[str, float], AfterValidator(_known_metrics)] = Field(
+    guards: Annotated[dict[str, float], AfterValidator(known_metrics)] = Field(
         default_factory=lambda: {"pr_auc": 0.02, "brier": 0.005},
         description="Metric -> how much it may get worse before the challenger is refused.",
     )
-    floor: Annotated[dict[str, float], AfterValidator(_known_metrics)] = Field(
+    floor: Annotated[dict[str, float], AfterValidator(known_metrics)] = Field(
         default_factory=lambda: {"roc_auc": 0.7},
         description="Absolute minimums; the first model must clear them to be promoted.",
     )

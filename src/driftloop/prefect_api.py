@@ -127,8 +127,8 @@ def latest_finished_run(
     timeout_seconds: float = 10.0,
 ) -> FlowRunOutcome | None:
     """The most recently ended run of ``flow_name`` (completed, failed or crashed) whose
-    parameters include ``parameters`` (a parameter a run did not set counts as its value in
-    ``defaults``); None when there is none among the latest 50.
+    parameters include ``parameters`` (a parameter a run did not set, or set to None, counts as
+    its value in ``defaults``); None when there is none among the latest 50.
 
     Raises:
         httpx.HTTPError: Prefect did not answer, or answered with an error.
@@ -146,7 +146,8 @@ def latest_finished_run(
     response.raise_for_status()
     wanted = parameters or {}
     for run in response.json():
-        given = {**(defaults or {}), **(run.get("parameters") or {})}
+        set_ = {k: v for k, v in (run.get("parameters") or {}).items() if v is not None}
+        given = {**(defaults or {}), **set_}
         if all(given.get(name) == value for name, value in wanted.items()):
             state = run.get("state") or {}
             return FlowRunOutcome(

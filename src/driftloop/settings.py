@@ -334,8 +334,10 @@ class Settings(BaseSettings):
             raise ValueError(f"{value} is a file, not a folder")
         return value
 
-    dataset: Literal["transactions", "breast_cancer"] = Field(
-        default="transactions", description="Dataset the pipeline works on."
+    project: Path | None = Field(
+        default=None,
+        description="The driftloop project (its driftloop.yaml, or the folder holding one); "
+        "default: driftloop.yaml in the working directory, else the bundled transactions example.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level of driftloop's own loggers."
@@ -454,7 +456,7 @@ def _known_variables() -> dict[str, Any]:
 def _unknown_variables() -> list[str]:
     """A DRIFTLOOP_<AREA>__... variable of an area that does not exist, or one that is one typo
     away from a setting: refused, as pydantic refuses an unknown field inside an area. Other
-    DRIFTLOOP_ variables (DRIFTLOOP_PROJECT_DIR for prefect.yaml, test switches) are not ours."""
+    DRIFTLOOP_ variables (DRIFTLOOP_CODE_DIR for prefect.yaml, test switches) are not ours."""
     known = _known_variables()
     areas = {name.split(NESTED_DELIMITER)[0] for name in known if NESTED_DELIMITER in name}
     problems = []
@@ -467,6 +469,12 @@ def _unknown_variables() -> list[str]:
             hint = f"; did you mean {close[0]}?" if close else ""
             problems.append(
                 f"{name}: there is no settings area {area.removeprefix(ENV_PREFIX)}{hint}"
+            )
+        elif name == ENV_PREFIX + "DATASET":
+            problems.append(
+                f"{name}: datasets are declared by a project now; set DRIFTLOOP_PROJECT to its "
+                "driftloop.yaml (the built-ins are the example projects examples/transactions "
+                "and examples/breast_cancer)"
             )
         elif NESTED_DELIMITER not in name and close:
             problems.append(f"{name}: no setting of that name; did you mean {close[0]}?")

@@ -8,8 +8,11 @@ metrics and identical model bytes (``model_digest``).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import pickle
+import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -33,16 +36,15 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from driftloop.datasets.spec import DatasetSpec
 
-Estimator = Literal["hist_gradient_boosting", "logistic_regression"]
+BUILTIN_ESTIMATORS = ("hist_gradient_boosting", "logistic_regression")
 HoldoutMode = Literal["stratified", "newest_batch"]
 
 
-class TrainParams(BaseModel):
-    """What a training run is asked to do; recorded with the model."""
+class TrainOptions(BaseModel):
+    """How a model is trained, besides its estimator (a project's ``train:``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    estimator: Estimator = "hist_gradient_boosting"
     seed: int = Field(default=42, ge=0)
     holdout: HoldoutMode = Field(
         default="stratified",
@@ -57,6 +59,15 @@ class TrainParams(BaseModel):
     l2_regularization: float = Field(default=1.0, ge=0)
     c: float = Field(
         default=1.0, gt=0, description="Inverse regularisation of logistic regression."
+    )
+
+
+class TrainParams(TrainOptions):
+    """What a training run is asked to do; recorded with the model."""
+
+    estimator: str = Field(
+        default="hist_gradient_boosting",
+        description="A built-in estimator, or module:function in the project folder.",
     )
 
 
@@ -145,13 +156,74 @@ def split_frame(
     )
 
 
-def build_pipeline(spec: DatasetSpec, params: TrainParams) -> Pipeline:
-    """ColumnTransformer for numeric and categorical features, then the configured estimator.
+class EstimatorError(ValueError):
+    """A project's own estimator function that cannot be used; the message names it."""
+
+
+def user_estimator(reference: str, spec: DatasetSpec, root: Path | None) -> Pipeline:
+    """The unfitted estimator that ``module:function`` (a module in the project folder
+    ``root``) returns for ``spec``, as a pipeline.
+
+    The function gets the dataset spec and returns a scikit-learn estimator or pipeline that
+    takes the spec's feature columns as they are (numbers as floats, booleans as 0/1,
+    categories as strings) and has ``predict_proba``.
+
+    Raises:
+        EstimatorError: the module does not import, has no such function, the function raises,
+            or what it returns is not a classifier scikit-learn can fit and clone.
+    """
+    from sklearn.base import clone, is_classifier
+
+    module_name, _, function_name = reference.partition(":")
+    if root is not None and str(root) not in sys.path:
+        sys.path.insert(0, str(root))  # kept: unpickling the model needs the module again
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        raise EstimatorError(
+            f"estimator {reference}: importing {module_name} from {root} failed: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise EstimatorError(
+            f"estimator {reference}: {module_name} has no function {function_name}"
+        )
+    try:
+        built = function(spec)
+    except Exception as error:
+        raise EstimatorError(
+            f"estimator {reference} raised {type(error).__name__}: {error}"
+        ) from error
+    if not (hasattr(built, "fit") and hasattr(built, "get_params")):
+        raise EstimatorError(
+            f"estimator {reference} returned {type(built).__name__}, not a scikit-learn "
+            "estimator (it needs fit and get_params)"
+        )
+    if not is_classifier(built) or not hasattr(built, "predict_proba"):
+        raise EstimatorError(
+            f"estimator {reference} returned {type(built).__name__}, which is not a classifier "
+            "with predict_proba"
+        )
+    try:
+        clone(built)
+    except Exception as error:
+        raise EstimatorError(
+            f"estimator {reference} returned an estimator scikit-learn cannot clone: {error}"
+        ) from error
+    return built if isinstance(built, Pipeline) else Pipeline([("model", built)])
+
+
+def build_pipeline(spec: DatasetSpec, params: TrainParams, root: Path | None = None) -> Pipeline:
+    """ColumnTransformer for numeric and categorical features, then the configured estimator;
+    or the project's own estimator when ``params.estimator`` is ``module:function``.
 
     Features the spec marks as carrying no signal (``signal: none``, such as a customer's age)
     stay in the data, for monitoring, but the model never sees them: its score cannot depend on
     them.
     """
+    if params.estimator not in BUILTIN_ESTIMATORS:
+        return user_estimator(params.estimator, spec, root)
     used = [f for f in spec.features if f.signal != "none"]
     numeric = [f.name for f in used if f.type != "categorical"]
     categorical = [f.name for f in used if f.type == "categorical"]
@@ -231,10 +303,26 @@ def model_digest(pipeline: Pipeline) -> str:
     return hashlib.sha256(pickle.dumps(pipeline, protocol=5)).hexdigest()
 
 
-def train_model(split: Split, spec: DatasetSpec, params: TrainParams) -> TrainedModel:
-    """Fit the pipeline on the split's train rows and measure it on its holdout."""
-    pipeline = build_pipeline(spec, params)
-    pipeline.fit(features_of(split.train, spec), labels_of(split.train, spec))
+def train_model(
+    split: Split, spec: DatasetSpec, params: TrainParams, root: Path | None = None
+) -> TrainedModel:
+    """Fit the pipeline on the split's train rows and measure it on its holdout.
+
+    Args:
+        root: the project folder, where a ``module:function`` estimator is imported from.
+
+    Raises:
+        EstimatorError: the project's own estimator cannot be built, or fails to fit.
+    """
+    pipeline = build_pipeline(spec, params, root)
+    try:
+        pipeline.fit(features_of(split.train, spec), labels_of(split.train, spec))
+    except Exception as error:
+        if params.estimator in BUILTIN_ESTIMATORS:
+            raise
+        raise EstimatorError(
+            f"estimator {params.estimator} failed to fit: {type(error).__name__}: {error}"
+        ) from error
     return TrainedModel(
         pipeline=pipeline,
         metrics=evaluate(pipeline, split.holdout, spec, params.threshold),

@@ -291,7 +291,7 @@ def served_world(
     components: list[Component] = []
     try:
         with prefect_api(prefect_server.access):
-            ingest("transactions", f"builtin:?rows={rows}&seed=1", batch_id="day-1")
+            ingest("transactions-classifier", f"builtin:?rows={rows}&seed=1", batch_id="day-1")
             train()
         ensure_process_pool(prefect_server.access, pool)
         deployed = run_driftloop("deploy", cwd=PROJECT, env=env)

@@ -25,7 +25,7 @@ from driftloop.training import TrainParams, split_frame, train_model
 from tests.polling import eventually
 
 SPEC = load_spec("transactions")
-MODEL = SPEC.model_name
+MODEL = MODEL_NAME = "transactions-classifier"
 PROJECT = Path(__file__).resolve().parents[2]
 RECORD = EXAMPLE_RECORD
 

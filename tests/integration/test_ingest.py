@@ -81,7 +81,7 @@ def merges_of(lake: LakeFSClient, batch_id: str) -> int:
 def test_valid_batch_lands_on_main_with_its_lineage(
     use_prefect: PrefectServer, lake: LakeFSClient
 ) -> None:
-    outcome = ingest("transactions", "builtin:?rows=3000&seed=11", batch_id="day-1")
+    outcome = ingest("transactions-classifier", "builtin:?rows=3000&seed=11", batch_id="day-1")
 
     assert outcome.status == "merged"
     head = lake.get_commit("main")
@@ -107,10 +107,10 @@ def test_valid_batch_lands_on_main_with_its_lineage(
 def test_reingesting_a_landed_batch_is_a_no_op_that_says_so(
     use_prefect: PrefectServer, lake: LakeFSClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    first = ingest("transactions", "builtin:?rows=500&seed=3")
+    first = ingest("transactions-classifier", "builtin:?rows=500&seed=3")
     head = lake.branch_head("main")
 
-    again = ingest("transactions", "builtin:?rows=500&seed=3")
+    again = ingest("transactions-classifier", "builtin:?rows=500&seed=3")
 
     assert first.status == "merged" and again.status == "already_ingested"
     assert again.batch_id == first.batch_id  # derived from the content
@@ -121,7 +121,7 @@ def test_reingesting_a_landed_batch_is_a_no_op_that_says_so(
 def test_invalid_batch_is_rejected_and_main_is_unchanged(
     use_prefect: PrefectServer, lake: LakeFSClient, tmp_path: Path
 ) -> None:
-    ingest("transactions", "builtin:?rows=500&seed=1", batch_id="good")
+    ingest("transactions-classifier", "builtin:?rows=500&seed=1", batch_id="good")
     head = lake.branch_head("main")
     frame = generate_transactions(400, seed=2)
     frame.loc[3, "amount"] = -50.0
@@ -130,7 +130,7 @@ def test_invalid_batch_is_rejected_and_main_is_unchanged(
     frame = frame.drop(columns=["device"])
 
     with pytest.raises(BatchRejected) as rejected:
-        ingest("transactions", source_file(tmp_path, frame), batch_id="bad")
+        ingest("transactions-classifier", source_file(tmp_path, frame), batch_id="bad")
 
     message = str(rejected.value)
     for check in ("schema", "ranges", "categories", "duplicates"):
@@ -158,8 +158,10 @@ def test_invalid_batch_is_rejected_and_main_is_unchanged(
 def test_reading_at_an_older_commit_returns_the_older_data(
     use_prefect: PrefectServer, lake: LakeFSClient
 ) -> None:
-    first = ingest("transactions", "builtin:?rows=300&seed=21", batch_id="b-1").commit_id
-    second = ingest("transactions", "builtin:?rows=200&seed=22", batch_id="b-2").commit_id
+    first = ingest("transactions-classifier", "builtin:?rows=300&seed=21", batch_id="b-1").commit_id
+    second = ingest(
+        "transactions-classifier", "builtin:?rows=200&seed=22", batch_id="b-2"
+    ).commit_id
 
     old = read_dataset(lake, str(first), "transactions")
     new = read_dataset(lake, str(second), "transactions")
@@ -176,7 +178,7 @@ def test_two_concurrent_ingestions_both_land(
     def run(batch: str, seed: int) -> None:
         try:
             outcomes[batch] = ingest(
-                "transactions", f"builtin:?rows=2000&seed={seed}", batch_id=batch
+                "transactions-classifier", f"builtin:?rows=2000&seed={seed}", batch_id=batch
             )
         except Exception as error:  # reported by the assertion below
             outcomes[batch] = error
@@ -210,7 +212,9 @@ def test_kill_9_of_the_server_mid_ingest_then_a_rerun_lands_the_batch_exactly_on
 
     def first_attempt() -> None:
         try:
-            first["outcome"] = ingest("transactions", "builtin:?rows=5000&seed=5", batch_id="crash")
+            first["outcome"] = ingest(
+                "transactions-classifier", "builtin:?rows=5000&seed=5", batch_id="crash"
+            )
         except Exception as error:
             first["error"] = error
 
@@ -221,7 +225,7 @@ def test_kill_9_of_the_server_mid_ingest_then_a_rerun_lands_the_batch_exactly_on
     try:
         attempt.join(timeout=180)
         assert lake.log("main")  # readable after the crash
-        rerun = ingest("transactions", "builtin:?rows=5000&seed=5", batch_id="crash")
+        rerun = ingest("transactions-classifier", "builtin:?rows=5000&seed=5", batch_id="crash")
 
         assert rerun.status in ("merged", "already_ingested"), (first, rerun)
         assert merges_of(lake, "crash") == 1

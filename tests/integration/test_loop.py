@@ -34,6 +34,7 @@ from tests.integration.prefect_events import events_named
 from tests.polling import eventually
 
 SPEC = load_spec("transactions")
+MODEL_NAME = "transactions-classifier"
 log = logging.getLogger(__name__)
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -178,8 +179,8 @@ def test_concept_drift_retrains_and_a_better_model_serves(loop: Loop) -> None:
     # Both versions judged on the same fresh drifted traffic: the new one's F1 is higher.
     from driftloop.serving import load_version
 
-    old = load_version(f"{SPEC.model_name}:{old_version}")
-    new = load_version(f"{SPEC.model_name}:{new_version}")
+    old = load_version(f"{MODEL_NAME}:{old_version}")
+    new = load_version(f"{MODEL_NAME}:{new_version}")
     old_f1 = f1_score(probe_truth, (old.score(probe) >= old.threshold).astype(int))
     new_f1 = f1_score(probe_truth, (new.score(probe) >= new.threshold).astype(int))
     served = send_traffic(loop, probe[:200], None)

@@ -36,6 +36,7 @@ from tests.integration.prefect_events import events_named, wait_for_event
 from tests.polling import eventually
 
 SPEC = load_spec("transactions")
+MODEL_NAME = "transactions-classifier"
 PROJECT = Path(__file__).resolve().parents[2]
 TOKEN = "monitor-test-token"
 
@@ -47,7 +48,7 @@ class World:
         self.home, self.lake, self.env, self.prefect = home, lake, env, prefect
         settings = get_settings()
         self.registry = ModelRegistry.from_settings(settings)
-        production = self.registry.production(SPEC.model_name)
+        production = self.registry.production(MODEL_NAME)
         assert production is not None
         self.version = production
         self.log = PredictionLog(settings.prediction_log_url)
@@ -94,7 +95,7 @@ def world(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with prefect_api(prefect_server.access):
-        ingest("transactions", "builtin:?rows=6000&seed=1", batch_id="day-1")
+        ingest("transactions-classifier", "builtin:?rows=6000&seed=1", batch_id="day-1")
         train()
     yield World(tmp_path / "home", lakefs_server.client(repo), env, prefect_server.access)
 
@@ -158,19 +159,19 @@ def test_drift_is_declared_once_with_its_report_in_lakefs_and_its_event_in_prefe
     )
     assert len(events) == 1
     payload = events[0]["payload"]
-    assert events[0]["resource"]["prefect.resource.id"] == f"driftloop.model.{SPEC.model_name}"
+    assert events[0]["resource"]["prefect.resource.id"] == f"driftloop.model.{MODEL_NAME}"
     assert payload["data_commit"] == world.version.data_commit
     assert float(payload["drift_share"]) >= 0.3 and "amount" in payload["drifted_features"]
     location = payload["report"]
     assert location.startswith(f"lakefs://{world.lake.repository}/")
     commit, path = location.split("/", 3)[3].split("/", 1)
     html = world.lake.download(commit, path).decode()
-    assert path.startswith(f"reports/drift/{SPEC.model_name}/") and "amount" in html
+    assert path.startswith(f"reports/drift/{MODEL_NAME}/") and "amount" in html
     assert world.lake.download("main", path) == html.encode()  # merged into main
 
     metrics = httpx.get(f"{base(monitor)}/metrics").text
     assert "driftloop_retrain_triggered_total 1.0" in metrics
-    assert f'driftloop_dataset_drift{{model="{SPEC.model_name}"}} 1.0' in metrics
+    assert f'driftloop_dataset_drift{{model="{MODEL_NAME}"}} 1.0' in metrics
 
 
 def test_alertmanager_webhooks_become_prefect_events(world: World, monitor: Component) -> None:
@@ -181,7 +182,7 @@ def test_alertmanager_webhooks_become_prefect_events(world: World, monitor: Comp
         "alerts": [
             {
                 "status": "firing",
-                "labels": {"alertname": "DatasetDrift", "model": SPEC.model_name},
+                "labels": {"alertname": "DatasetDrift", "model": MODEL_NAME},
                 "annotations": {"summary": "drift share above threshold for 5m"},
                 "startsAt": "2026-11-26T07:00:00Z",
                 "fingerprint": fingerprint,
@@ -213,7 +214,7 @@ def test_one_webhook_cannot_fan_out_into_alerts_about_unknown_models(
             "startsAt": "2026-11-26T07:00:00Z",
             "fingerprint": f"{tag}-{index}",
         }
-        for index, model in enumerate([SPEC.model_name] + [f"made-up-{i}" for i in range(19)])
+        for index, model in enumerate([MODEL_NAME] + [f"made-up-{i}" for i in range(19)])
     ]
 
     answer = httpx.post(
@@ -225,13 +226,13 @@ def test_one_webhook_cannot_fan_out_into_alerts_about_unknown_models(
     assert answer.status_code == 200 and len(answer.json()["ignored"]) == 19
     wait_for_event(world.prefect, "driftloop.alert.firing", fingerprint=f"{tag}-0")
     firing = events_named(world.prefect, "driftloop.alert.firing", since=since)
-    assert [event["payload"]["model"] for event in firing] == [SPEC.model_name]
+    assert [event["payload"]["model"] for event in firing] == [MODEL_NAME]
     metrics = httpx.get(f"{base(monitor)}/metrics").text
     assert 'driftloop_monitor_alerts_ignored_total{reason="unknown model"} 19.0' in metrics
 
 
 @flow(name="retrain")
-def stand_in_retrain(dataset: str = "transactions", fail: bool = False) -> str:
+def stand_in_retrain(model: str | None = None, fail: bool = False) -> str:
     """A run of the flow named retrain that ends as told (the real flow's failures are slow to
     provoke; what the monitor reads is only how the latest run of that name ended)."""
     if fail:
@@ -241,7 +242,7 @@ def stand_in_retrain(dataset: str = "transactions", fail: bool = False) -> str:
 
 def retrain_failed(component: Component) -> float | None:
     for line in httpx.get(f"{base(component)}/metrics").text.splitlines():
-        if line.startswith(f'driftloop_retrain_failed{{model="{SPEC.model_name}"}}'):
+        if line.startswith(f'driftloop_retrain_failed{{model="{MODEL_NAME}"}}'):
             return float(line.split()[-1])
     return None
 
@@ -259,5 +260,7 @@ def test_a_failed_retrain_shows_as_a_metric_until_one_completes(
 
     with prefect_api(world.prefect):
         stand_in_retrain()
-        stand_in_retrain(dataset="breast_cancer", fail=True, return_state=True)  # another model
+        stand_in_retrain(
+            model="breast_cancer-classifier", fail=True, return_state=True
+        )  # another model
     eventually(lambda: retrain_failed(monitor) == 0.0, "driftloop_retrain_failed back to 0")

@@ -28,6 +28,7 @@ from flows.train import train
 from tests.integration.conftest import LakeFSServer, PrefectServer
 
 SPEC = load_spec("transactions")
+MODEL_NAME = "transactions-classifier"
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def world(
     monkeypatch.setenv("DRIFTLOOP_LAKEFS__REPOSITORY", repo)
     monkeypatch.setenv("DRIFTLOOP_HOME", str(tmp_path / "home"))
     with prefect_api(prefect_server.access):
-        ingest("transactions", "builtin:?rows=6000&seed=1", batch_id="day-1")
+        ingest("transactions-classifier", "builtin:?rows=6000&seed=1", batch_id="day-1")
         train()
         yield lakefs_server.client(repo)
 
@@ -56,7 +57,7 @@ def served_with_feedback(
     may change the records first (the service accepts any value of the right type)."""
     settings = get_settings()
     registry = ModelRegistry.from_settings(settings)
-    production = registry.production(SPEC.model_name)
+    production = registry.production(MODEL_NAME)
     assert production is not None
     model = load_version(production.tag)
     frame = generate_transactions(rows, seed=seed, scenario=scenario)  # type: ignore[arg-type]
@@ -96,7 +97,7 @@ def test_labelled_drifted_traffic_becomes_a_batch_and_a_better_model(
 ) -> None:
     settings = get_settings()
     registry = ModelRegistry.from_settings(settings)
-    before = registry.production(SPEC.model_name)
+    before = registry.production(MODEL_NAME)
     assert before is not None
     served_with_feedback(3000, "concept_drift", seed=7)
     held_out = generate_transactions(4000, seed=9, scenario="concept_drift")
@@ -111,7 +112,7 @@ def test_labelled_drifted_traffic_becomes_a_batch_and_a_better_model(
     assert f"datasets/transactions/batches/{outcome.batch_id}.parquet" in [
         o.path for o in world.list_objects("main", "datasets/transactions/batches/")
     ]
-    after = registry.production(SPEC.model_name)
+    after = registry.production(MODEL_NAME)
     assert after is not None
     assert outcome.promoted, outcome.reasons
     assert after.version == outcome.version != before.version
@@ -122,13 +123,13 @@ def test_labelled_drifted_traffic_becomes_a_batch_and_a_better_model(
 def test_too_few_labels_retrain_nothing(world: LakeFSClient) -> None:
     settings = get_settings()
     registry = ModelRegistry.from_settings(settings)
-    before = registry.production(SPEC.model_name)
+    before = registry.production(MODEL_NAME)
     served_with_feedback(50, "concept_drift", seed=7)
 
     state = retrain(min_labelled_rows=200, return_state=True)
 
     assert state.is_completed() and "only 50 new labelled predictions" in str(state.message)
-    assert registry.production(SPEC.model_name) == before
+    assert registry.production(MODEL_NAME) == before
 
 
 def ids_on_main(client: LakeFSClient) -> pd.Series:
@@ -163,7 +164,7 @@ def test_retrains_after_a_rejected_one_land_no_row_twice(
     ids = ids_on_main(world)
     assert not ids.duplicated().any(), f"{int(ids.duplicated().sum())} ids twice on main"
     assert len(ids) == 6000 + 1500 + 600 + 2500
-    production = registry.production(SPEC.model_name)
+    production = registry.production(MODEL_NAME)
     assert production is not None and third.promoted
     assert sum(batch.rows for batch in production.batches) == len(ids)
 

@@ -41,8 +41,12 @@ def world(
     monkeypatch.setenv("DRIFTLOOP_LAKEFS__REPOSITORY", repo)
     monkeypatch.setenv("DRIFTLOOP_HOME", str(tmp_path / "home"))
     with prefect_api(prefect_server.access):
-        ingest("transactions", "builtin:?rows=8000&seed=1", batch_id="day-1")
-        ingest("transactions", "builtin:?rows=8000&seed=2&start=2026-01-02", batch_id="day-2")
+        ingest("transactions-classifier", "builtin:?rows=8000&seed=1", batch_id="day-1")
+        ingest(
+            "transactions-classifier",
+            "builtin:?rows=8000&seed=2&start=2026-01-02",
+            batch_id="day-2",
+        )
         yield lakefs_server.client(repo), prefect_server
 
 
@@ -104,7 +108,7 @@ def test_gate_rejects_a_worse_challenger_promotes_a_better_one_and_rollback_rest
     with get_client(sync_client=True) as client:
         (artifact,) = client.read_artifacts(
             artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=["training-transactions"]),
+                key=ArtifactFilterKey(any_=["training-transactions-classifier"]),
                 flow_run_id=ArtifactFilterFlowRunId(any_=[worse.flow_run_id]),
             )
         )
@@ -114,7 +118,9 @@ def test_gate_rejects_a_worse_challenger_promotes_a_better_one_and_rollback_rest
     # the first; the newest is the holdout that it and production are both measured on.
     for day, seed in (("day-3", 3), ("day-4", 4)):
         ingest(
-            "transactions", f"builtin:?rows=8000&seed={seed}&scenario=concept_drift", batch_id=day
+            "transactions-classifier",
+            f"builtin:?rows=8000&seed={seed}&scenario=concept_drift",
+            batch_id=day,
         )
     better = train(holdout="newest_batch")
 

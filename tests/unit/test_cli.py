@@ -70,8 +70,7 @@ def test_monitor_serve_names_a_taken_port(tmp_path: Path) -> None:
 def test_the_cli_choices_are_the_training_modules_own() -> None:
     from typing import get_args
 
-    from driftloop.cli.models import EstimatorChoice, HoldoutChoice
-    from driftloop.training import Estimator, HoldoutMode
+    from driftloop.cli.models import HoldoutChoice
+    from driftloop.training import HoldoutMode
 
-    assert [choice.value for choice in EstimatorChoice] == list(get_args(Estimator))
     assert [choice.value for choice in HoldoutChoice] == list(get_args(HoldoutMode))

@@ -25,12 +25,11 @@ def test_both_shipped_specs_load_and_describe_their_columns() -> None:
         "boolean",
     }
     assert cancer.target == "malignant" and len(cancer.features) == 30
-    assert transactions.model_name == "transactions-classifier"
     assert transactions.schema_sha256() != cancer.schema_sha256()
 
 
-def test_unknown_dataset_is_refused() -> None:
-    with pytest.raises(ValueError, match="shipped datasets"):
+def test_unknown_example_is_refused() -> None:
+    with pytest.raises(ValueError, match="no example project 'imagenet'; examples: breast_cancer"):
         load_spec("imagenet")
 
 

@@ -68,6 +68,7 @@ class World:
         self.registry = CollectorRegistry()
         self.monitor = Monitor(
             spec=SPEC,
+            model_name=MODEL.name,
             settings=MonitorSettings(
                 window_rows=500,
                 min_window_rows=200,

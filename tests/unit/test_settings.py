@@ -83,7 +83,7 @@ def test_dotenv_file_is_honoured_and_environment_wins(
         ("DRIFTLOOP_SERVING__PORT", "70000"),
         ("DRIFTLOOP_LAKEFS__DEFAULT_BRANCH", "feature/x"),
         ("DRIFTLOOP_STORAGE__PREDICTION_LOG_URL", "mysql://db/predictions"),
-        ("DRIFTLOOP_DATASET", "imagenet"),
+        ("DRIFTLOOP_LOG_LEVEL", "LOUD"),
     ],
 )
 def test_invalid_value_fails_with_a_message_naming_the_variable(
@@ -183,7 +183,14 @@ def test_unusable_settings_are_one_clear_error_naming_the_variable(
 
 
 def test_variables_that_are_not_settings_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DRIFTLOOP_PROJECT_DIR", "/srv/project")  # prefect.yaml's pull step
+    monkeypatch.setenv("DRIFTLOOP_CODE_DIR", "/srv/project")  # prefect.yaml's pull step
     monkeypatch.setenv("DRIFTLOOP_TEST_DATABASE_URL", "postgresql://ci")
 
-    assert get_settings().dataset == "transactions"
+    assert get_settings().project is None
+
+
+def test_the_retired_dataset_setting_points_at_projects(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLOOP_DATASET", "breast_cancer")
+
+    with pytest.raises(SettingsError, match="DRIFTLOOP_DATASET: .*set DRIFTLOOP_PROJECT"):
+        get_settings()

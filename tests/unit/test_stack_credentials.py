@@ -30,7 +30,7 @@ def test_missing_secrets_are_made_and_appended_to_dotenv_once(
     bare: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dotenv = tmp_path / ".env"
-    dotenv.write_text("DRIFTLOOP_DATASET=transactions")  # no final newline
+    dotenv.write_text("DRIFTLOOP_LOG_LEVEL=INFO")  # no final newline
 
     made = local_secrets(bare, dotenv, embedded=True)
 
@@ -38,7 +38,7 @@ def test_missing_secrets_are_made_and_appended_to_dotenv_once(
     # Prefect's basic auth is `user:password`, as its UI asks for it.
     assert made["DRIFTLOOP_PREFECT__AUTH_STRING"].startswith("driftloop:")
     text = dotenv.read_text()
-    assert text.startswith("DRIFTLOOP_DATASET=transactions\n# written by `driftloop up`")
+    assert text.startswith("DRIFTLOOP_LOG_LEVEL=INFO\n# written by `driftloop up`")
     assert dotenv.stat().st_mode & 0o777 == 0o600
     # The next command reads them from .env: nothing new is made or written.
     again = local_secrets(get_settings(), dotenv, embedded=True)

@@ -9,12 +9,14 @@ import typer
 
 from driftloop.cli.root import (
     JsonOption,
+    ModelOption,
     app,
     console,
     fail,
     flow_run_page,
     prefect_api_url,
     print_json,
+    project_model,
     running_flows,
     settings_with_prefect,
 )
@@ -22,15 +24,14 @@ from driftloop.cli.root import (
 
 @app.command()
 def ingest(
-    dataset: Annotated[
-        str, typer.Option(help="Dataset: transactions or breast_cancer [DRIFTLOOP_DATASET]")
-    ] = "",
+    model: ModelOption = "",
     source: Annotated[
         str,
         typer.Option(
-            help="builtin[:?rows=N&seed=S&scenario=...], or a .csv/.parquet file or folder"
+            help="A .csv/.parquet file or folder, or builtin[:?rows=N&seed=S&scenario=...] for "
+            "the examples (default: the model's source in driftloop.yaml)"
         ),
-    ] = "builtin",
+    ] = "",
     batch_id: Annotated[
         str | None, typer.Option(help="Batch id (default: derived from the rows' content)")
     ] = None,
@@ -38,10 +39,14 @@ def ingest(
 ) -> None:
     """Land one batch in lakeFS through an isolated branch; merge into main only if it is valid."""
     settings = settings_with_prefect()
-    dataset = dataset or settings.dataset
+    declared = project_model(settings, model)
+    source = source or declared.source or ""
+    if not source:
+        fail(f"no --source given, and model {declared.name} declares no source in driftloop.yaml")
     if not as_json:
         console.print(
-            f"ingesting [bold]{dataset}[/] from {source} into lakeFS {settings.lakefs.endpoint} "
+            f"ingesting a batch of [bold]{declared.dataset}[/] (model {declared.name}) from "
+            f"{source} into lakeFS {settings.lakefs.endpoint} "
             f"(repository {settings.lakefs.repository}); Prefect at {prefect_api_url(settings)}",
             highlight=False,
             soft_wrap=True,
@@ -54,7 +59,7 @@ def ingest(
 
     with running_flows(settings):
         try:
-            run = ingest_batch(dataset, source, batch_id)
+            run = ingest_batch(declared.name, source, batch_id)
         except RunFailed as failed:
             page = flow_run_page(settings, failed.flow_run_id)
             if isinstance(failed.cause, BatchRejected):

@@ -11,8 +11,8 @@ import typer
 from rich.table import Table
 
 from driftloop.cli.root import (
-    DatasetOption,
     JsonOption,
+    ModelOption,
     app,
     console,
     errors,
@@ -21,23 +21,27 @@ from driftloop.cli.root import (
     load_settings,
     prefect_api_url,
     print_json,
+    project_model,
     running_flows,
     settings_with_prefect,
     show_table,
 )
-from driftloop.datasets.spec import load_spec
 from driftloop.events import EventNotDelivered
 from driftloop.promotion import Actor, Promotions
 from driftloop.registry import ModelRegistry, RegistryError
 from driftloop.settings import Settings
 
 
-class EstimatorChoice(enum.StrEnum):
-    """``driftloop.training.Estimator``, as a choice the CLI checks before anything runs (the
-    training module itself, with scikit-learn, is imported only when a command needs it)."""
+def estimator_name(value: str | None) -> str | None:
+    """The --estimator option, checked before anything runs."""
+    if value is None:
+        return None
+    from driftloop.project import check_estimator
 
-    hist_gradient_boosting = "hist_gradient_boosting"
-    logistic_regression = "logistic_regression"
+    try:
+        return check_estimator(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
 
 
 class HoldoutChoice(enum.StrEnum):
@@ -55,17 +59,25 @@ app.add_typer(model_app, name="model")
 
 @app.command()
 def train(
-    dataset: DatasetOption = "",
+    model: ModelOption = "",
     ref: Annotated[
         str, typer.Option(help="lakeFS ref to train on; pinned to its commit id")
     ] = "main",
     estimator: Annotated[
-        EstimatorChoice, typer.Option(help="The model to fit", case_sensitive=False)
-    ] = EstimatorChoice.hist_gradient_boosting,
-    seed: Annotated[int, typer.Option(help="Seed of the split and the estimator")] = 42,
+        str | None,
+        typer.Option(
+            help="hist_gradient_boosting, logistic_regression or module:function in the "
+            "project (default: the project's)",
+            callback=estimator_name,
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the split and the estimator (default: 42)")
+    ] = None,
     holdout: Annotated[
-        HoldoutChoice, typer.Option(help="How the holdout is drawn", case_sensitive=False)
-    ] = HoldoutChoice.stratified,
+        HoldoutChoice | None,
+        typer.Option(help="How the holdout is drawn (default: stratified)", case_sensitive=False),
+    ] = None,
     promote: Annotated[
         bool, typer.Option(help="Put the model through the gate (--no-promote: register only)")
     ] = True,
@@ -73,10 +85,11 @@ def train(
 ) -> None:
     """Train on a pinned lakeFS commit, register the model, and promote it if it wins the gate."""
     settings = settings_with_prefect()
-    dataset = dataset or settings.dataset
+    declared = project_model(settings, model)
     if not as_json:
         console.print(
-            f"training on {dataset}@{ref}; Prefect at {prefect_api_url(settings)}",
+            f"training {declared.name} on {declared.dataset}@{ref}; Prefect at "
+            f"{prefect_api_url(settings)}",
             highlight=False,
         )
 
@@ -85,7 +98,13 @@ def train(
 
     with running_flows(settings):
         state = train_flow(
-            dataset, ref, estimator.value, seed, holdout.value, promote, return_state=True
+            declared.name,
+            ref,
+            estimator,
+            seed,
+            holdout.value if holdout else None,
+            promote,
+            return_state=True,
         )
         try:
             outcome = state.result()
@@ -113,11 +132,12 @@ def train(
 
 @app.command()
 def package(
-    dataset: DatasetOption = "",
+    model: ModelOption = "",
     as_json: JsonOption = False,
 ) -> None:
     """Build a Bento of the inference service with the production model (offline)."""
     settings = settings_with_prefect()
+    declared = project_model(settings, model)
 
     from flows.common import in_process
     from flows.package import package as package_flow
@@ -125,7 +145,7 @@ def package(
 
     with in_process(settings):
         try:
-            built = package_flow(dataset or settings.dataset)
+            built = package_flow(declared.name)
         except (RegistryError, PackagingError) as problem:
             fail(str(problem))
     if as_json:
@@ -135,20 +155,20 @@ def package(
     console.print(f"image: {built.image or 'not built (no container engine here)'}")
 
 
-def open_registry(dataset: str) -> tuple[Settings, ModelRegistry, str]:
-    """Settings, the registry, and the model name of ``dataset`` (default: the setting)."""
+def open_registry(model: str) -> tuple[Settings, ModelRegistry, str]:
+    """Settings, the registry, and the name of the project's ``model`` (default: its only)."""
     settings = load_settings()
     registry = ModelRegistry.from_settings(settings)
-    return settings, registry, load_spec(dataset or settings.dataset).model_name
+    return settings, registry, project_model(settings, model).name
 
 
 @model_app.command("list")
 def model_list(
-    dataset: DatasetOption = "",
+    model: ModelOption = "",
     as_json: JsonOption = False,
 ) -> None:
     """Every version of the dataset's model, with stage, data commit and holdout metrics."""
-    _, registry, name = open_registry(dataset)
+    _, registry, name = open_registry(model)
     versions = registry.versions(name)
     if as_json:
         print_json(versions)
@@ -173,11 +193,11 @@ def model_list(
 
 @model_app.command("history")
 def model_history(
-    dataset: DatasetOption = "",
+    model: ModelOption = "",
     as_json: JsonOption = False,
 ) -> None:
     """What happened to the model's versions: registered, promoted, rejected, rolled back."""
-    _, registry, name = open_registry(dataset)
+    _, registry, name = open_registry(model)
     entries = registry.history(name)
     if as_json:
         print_json(entries)
@@ -196,11 +216,11 @@ def model_history(
 @model_app.command("show")
 def model_show(
     version: Annotated[str, typer.Argument(help="Version, or name:version")],
-    dataset: DatasetOption = "",
+    model: ModelOption = "",
     as_json: JsonOption = False,
 ) -> None:
     """One version with its lineage: model -> data commit -> batches -> ingestion runs."""
-    _, registry, default_name = open_registry(dataset)
+    _, registry, default_name = open_registry(model)
     name, _, number = version.rpartition(":")
     name = name or default_name
     try:
@@ -230,11 +250,11 @@ def model_show(
 @model_app.command("promote")
 def model_promote(
     version: Annotated[str, typer.Argument(help="Version to make production")],
-    dataset: DatasetOption = "",
+    model: ModelOption = "",
     as_json: JsonOption = False,
 ) -> None:
     """Make a version production by hand (bypasses the gate; recorded in the history)."""
-    settings, registry, name = open_registry(dataset)
+    settings, registry, name = open_registry(model)
     promotions = Promotions(registry, settings)
     try:
         candidate = registry.get(name, version)
@@ -258,11 +278,11 @@ def model_promote(
 
 @model_app.command("rollback")
 def model_rollback(
-    dataset: DatasetOption = "",
+    model: ModelOption = "",
     as_json: JsonOption = False,
 ) -> None:
     """Make the previous production version production again."""
-    settings, registry, name = open_registry(dataset)
+    settings, registry, name = open_registry(model)
     try:
         restored, change = Promotions(registry, settings).rollback(name, actor=Actor.cli_user())
     except RegistryError as problem:

@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.table import Table
 
 from driftloop import __version__
 from driftloop.settings import Settings, SettingsError, get_settings
+
+if TYPE_CHECKING:
+    from driftloop.project import ProjectModel
 
 app = typer.Typer(
     name="driftloop",
@@ -31,7 +34,12 @@ errors = Console(stderr=True)
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print JSON (for scripts) instead of text.")
 ]
-DatasetOption = Annotated[str, typer.Option(help="Dataset [DRIFTLOOP_DATASET]")]
+ModelOption = Annotated[
+    str,
+    typer.Option(
+        "--model", help="A model of the project (default: its only one) [DRIFTLOOP_PROJECT]"
+    ),
+]
 
 
 def print_json(value: Any) -> None:
@@ -64,6 +72,18 @@ def load_settings() -> Settings:
     except SettingsError as error:
         errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
+
+
+def project_model(settings: Settings, name: str) -> ProjectModel:
+    """The project's model ``name`` (its only one when ``name`` is empty), or a clear error
+    naming the file, line and field of what is wrong in the project."""
+    from driftloop.documents import DocumentError
+    from driftloop.project import ProjectError, find_project
+
+    try:
+        return find_project(settings.project).model(name or None)
+    except (ProjectError, DocumentError) as error:
+        fail(str(error))
 
 
 @app.command()

@@ -23,7 +23,7 @@ from driftloop.cli.root import (
     show_table,
 )
 from driftloop.settings import Settings
-from driftloop.stack.deploy import DeployError, apply, project_dir
+from driftloop.stack.deploy import DeployError, apply, code_dir
 from driftloop.stack.errors import StackError, Stop
 from driftloop.stack.health import status as stack_status
 from driftloop.stack.processes import pid_alive
@@ -54,7 +54,7 @@ def up(
         up_detached(settings)
         return
     try:
-        stack = LocalStack(settings, project=project_dir(), say=say, dotenv=Path(".env"))
+        stack = LocalStack(settings, code=code_dir(), say=say, dotenv=Path(".env"))
         with stack.running_stack():
             show_stack(settings)
             console.print(
@@ -181,7 +181,7 @@ def deploy() -> None:
     retrain deployments, and the trigger that starts retrain on drift and alerts."""
     settings = load_settings()
     try:
-        project = project_dir()
+        project = code_dir()
         console.print(
             f"applying {project / 'prefect.yaml'} to {settings.prefect.api_url} "
             f"(work pool {settings.prefect.work_pool}) ...",

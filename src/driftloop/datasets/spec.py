@@ -1,8 +1,8 @@
 """Dataset specifications: the columns a batch must have, their types, and what values are sane.
 
-Specs live as YAML files beside this module (``transactions.yaml``, ``breast_cancer.yaml``); the
-validation of every ingested batch and, later, the inference service's input model are derived
-from them, so the contract of a dataset is written down once.
+A spec is a YAML file in a driftloop project (the examples' are under ``examples/``), named by
+the project's ``driftloop.yaml``; the validation of every ingested batch and the inference
+service's input model are derived from it, so the contract of a dataset is written down once.
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from driftloop.documents import read_document
+
 FeatureType = Literal["numeric", "integer", "categorical", "boolean"]
-DATASETS = ("transactions", "breast_cancer")
 
 
 class FeatureSpec(BaseModel):
@@ -52,7 +52,10 @@ class DatasetSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_]{0,62}$",
+        description="The dataset's name: its folder in lakeFS (datasets/<name>/).",
+    )
     description: str = ""
     target: str
     positive_label: str = Field(description="What target value 1 means, for people.")
@@ -74,11 +77,6 @@ class DatasetSpec(BaseModel):
         extra = [c for c in (self.id_column, self.time_column) if c]
         return [*extra, *self.feature_names, self.target]
 
-    @property
-    def model_name(self) -> str:
-        """The BentoML model name of this dataset's classifier."""
-        return f"{self.name}-classifier"
-
     def feature(self, name: str) -> FeatureSpec:
         for feature in self.features:
             if feature.name == name:
@@ -96,10 +94,14 @@ class DatasetSpec(BaseModel):
         return hashlib.sha256(json.dumps(schema).encode()).hexdigest()
 
 
+def load_spec_file(path: Path) -> DatasetSpec:
+    """The spec in the YAML file ``path``; a mistake raises DocumentError with file and line."""
+    return read_document(path, DatasetSpec)
+
+
 @cache
-def load_spec(name: str) -> DatasetSpec:
-    """The shipped spec of dataset ``name``."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; shipped datasets: {', '.join(DATASETS)}")
-    text = resources.files("driftloop.datasets").joinpath(f"{name}.yaml").read_text()
-    return DatasetSpec.model_validate(yaml.safe_load(text))
+def load_spec(example: str) -> DatasetSpec:
+    """The spec of the bundled example project ``example`` (``transactions``, ``breast_cancer``)."""
+    from driftloop.project import example_project
+
+    return example_project(example).model().spec

@@ -28,14 +28,14 @@ import httpx
 from rich.console import Console
 from sklearn.metrics import f1_score
 
-from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
 from driftloop.ingestion import BatchRejected
 from driftloop.lakefs_client import LakeFSClient
 from driftloop.prefect_api import PrefectAccess
+from driftloop.project import example_project
 from driftloop.serving import frame_records, load_version
 from driftloop.settings import Settings, fast_monitor_env, settings_from_env
-from driftloop.stack.deploy import DeployError, project_dir
+from driftloop.stack.deploy import DeployError, code_dir
 from driftloop.stack.errors import StackError, Stop
 from driftloop.stack.processes import pid_alive
 from driftloop.stack.servers import driftloop_executable
@@ -45,11 +45,11 @@ from flows.common import in_process
 from flows.ingest import RunFailed, ingest_batch
 
 # The monitor's cadence for the demo: a check every 2 s, 2 drifted windows (a demo should finish
-# in minutes), on the built-in fraud dataset with a first model trained at start.
+# in minutes), on the example project `transactions` with a first model trained at start.
+DEMO_EXAMPLE = "transactions"
 DEMO_ENV = {
     **fast_monitor_env(interval_seconds=2),
     "DRIFTLOOP_STACK__BOOTSTRAP": "true",
-    "DRIFTLOOP_DATASET": "transactions",
 }
 LOOP_TIMEOUT_SECONDS = 480
 
@@ -94,6 +94,7 @@ def run_demo(settings: Settings, console: Console, *, keep_running: bool = False
     lakefs = settings.lakefs
     env = {
         **DEMO_ENV,
+        "DRIFTLOOP_PROJECT": str(example_project(DEMO_EXAMPLE).file),
         "DRIFTLOOP_HOME": str(home),
         # Always the embedded lakeFS-compatible server: demo data never goes to a real lakeFS.
         "DRIFTLOOP_LAKEFS__ENDPOINT": f"http://{lakefs.embedded_host}:{lakefs.embedded_port}",
@@ -104,7 +105,7 @@ def run_demo(settings: Settings, console: Console, *, keep_running: bool = False
     say(f"fresh state under {home}; every component's log under {home / 'logs'}")
     closed = False
     try:
-        stack = LocalStack(demo_settings, project=project_dir(), say=say, extra_env=env)
+        stack = LocalStack(demo_settings, code=code_dir(), say=say, extra_env=env)
         with stack.running_stack():
             Demo(stack, console).run()
             closed = True
@@ -126,7 +127,8 @@ class Demo:
         self.stack = stack
         self.console = console
         self.settings = stack.settings
-        self.spec = load_spec("transactions")
+        self.model = example_project(DEMO_EXAMPLE).model()
+        self.spec = self.model.spec
         self.prefect = PrefectAccess.of(self.settings.prefect)
         self.ui = self.prefect.url.removesuffix("/api")
         self.inference = f"http://{self.settings.serving.host}:{self.settings.serving.port}"
@@ -139,7 +141,7 @@ class Demo:
     def run(self) -> None:
         self.rejected_batch()
         old_version = self.serving_version()
-        self.say(f"[green]✓[/] the inference service serves {self.spec.model_name}:{old_version}")
+        self.say(f"[green]✓[/] the inference service serves {self.model.name}:{old_version}")
         self.in_distribution()
         timeline, new_version = self.concept_drift(old_version)
         self.conclude(timeline, old_version, new_version)
@@ -155,7 +157,7 @@ class Demo:
         path = self.stack.home / "corrupted-batch.csv"
         corrupted.to_csv(path, index=False)
         try:
-            self.in_prefect(lambda: ingest_batch("transactions", str(path), "corrupted"))
+            self.in_prefect(lambda: ingest_batch(self.model.name, str(path), "corrupted"))
         except RunFailed as failed:
             rejected = failed.cause
             if not isinstance(rejected, BatchRejected):
@@ -221,7 +223,7 @@ class Demo:
             version = self.serving_version()
             if version != old_version:
                 timeline.new_version_serving = datetime.now(UTC)
-                self.say(f"[green]✓[/] the service swapped to {self.spec.model_name}:{version}")
+                self.say(f"[green]✓[/] the service swapped to {self.model.name}:{version}")
                 return timeline, version
         raise DemoFailed(
             f"no new version served within {LOOP_TIMEOUT_SECONDS} s of drift; see the monitor "
@@ -235,7 +237,7 @@ class Demo:
         truth = probe[self.spec.target].astype(int)
         f1 = {}
         for version in (old_version, new_version):
-            model = load_version(f"{self.spec.model_name}:{version}")
+            model = load_version(f"{self.model.name}:{version}")
             f1[version] = float(f1_score(truth, model.score(records) >= model.threshold))
         self.console.rule("timeline")
         onset = timeline.drift_onset
@@ -301,7 +303,7 @@ class Demo:
         main = self.settings.lakefs.default_branch
         reports = sorted(
             found.path
-            for found in client.list_objects(main, f"reports/drift/{self.spec.model_name}/")
+            for found in client.list_objects(main, f"reports/drift/{self.model.name}/")
             if found.path.endswith(".html")
         )
         if not reports:

@@ -20,7 +20,7 @@ class DeployError(RuntimeError):
     """prefect.yaml could not be applied; the message says why and where to look."""
 
 
-def project_dir(start: Path | None = None) -> Path:
+def code_dir(start: Path | None = None) -> Path:
     """The folder holding prefect.yaml: ``start`` or one of its parents, else this checkout."""
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
@@ -38,7 +38,7 @@ def deployment_env(settings: Settings, project: Path) -> dict[str, str]:
     prefect = settings.prefect
     return {
         **PrefectAccess.of(prefect).client_env(),
-        "DRIFTLOOP_PROJECT_DIR": str(project),
+        "DRIFTLOOP_CODE_DIR": str(project),
         "DRIFTLOOP_PREFECT__WORK_POOL": prefect.work_pool,
         "DRIFTLOOP_PREFECT__INGEST_CRON": prefect.ingest_cron,
         "DRIFTLOOP_PREFECT__INGEST_SCHEDULE_ACTIVE": str(prefect.ingest_schedule_active).lower(),

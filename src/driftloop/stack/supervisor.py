@@ -39,8 +39,10 @@ from typing import Literal
 
 import httpx
 
+from driftloop.documents import DocumentError
 from driftloop.observability import Targets, write_alertmanager_config, write_prometheus_config
 from driftloop.prefect_api import PrefectAccess, crash_unfinished_runs
+from driftloop.project import ProjectError, find_project
 from driftloop.settings import Settings, secret_values, secret_variables, settings_from_env
 from driftloop.stack.bootstrap import ensure_production_model
 from driftloop.stack.credentials import local_secrets
@@ -101,13 +103,13 @@ class LocalStack:
         self,
         settings: Settings,
         *,
-        project: Path,
+        code: Path,
         say: Callable[[str], None],
         extra_env: Mapping[str, str] | None = None,
         dotenv: Path | None = None,
     ) -> None:
         self.settings = settings
-        self.project = project
+        self.code = code
         self.say = say
         self.extra_env = dict(extra_env or {})
         self.dotenv = dotenv
@@ -270,11 +272,18 @@ class LocalStack:
         settings = self.settings
         api_url = str(settings.prefect.api_url).rstrip("/")
         made = local_secrets(settings, self.dotenv, embedded=self.plan.embedded_lakefs)
+        try:
+            self.project = find_project(settings.project)
+        except (ProjectError, DocumentError) as error:
+            raise StackError(str(error)) from None
+        self.say(f"project {self.project.file}: model(s) {', '.join(self.project.names)}")
         self.env = {
             # The caller's .env: components run in the project folder, where pydantic-settings
             # would read another .env (or none), so its settings travel in their environment.
             **self._caller_dotenv(),
             "DRIFTLOOP_HOME": str(self.home),
+            # Components run in the code folder: the project travels as an absolute path.
+            "DRIFTLOOP_PROJECT": str(self.project.file),
             "BENTOML_HOME": str(settings.bentoml_home),
             "DRIFTLOOP_PREFECT__API_URL": api_url,
             "PREFECT_API_URL": api_url,
@@ -387,13 +396,14 @@ class LocalStack:
             "ingest, train, retrain and the retrain triggers ..."
         )
         try:
-            apply(self.settings, self.project)
+            apply(self.settings, self.code)
         except DeployError as error:
             raise StackError(f"deployments: {error}") from None
         self.say("✓ deployments applied")
 
     def _bootstrap(self) -> None:
-        self.has_model = ensure_production_model(self.settings, self.say)
+        ready = [ensure_production_model(self.settings, m, self.say) for m in self.project.models]
+        self.has_model = all(ready)
 
     def _start_services(self) -> None:
         settings, api_url = self.settings, self.env["PREFECT_API_URL"]
@@ -406,7 +416,7 @@ class LocalStack:
                 pool=pool,
                 log_path=self.logs / "worker.log",
                 query_seconds=settings.prefect.worker_query_seconds,
-                cwd=self.project,
+                cwd=self.code,
                 extra_env={
                     **self.env_with(*LAKEFS_KEYS, *PREFECT_KEYS, "DRIFTLOOP_GRAFANA__TOKEN"),
                     # Its flow runs write beside it, not through it: they outlive it.
@@ -420,7 +430,7 @@ class LocalStack:
                 port=serving.port,
                 log_path=self.logs / "inference.log",
                 env=self.env_with("DRIFTLOOP_SERVING__API_KEY"),
-                cwd=self.project,
+                cwd=self.code,
             )
 
         def monitor_server() -> Component:
@@ -434,7 +444,7 @@ class LocalStack:
                     "DRIFTLOOP_GRAFANA__TOKEN",
                     *PREFECT_KEYS,
                 ),
-                cwd=self.project,
+                cwd=self.code,
             )
 
         worker_component = self._launch(
