@@ -112,7 +112,7 @@ def judge(
     policy: GatePolicy,
 ) -> tuple[GateDecision, dict[str, float], dict[str, float] | None]:
     """Measure the challenger and production on the same rows, then apply the gate."""
-    threshold = float(challenger.metrics["threshold"])
+    threshold = float(challenger.metrics.get("threshold", 0.5))  # binary models have one
     challenger_metrics = evaluate(challenger_pipeline, rows, model.spec, threshold).as_dict()
     production = registry.production(model.name)
     production_metrics = None
@@ -128,8 +128,8 @@ def judged_rows(split: Split, newest: pd.Series, spec: DatasetSpec, judge_on: st
     if judge_on != "newest_batch":
         return split.holdout
     recent = split.holdout[newest.loc[split.holdout.index].to_numpy()]
-    labels = recent[spec.target].astype(int)
-    if len(recent) < 50 or labels.nunique() < 2:
+    one_class = spec.task == "binary" and recent[spec.target].astype(int).nunique() < 2
+    if len(recent) < 50 or one_class:
         return split.holdout  # too few (or one-class) recent rows to judge on: the whole holdout
     return recent
 

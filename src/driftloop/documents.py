@@ -114,6 +114,8 @@ def _suggestion(model: type[BaseModel], location: tuple[Any, ...], problems: lis
         if item["type"] == "missing" and tuple(item["loc"][:-1]) == parent
     ]
     close = difflib.get_close_matches(name, missing, n=1, cutoff=0.6)
+    if not close and not parent:
+        close = difflib.get_close_matches(name, list(model.model_fields), n=1, cutoff=0.75)
     if close:
         return f"; did you mean {close[0]}?"
     if not parent:

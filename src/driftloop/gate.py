@@ -7,15 +7,14 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-# Metrics where lower is better; every other metric is better when higher.
-LOWER_IS_BETTER = frozenset({"brier"})
-# Every holdout metric a trained model records; the gate can compare only these.
-METRICS = ("roc_auc", "pr_auc", "f1", "precision", "recall", "brier")
+from driftloop.tasks import ALL_METRICS, DEFAULT_GATES, LOWER_IS_BETTER, METRICS, Task
 
 
 def known_metric(name: str) -> str:
-    if name not in METRICS:
-        raise ValueError(f"{name!r} is not a holdout metric; choose one of {', '.join(METRICS)}")
+    if name not in ALL_METRICS:
+        raise ValueError(
+            f"{name!r} is not a holdout metric; choose one of {', '.join(ALL_METRICS)}"
+        )
     return name
 
 
@@ -44,6 +43,27 @@ class GatePolicy(BaseModel):
         default_factory=lambda: {"roc_auc": 0.7},
         description="Absolute minimums; the first model must clear them to be promoted.",
     )
+
+
+def policy_for(task: Task, *layers: dict[str, object]) -> GatePolicy:
+    """The gate of a model of ``task``: the task's defaults, then each of ``layers`` (the
+    settings' explicitly set fields, the project's overrides) on top.
+
+    Raises:
+        ValueError: a metric the policy names is not one a model of ``task`` records.
+    """
+    merged: dict[str, object] = dict(DEFAULT_GATES[task])
+    for layer in layers:
+        merged.update(layer)
+    policy = GatePolicy.model_validate(merged)
+    named = [policy.primary_metric, *policy.guards, *policy.floor]
+    foreign = [name for name in named if name not in METRICS[task]]
+    if foreign:
+        raise ValueError(
+            f"the gate names {', '.join(foreign)}, which a {task} model does not record "
+            f"({', '.join(METRICS[task])})"
+        )
+    return policy
 
 
 @dataclass(frozen=True)

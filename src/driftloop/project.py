@@ -23,21 +23,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
 from driftloop.datasets.spec import DatasetSpec, load_spec_file
 from driftloop.documents import DocumentError, line_of, read_document
-from driftloop.gate import GatePolicy, known_metric, known_metrics
-from driftloop.training import BUILTIN_ESTIMATORS, TrainOptions, TrainParams
+from driftloop.gate import GatePolicy, known_metric, known_metrics, policy_for
+from driftloop.tasks import ALL_BUILTIN_ESTIMATORS, BUILTIN_ESTIMATORS, Task, task_of_target
+from driftloop.training import TrainOptions, TrainParams
 
 if TYPE_CHECKING:
     from driftloop.settings import MonitorSettings
 
 PROJECT_FILE = "driftloop.yaml"
 DEFAULT_EXAMPLE = "transactions"
-Task = Literal["binary", "multiclass", "regression"]
 MODEL_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _USER_FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -48,10 +48,10 @@ class ProjectError(ValueError):
 
 def check_estimator(value: str) -> str:
     """``value`` if it names a built-in estimator or ``module:function``; ValueError if not."""
-    if value in BUILTIN_ESTIMATORS or _USER_FUNCTION.match(value):
+    if value in ALL_BUILTIN_ESTIMATORS or _USER_FUNCTION.match(value):
         return value
     raise ValueError(
-        f"{value!r} is neither a built-in estimator ({', '.join(BUILTIN_ESTIMATORS)}) nor "
+        f"{value!r} is neither a built-in estimator ({', '.join(ALL_BUILTIN_ESTIMATORS)}) nor "
         "module:function"
     )
 
@@ -86,7 +86,11 @@ class ModelConfig(BaseModel):
 
     name: str = Field(pattern=MODEL_NAME, description="The model's name: registry, events, URLs.")
     dataset: str = Field(min_length=1, description="Its dataset spec, relative to the project.")
-    task: Task = "binary"
+    task: Task | None = Field(
+        default=None,
+        description="binary, multiclass or regression; default: what the spec's target_type "
+        "asks for (binary, categorical, numeric).",
+    )
     estimator: Annotated[str, AfterValidator(check_estimator)] = "hist_gradient_boosting"
     source: str | None = Field(
         default=None,
@@ -130,7 +134,7 @@ class ProjectModel:
 
     @property
     def task(self) -> Task:
-        return self.config.task
+        return self.spec.task  # a declared task that disagrees is refused at load
 
     @property
     def dataset(self) -> str:
@@ -144,10 +148,16 @@ class ProjectModel:
             **{"estimator": self.config.estimator, **self.config.train.model_dump(), **given}
         )
 
-    def gate_policy(self, base: GatePolicy) -> GatePolicy:
-        """``base`` (the gate setting) with this model's overrides."""
-        changes = self.config.gate.model_dump(exclude_none=True)
-        return GatePolicy.model_validate({**base.model_dump(), **changes})
+    def gate_policy(self, setting: GatePolicy) -> GatePolicy:
+        """The gate of this model: its task's defaults, what the gate setting sets explicitly,
+        then the project's overrides.
+
+        Raises:
+            ValueError: the result names a metric this model's task does not record.
+        """
+        explicitly_set = setting.model_dump(include=setting.model_fields_set)
+        overrides = self.config.gate.model_dump(exclude_none=True)
+        return policy_for(self.task, explicitly_set, overrides)
 
     def monitor_settings(self, base: MonitorSettings) -> MonitorSettings:
         """``base`` (the monitor settings) with this model's window and threshold overrides."""
@@ -217,8 +227,38 @@ def load_project(path: Path) -> Project:
                 f"models[{index}].dataset",
                 f"no dataset spec at {spec_file}",
             )
-        models.append(ProjectModel(config, load_spec_file(spec_file), file.parent))
+        model = ProjectModel(config, load_spec_file(spec_file), file.parent)
+        _check_model(file, index, model)
+        models.append(model)
     return Project(file, tuple(models))
+
+
+def _check_model(file: Path, index: int, model: ProjectModel) -> None:
+    """The model's task, estimator and gate agree with its spec; DocumentError where not."""
+
+    def refuse(field: str, message: str) -> None:
+        where = ("models", index, field)
+        raise DocumentError(file, line_of(file, where), f"models[{index}].{field}", message)
+
+    config, spec = model.config, model.spec
+    expected = task_of_target(spec.target_type)
+    if config.task is not None and config.task != expected:
+        refuse(
+            "task",
+            f"{config.task} does not fit the target of {config.dataset} ({spec.target} is "
+            f"{spec.target_type}: a {expected} task)",
+        )
+    builtin = config.estimator in ALL_BUILTIN_ESTIMATORS
+    if builtin and config.estimator not in BUILTIN_ESTIMATORS[model.task]:
+        refuse(
+            "estimator",
+            f"{config.estimator} is not a {model.task} estimator; choose "
+            f"{', '.join(BUILTIN_ESTIMATORS[model.task])} or module:function",
+        )
+    try:
+        policy_for(model.task, config.gate.model_dump(exclude_none=True))
+    except ValueError as error:
+        refuse("gate", str(error))
 
 
 def examples_root() -> Path:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from driftloop.gate import GateDecision
 from driftloop.registry import ModelVersion
-
-_SHOWN = ("roc_auc", "pr_auc", "f1", "precision", "recall", "brier")
+from driftloop.tasks import ALL_METRICS
 
 
 def training_report(
@@ -32,10 +31,11 @@ def training_report(
         "| metric | this version | production |",
         "|---|---|---|",
     ]
-    for name in _SHOWN:
+    for name in (metric for metric in ALL_METRICS if metric in ours):
         theirs = f"{production_metrics[name]:.4f}" if production_metrics else "–"
         lines.append(f"| {name} | {ours[name]:.4f} | {theirs} |")
-    lines.append(f"| threshold | {version.metrics['threshold']:.2f} | |")
+    if "threshold" in version.metrics:
+        lines.append(f"| threshold | {version.metrics['threshold']:.2f} | |")
     if decision is not None:
         verdict = "**promoted to production**" if decision.promote else "**rejected**"
         lines += ["", f"Gate: {verdict}.", ""] + [f"- {reason}" for reason in decision.reasons]

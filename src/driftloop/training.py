@@ -11,7 +11,7 @@ import hashlib
 import importlib
 import pickle
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,14 +19,19 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import (
+    accuracy_score,
     average_precision_score,
     brier_score_loss,
     f1_score,
+    log_loss,
+    mean_absolute_error,
+    mean_squared_error,
     precision_score,
+    r2_score,
     recall_score,
     roc_auc_score,
 )
@@ -35,8 +40,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from driftloop.datasets.spec import DatasetSpec
+from driftloop.tasks import ALL_BUILTIN_ESTIMATORS, BUILTIN_ESTIMATORS
 
-BUILTIN_ESTIMATORS = ("hist_gradient_boosting", "logistic_regression")
 HoldoutMode = Literal["stratified", "newest_batch"]
 
 
@@ -73,20 +78,16 @@ class TrainParams(TrainOptions):
 
 @dataclass(frozen=True)
 class Metrics:
-    """Holdout metrics of one model on one holdout."""
+    """Holdout metrics of one model on one holdout: the task's metrics (``driftloop.tasks``)
+    and ``rows``; binary models also ``threshold`` and ``positives``."""
 
-    roc_auc: float
-    pr_auc: float
-    f1: float
-    precision: float
-    recall: float
-    brier: float
-    threshold: float
-    rows: int
-    positives: int
+    values: dict[str, float]
+
+    def __getitem__(self, name: str) -> float:
+        return self.values[name]
 
     def as_dict(self) -> dict[str, float]:
-        return {name: float(value) for name, value in asdict(self).items()}
+        return {name: float(value) for name, value in self.values.items()}
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,19 @@ def features_of(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
 
 
 def labels_of(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
-    return frame[spec.target].to_numpy(dtype=np.int64)
+    """The target as the model learns it: 0/1, the index of the class in ``spec.classes``, or
+    the number."""
+    target = frame[spec.target]
+    if spec.target_type == "numeric":
+        return target.to_numpy(dtype=np.float64)
+    if spec.target_type == "categorical":
+        index = {name: code for code, name in enumerate(spec.classes or ())}
+        codes = target.astype(str).map(index)
+        if codes.isna().any():
+            unknown = sorted(set(target.astype(str)[codes.isna()]))[:5]
+            raise ValueError(f"{spec.target} holds values that are not classes: {unknown}")
+        return codes.to_numpy(dtype=np.int64)
+    return target.to_numpy(dtype=np.int64)
 
 
 def split_frame(
@@ -143,16 +156,18 @@ def split_frame(
         if newest_batch is None or not newest_batch.any() or newest_batch.all():
             raise ValueError("a newest-batch holdout needs at least two batches")
         return Split(frame[~newest_batch], frame[newest_batch], "newest batch")
+    stratify = spec.target_type != "numeric"
     train, holdout = train_test_split(
         frame,
         test_size=params.holdout_share,
         random_state=params.seed,
-        stratify=frame[spec.target],
+        stratify=frame[spec.target] if stratify else None,
     )
+    how = "stratified" if stratify else "random"
     return Split(
         train.sort_index(),
         holdout.sort_index(),
-        f"stratified {params.holdout_share:.0%} (seed {params.seed})",
+        f"{how} {params.holdout_share:.0%} (seed {params.seed})",
     )
 
 
@@ -166,13 +181,15 @@ def user_estimator(reference: str, spec: DatasetSpec, root: Path | None) -> Pipe
 
     The function gets the dataset spec and returns a scikit-learn estimator or pipeline that
     takes the spec's feature columns as they are (numbers as floats, booleans as 0/1,
-    categories as strings) and has ``predict_proba``.
+    categories as strings): a classifier with ``predict_proba`` for binary and multiclass
+    targets (which it gets as 0/1, or as the index of the class in ``spec.classes``), a
+    regressor for numeric ones.
 
     Raises:
         EstimatorError: the module does not import, has no such function, the function raises,
-            or what it returns is not a classifier scikit-learn can fit and clone.
+            or what it returns is not an estimator of the task scikit-learn can clone.
     """
-    from sklearn.base import clone, is_classifier
+    from sklearn.base import clone, is_classifier, is_regressor
 
     module_name, _, function_name = reference.partition(":")
     if root is not None and str(root) not in sys.path:
@@ -200,10 +217,16 @@ def user_estimator(reference: str, spec: DatasetSpec, root: Path | None) -> Pipe
             f"estimator {reference} returned {type(built).__name__}, not a scikit-learn "
             "estimator (it needs fit and get_params)"
         )
-    if not is_classifier(built) or not hasattr(built, "predict_proba"):
+    if spec.task == "regression":
+        if not is_regressor(built):
+            raise EstimatorError(
+                f"estimator {reference} returned {type(built).__name__}, which is not a "
+                "regressor (the task is regression)"
+            )
+    elif not is_classifier(built) or not hasattr(built, "predict_proba"):
         raise EstimatorError(
             f"estimator {reference} returned {type(built).__name__}, which is not a classifier "
-            "with predict_proba"
+            f"with predict_proba (the task is {spec.task})"
         )
     try:
         clone(built)
@@ -222,8 +245,13 @@ def build_pipeline(spec: DatasetSpec, params: TrainParams, root: Path | None = N
     stay in the data, for monitoring, but the model never sees them: its score cannot depend on
     them.
     """
-    if params.estimator not in BUILTIN_ESTIMATORS:
+    if params.estimator not in ALL_BUILTIN_ESTIMATORS:
         return user_estimator(params.estimator, spec, root)
+    if params.estimator not in BUILTIN_ESTIMATORS[spec.task]:
+        raise EstimatorError(
+            f"{params.estimator} is not a {spec.task} estimator; choose "
+            f"{', '.join(BUILTIN_ESTIMATORS[spec.task])} or module:function"
+        )
     used = [f for f in spec.features if f.signal != "none"]
     numeric = [f.name for f in used if f.type != "categorical"]
     categorical = [f.name for f in used if f.type == "categorical"]
@@ -238,16 +266,22 @@ def build_pipeline(spec: DatasetSpec, params: TrainParams, root: Path | None = N
             [("numeric", "passthrough", numeric), ("categorical", encoder, categorical)],
             verbose_feature_names_out=False,
         )
-        # Features the spec says only raise (or only lower) risk are constrained to do so.
+        # Features the spec says only raise (or only lower) the target are constrained to do
+        # so (scikit-learn has no such constraint for more than two classes).
         direction = {"up": 1, "down": -1}
         monotonic = [direction.get(spec.feature(name).signal, 0) for name in numeric]
-        estimator: Any = HistGradientBoostingClassifier(
+        boosting = (
+            HistGradientBoostingRegressor
+            if spec.task == "regression"
+            else HistGradientBoostingClassifier
+        )
+        estimator: Any = boosting(
             learning_rate=params.learning_rate,
             max_iter=params.max_iter,
             max_leaf_nodes=params.max_leaf_nodes,
             l2_regularization=params.l2_regularization,
             categorical_features=list(range(len(numeric), len(numeric) + len(categorical))),
-            monotonic_cst=monotonic + [0] * len(categorical),
+            monotonic_cst=None if spec.task == "multiclass" else monotonic + [0] * len(categorical),
             early_stopping=False,
             random_state=params.seed,
         )
@@ -272,30 +306,68 @@ def build_pipeline(spec: DatasetSpec, params: TrainParams, root: Path | None = N
             ],
             verbose_feature_names_out=False,
         )
-        estimator = LogisticRegression(C=params.c, max_iter=2000, random_state=params.seed)
+        if spec.task == "regression":
+            estimator = Ridge(alpha=1.0 / params.c)
+        else:
+            estimator = LogisticRegression(C=params.c, max_iter=2000, random_state=params.seed)
     return Pipeline([("features", transformer), ("model", estimator)])
 
 
 def evaluate(
     pipeline: Pipeline, holdout: pd.DataFrame, spec: DatasetSpec, threshold: float
 ) -> Metrics:
-    """Holdout metrics: ROC AUC, PR AUC, and F1, precision and recall at ``threshold``."""
+    """The holdout metrics of the spec's task (``driftloop.tasks``); ``threshold`` is the
+    score at or above which a binary model says 1."""
     truth = labels_of(holdout, spec)
-    if len(set(truth.tolist())) < 2:
-        raise ValueError("the holdout needs both classes to measure a classifier")
-    scores = pipeline.predict_proba(features_of(holdout, spec))[:, 1]
-    predicted = (scores >= threshold).astype(np.int64)
-    return Metrics(
-        roc_auc=round(float(roc_auc_score(truth, scores)), 6),
-        pr_auc=round(float(average_precision_score(truth, scores)), 6),
-        f1=round(float(f1_score(truth, predicted, zero_division=0)), 6),
-        precision=round(float(precision_score(truth, predicted, zero_division=0)), 6),
-        recall=round(float(recall_score(truth, predicted, zero_division=0)), 6),
-        brier=round(float(brier_score_loss(truth, scores)), 6),
-        threshold=threshold,
-        rows=len(truth),
-        positives=int(truth.sum()),
+    features = features_of(holdout, spec)
+    values: dict[str, float]
+    if spec.task == "regression":
+        predicted = np.asarray(pipeline.predict(features), dtype=np.float64)
+        values = {
+            "mae": float(mean_absolute_error(truth, predicted)),
+            "rmse": float(np.sqrt(mean_squared_error(truth, predicted))),
+            "r2": float(r2_score(truth, predicted)),
+        }
+    elif spec.task == "multiclass":
+        classes = list(range(len(spec.classes or ())))
+        probabilities = class_probabilities(pipeline, features, len(classes))
+        predicted = probabilities.argmax(axis=1)
+        values = {
+            "macro_f1": float(
+                f1_score(truth, predicted, labels=classes, average="macro", zero_division=0)
+            ),
+            "accuracy": float(accuracy_score(truth, predicted)),
+            "log_loss": float(log_loss(truth, probabilities, labels=classes)),
+        }
+    else:
+        if len(set(truth.tolist())) < 2:
+            raise ValueError("the holdout needs both classes to measure a classifier")
+        scores = pipeline.predict_proba(features)[:, 1]
+        predicted = (scores >= threshold).astype(np.int64)
+        values = {
+            "roc_auc": float(roc_auc_score(truth, scores)),
+            "pr_auc": float(average_precision_score(truth, scores)),
+            "f1": float(f1_score(truth, predicted, zero_division=0)),
+            "precision": float(precision_score(truth, predicted, zero_division=0)),
+            "recall": float(recall_score(truth, predicted, zero_division=0)),
+            "brier": float(brier_score_loss(truth, scores)),
+        }
+    rounded = {name: round(value, 6) for name, value in values.items()}
+    extra = (
+        {"threshold": threshold, "positives": float(truth.sum())} if spec.task == "binary" else {}
     )
+    return Metrics({**rounded, **extra, "rows": float(len(truth))})
+
+
+def class_probabilities(pipeline: Any, features: pd.DataFrame, classes: int) -> np.ndarray:
+    """(rows, classes) probabilities of a multiclass model, one column per class of the spec
+    (a class the model never saw in training gets probability 0)."""
+    given = pipeline.predict_proba(features)
+    if given.shape[1] == classes:
+        return np.asarray(given, dtype=np.float64)
+    full = np.zeros((len(features), classes))
+    full[:, np.asarray(pipeline.classes_, dtype=np.int64)] = given
+    return full
 
 
 def model_digest(pipeline: Pipeline) -> str:
@@ -318,7 +390,7 @@ def train_model(
     try:
         pipeline.fit(features_of(split.train, spec), labels_of(split.train, spec))
     except Exception as error:
-        if params.estimator in BUILTIN_ESTIMATORS:
+        if params.estimator in ALL_BUILTIN_ESTIMATORS:
             raise
         raise EstimatorError(
             f"estimator {params.estimator} failed to fit: {type(error).__name__}: {error}"

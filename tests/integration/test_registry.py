@@ -77,7 +77,7 @@ def test_a_registered_version_carries_labels_metadata_and_lineage(
         "git_sha": "abc123",
     }
     assert found.batches == [BatchLineage("b1", "c" * 64, 3000, "http://prefect/runs/1")]
-    assert found.metrics["roc_auc"] == trained.metrics.roc_auc  # type: ignore[attr-defined]
+    assert found.metrics["roc_auc"] == trained.metrics["roc_auc"]
     assert registry.load(name, version).predict_proba  # a fitted pipeline comes back
 
 

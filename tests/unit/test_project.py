@@ -130,6 +130,13 @@ def test_a_wrong_spec_stops_with_its_file_line_and_field(tmp_path: Path) -> None
             "features[1]",
             "needs categories",
         ),
+        # a categorical target without its classes
+        (
+            SPEC.replace("positive_label: churned\n", "target_type: categorical\n"),
+            1,
+            "(document)",
+            "a categorical target needs `classes`",
+        ),
         # a dataset name that cannot be a lakeFS folder
         (SPEC.replace("name: churn\n", "name: Churn Data\n"), 1, "name", "should match pattern"),
     ],
@@ -163,10 +170,10 @@ def test_spec_mistakes_are_located(
         ),
         (
             "models:\n  - name: churn-model\n    dataset: churn.yaml\n"
-            "    gate: {primary_metric: accuracy}\n",
+            "    gate: {primary_metric: auc}\n",
             4,
             "models[0].gate.primary_metric",
-            "'accuracy' is not a holdout metric",
+            "'auc' is not a holdout metric",
         ),
         (
             "models:\n  - name: churn-model\n    dataset: churn.yaml\n    estimator: xgboost\n",
@@ -188,8 +195,27 @@ def test_spec_mistakes_are_located(
             "models",
             "two models are named 'a'",
         ),
+        (
+            "models:\n  - name: churn-model\n    dataset: churn.yaml\n    task: regression\n",
+            4,
+            "models[0].task",
+            "regression does not fit the target of churn.yaml (churned is binary: a binary task)",
+        ),
+        (
+            "models:\n  - name: churn-model\n    dataset: churn.yaml\n    estimator: ridge\n",
+            4,
+            "models[0].estimator",
+            "ridge is not a binary estimator; choose hist_gradient_boosting, logistic_regression",
+        ),
+        (
+            "models:\n  - name: churn-model\n    dataset: churn.yaml\n"
+            "    gate: {primary_metric: r2}\n",
+            4,
+            "models[0].gate",
+            "the gate names r2, which a binary model does not record",
+        ),
         ("model:\n  - name: a\n", 1, "model", "unknown field; did you mean models?"),
-        ("models:\n  - {name: a, dataset: churn.yaml}\nmodes: 1\n", 3, "modes", "known: models"),
+        ("models:\n  - {name: a, dataset: churn.yaml}\nowner: me\n", 3, "owner", "known: models"),
     ],
 )
 def test_project_file_mistakes_are_located(

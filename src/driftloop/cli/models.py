@@ -30,6 +30,7 @@ from driftloop.events import EventNotDelivered
 from driftloop.promotion import Actor, Promotions
 from driftloop.registry import ModelRegistry, RegistryError
 from driftloop.settings import Settings
+from driftloop.tasks import ALL_METRICS
 
 
 def estimator_name(value: str | None) -> str | None:
@@ -122,7 +123,7 @@ def train(
     )
     metrics = outcome.metrics
     console.print(
-        "  ".join(f"{name} {metrics[name]:.4f}" for name in ("roc_auc", "pr_auc", "f1", "brier")),
+        "  ".join(f"{name} {metrics[name]:.4f}" for name in ALL_METRICS if name in metrics),
         highlight=False,
     )
     for reason in outcome.reasons:
@@ -174,7 +175,9 @@ def model_list(
         print_json(versions)
         return
     table = Table(title=name, title_justify="left")
-    for column in ("version", "stage", "created", "data commit", "roc_auc", "pr_auc", "f1"):
+    recorded = {metric for version in versions for metric in version.metrics}
+    shown = [metric for metric in ALL_METRICS if metric in recorded][:3]  # the task's first three
+    for column in ("version", "stage", "created", "data commit", *shown):
         table.add_column(column, no_wrap=True)
     for version in versions:
         style = "bold green" if version.stage == "production" else None
@@ -183,9 +186,10 @@ def model_list(
             version.stage,
             version.created[:16].replace("T", " "),
             version.data_commit,
-            f"{version.metrics.get('roc_auc', 0):.4f}",
-            f"{version.metrics.get('pr_auc', 0):.4f}",
-            f"{version.metrics.get('f1', 0):.4f}",
+            *(
+                f"{version.metrics[metric]:.4f}" if metric in version.metrics else "–"
+                for metric in shown
+            ),
             style=style,
         )
     show_table(table)

@@ -16,8 +16,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from driftloop.documents import read_document
+from driftloop.tasks import Task, task_of_target
 
 FeatureType = Literal["numeric", "integer", "categorical", "boolean"]
+TargetType = Literal["binary", "categorical", "numeric"]
 
 
 class FeatureSpec(BaseModel):
@@ -58,14 +60,60 @@ class DatasetSpec(BaseModel):
     )
     description: str = ""
     target: str
-    positive_label: str = Field(description="What target value 1 means, for people.")
+    target_type: TargetType = Field(
+        default="binary",
+        description="binary (0 or 1: a binary model), categorical (one of `classes`: a "
+        "multiclass model) or numeric (a finite number: a regression model).",
+    )
+    positive_label: str | None = Field(
+        default=None, description="What target value 1 means, for people (binary targets)."
+    )
+    classes: tuple[str, ...] | None = Field(
+        default=None, description="The classes of a categorical target, in a fixed order."
+    )
+    target_minimum: float | None = Field(
+        default=None, description="The smallest plausible value of a numeric target."
+    )
+    target_maximum: float | None = Field(
+        default=None, description="The largest plausible value of a numeric target."
+    )
     id_column: str | None = None
     time_column: str | None = None
     features: tuple[FeatureSpec, ...]
     min_rows: int = Field(default=1, ge=1)
     max_rows: int = Field(default=5_000_000, ge=1)
     label_share_min: float = Field(default=0.0, ge=0, le=1)
-    label_share_max: float = Field(default=1.0, ge=0, le=1)
+    label_share_max: float = Field(
+        default=1.0, ge=0, le=1, description="Binary targets: the share of 1s a batch may have."
+    )
+
+    @model_validator(mode="after")
+    def _target_consistent(self) -> DatasetSpec:
+        if self.target_type == "categorical":
+            if not self.classes or len(self.classes) < 2:
+                raise ValueError("a categorical target needs `classes` (at least two)")
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError("`classes` has a class twice")
+        elif self.classes:
+            raise ValueError(
+                f"only a categorical target has `classes` (this one is {self.target_type})"
+            )
+        if self.target_type != "numeric" and (
+            self.target_minimum is not None or self.target_maximum is not None
+        ):
+            raise ValueError("only a numeric target has target_minimum and target_maximum")
+        names = self.feature_names
+        for column in (self.target, self.id_column, self.time_column):
+            if column is not None and column in names:
+                raise ValueError(f"{column!r} is both a feature and the target, id or time column")
+        if len(set(names)) != len(names):
+            raise ValueError("a feature is declared twice")
+        return self
+
+    @property
+    def task(self) -> Task:
+        """The task a model of this dataset does, as the target asks for it."""
+        return task_of_target(self.target_type)
 
     @property
     def feature_names(self) -> list[str]:
@@ -89,7 +137,7 @@ class DatasetSpec(BaseModel):
             [self.id_column, "id"],
             [self.time_column, "time"],
             *[[f.name, f.type] for f in self.features],
-            [self.target, "label"],
+            [self.target, "label" if self.target_type == "binary" else f"label:{self.target_type}"],
         ]
         return hashlib.sha256(json.dumps(schema).encode()).hexdigest()
 

@@ -142,7 +142,9 @@ def validate_batch(frame: pd.DataFrame, spec: DatasetSpec) -> Audit:
 
     id_problem = _id_column(frame, given, spec, canonical, null_problems)
     _time_column(given, spec, canonical, type_problems, null_problems)
-    label_detail, label_ok = _label(given, spec, canonical, type_problems, null_problems)
+    label_detail, label_ok = _label(
+        given, spec, canonical, type_problems, null_problems, range_problems
+    )
 
     checks.append(_check("types", type_problems, "every column has its type"))
     checks.append(_check("nulls", null_problems, "no nulls in required columns"))
@@ -151,7 +153,9 @@ def validate_batch(frame: pd.DataFrame, spec: DatasetSpec) -> Audit:
     checks.append(
         CheckResult("duplicates", id_problem is None, id_problem or "no duplicate records")
     )
-    checks.append(CheckResult("label share", label_ok, label_detail))
+    checks.append(
+        CheckResult("label share" if spec.task == "binary" else "labels", label_ok, label_detail)
+    )
 
     ordered = [column for column in expected if column in canonical]
     as_given = list(frame.columns) == ordered and all(canonical[c] is given[c] for c in ordered)
@@ -294,6 +298,7 @@ def _label(
     canonical: dict[str, pd.Series],
     type_problems: list[str],
     null_problems: list[str],
+    range_problems: list[str],
 ) -> tuple[str, bool]:
     if spec.target not in given:
         return f"no {spec.target} column", False
@@ -301,6 +306,10 @@ def _label(
     nulls = int(raw.isna().sum())
     if nulls:
         null_problems.append(f"{spec.target} ({nulls} nulls)")
+    if spec.target_type == "categorical":
+        return _class_labels(raw, spec, canonical, type_problems, nulls)
+    if spec.target_type == "numeric":
+        return _numeric_labels(raw, spec, canonical, type_problems, range_problems, nulls)
     labels = pd.to_numeric(raw, errors="coerce")
     invalid = raw.notna() & ~labels.isin([0, 1])
     if invalid.any():
@@ -322,6 +331,62 @@ def _label(
     )
 
 
+def _class_labels(
+    raw: pd.Series,
+    spec: DatasetSpec,
+    canonical: dict[str, pd.Series],
+    type_problems: list[str],
+    nulls: int,
+) -> tuple[str, bool]:
+    classes = list(spec.classes or ())
+    text = raw.astype(str).where(raw.notna(), None)
+    invalid = raw.notna() & ~text.isin(classes)
+    if invalid.any():
+        type_problems.append(
+            f"{spec.target}: {int(invalid.sum())} labels are not classes of the spec "
+            f"({', '.join(classes)}), e.g. {_examples(raw[invalid])}"
+        )
+        return "labels are not all classes of the spec", False
+    if nulls:
+        return "labels missing", False
+    canonical[spec.target] = text.astype(object)
+    shares = text.value_counts(normalize=True)
+    return ", ".join(f"{name} {shares.get(name, 0.0):.1%}" for name in classes), True
+
+
+def _numeric_labels(
+    raw: pd.Series,
+    spec: DatasetSpec,
+    canonical: dict[str, pd.Series],
+    type_problems: list[str],
+    range_problems: list[str],
+    nulls: int,
+) -> tuple[str, bool]:
+    numbers = pd.to_numeric(raw, errors="coerce").astype("float64")
+    invalid = raw.notna() & ~np.isfinite(numbers)
+    if invalid.any():
+        type_problems.append(
+            f"{spec.target}: {int(invalid.sum())} labels are not finite numbers, "
+            f"e.g. {_examples(raw[invalid])}"
+        )
+        return "labels are not all finite numbers", False
+    if nulls:
+        return "labels missing", False
+    low, high = spec.target_minimum, spec.target_maximum
+    outside = (numbers < low if low is not None else False) | (
+        numbers > high if high is not None else False
+    )
+    if np.any(outside):
+        range_problems.append(
+            f"{spec.target}: {int(np.sum(outside))} labels outside "
+            f"[{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}]"
+        )
+    canonical[spec.target] = numbers
+    if numbers.empty:
+        return "no labels", True
+    return f"mean {numbers.mean():.4g}, from {numbers.min():.4g} to {numbers.max():.4g}", True
+
+
 def _check(name: str, problems: list[str], ok_detail: str) -> CheckResult:
     return CheckResult(name, not problems, "; ".join(problems) if problems else ok_detail)
 
@@ -338,7 +403,7 @@ def row_problems(frame: pd.DataFrame, spec: DatasetSpec) -> pd.Series:
     """Why each row, on its own, would fail the checks: "" for a row that passes.
 
     The per-row part of :func:`validate_batch` (values that are missing where required, not of
-    their type, out of range, of an unknown category, or labels other than 0 and 1), for setting
+    their type, out of range, of an unknown category, or labels the target cannot hold), for setting
     rows aside instead of refusing the batch they came in. Checks about the whole batch (row
     count, label share, repeated ids) are not judged here.
     """
@@ -368,6 +433,18 @@ def row_problems(frame: pd.DataFrame, spec: DatasetSpec) -> pd.Series:
             known = list(feature.categories or ())
             flag(present & ~column.isin(known), f"{feature.name} is not a known category")
     if spec.target in frame.columns:
-        labels = pd.to_numeric(frame[spec.target], errors="coerce")
-        flag(~labels.isin([0, 1]), f"{spec.target} is not 0 or 1")
+        target = frame[spec.target]
+        if spec.target_type == "categorical":
+            text = target.astype(str).where(target.notna(), None)
+            flag(~text.isin(list(spec.classes or ())), f"{spec.target} is not a class of the spec")
+        elif spec.target_type == "numeric":
+            numbers = pd.to_numeric(target, errors="coerce").astype("float64")
+            flag(~np.isfinite(numbers), f"{spec.target} is not a finite number")
+            if spec.target_minimum is not None:
+                flag(numbers < spec.target_minimum, f"{spec.target} below {spec.target_minimum:g}")
+            if spec.target_maximum is not None:
+                flag(numbers > spec.target_maximum, f"{spec.target} above {spec.target_maximum:g}")
+        else:
+            labels = pd.to_numeric(target, errors="coerce")
+            flag(~labels.isin([0, 1]), f"{spec.target} is not 0 or 1")
     return reasons.str.removesuffix("; ")
