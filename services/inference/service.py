@@ -49,7 +49,14 @@ from driftloop.http_bodies import BodyTooLarge, read_body
 from driftloop.prediction_log import FeedbackResult, Prediction, PredictionLog, PredictionWriter
 from driftloop.project import find_project
 from driftloop.registry import StageStore
-from driftloop.serving import LoadedModel, ProductionFollower, openapi_document, record_model
+from driftloop.serving import (
+    LoadedModel,
+    ProductionFollower,
+    feedback_label,
+    label_description,
+    openapi_document,
+    record_model,
+)
 from driftloop.settings import get_settings
 from services.inference import middleware
 
@@ -61,7 +68,7 @@ SPEC = MODEL.spec
 RECORD = record_model(SPEC)
 RECORDS: TypeAdapter[list[Any]] = TypeAdapter(list[RECORD])  # type: ignore[valid-type]
 OPENAPI = orjson.dumps(openapi_document(SPEC, RECORD, SETTINGS.serving.max_batch_rows))
-FEEDBACK_LABELS = (0, 1)
+LABEL_WANTED = label_description(SPEC)
 
 PREDICTIONS = Counter(
     "driftloop_predictions", "Predictions answered.", ["model", "version", "label"]
@@ -219,6 +226,8 @@ class InferenceService:
         model = self.follower.current
         if model is None:
             return problem(503, "no production model is loaded yet")
+        if model.task != "binary":
+            return self._answer_other_task(model, records, single)
         scores = model.score(records)
         now = datetime.now(UTC)
         answers, logged = [], []
@@ -243,18 +252,54 @@ class InferenceService:
             self.writer.submit(*logged)
         return json_response(answers[0] if single else answers)
 
+    def _answer_other_task(
+        self, model: LoadedModel, records: list[dict[str, Any]], single: bool
+    ) -> Response:
+        """/predict of a multiclass model (class and probabilities) or a regression model
+        (value); the binary path above stays as lean as it was."""
+        result = model.answer(records)
+        now = datetime.now(UTC)
+        answers: list[dict[str, Any]] = []
+        logged = []
+        multiclass = model.task == "multiclass"
+        for index, (record, score, label) in enumerate(
+            zip(records, result.scores.tolist(), result.labels.tolist(), strict=True)
+        ):
+            prediction_id = str(uuid.uuid4())
+            if multiclass:
+                assert result.probabilities is not None
+                shown = model.classes[label]
+                body: dict[str, Any] = {
+                    "prediction_id": prediction_id,
+                    "class": shown,
+                    "probabilities": dict(
+                        zip(model.classes, result.probabilities[index].tolist(), strict=True)
+                    ),
+                }
+            else:
+                shown = ""
+                body = {"prediction_id": prediction_id, "value": score}
+            answers.append({**body, "model_version": model.version})
+            logged.append(
+                Prediction(prediction_id, now, model.name, model.version, record, score, label)
+            )
+            PREDICTIONS.labels(model.name, model.version, shown).inc()
+        if self.writer is not None:
+            self.writer.submit(*logged)
+        return json_response(answers[0] if single else answers)
+
     async def feedback(self, request: Request) -> Response:
         body, refused = await self._json_body(request)
         if refused:
             return refused
         if not isinstance(body, dict):
             return problem(422, "send a JSON object with prediction_id and label")
-        prediction_id, label = body.get("prediction_id"), body.get("label")
+        prediction_id = body.get("prediction_id")
         if not isinstance(prediction_id, str) or not prediction_id:
             return problem(422, "invalid feedback: prediction_id", field="prediction_id")
-        # JSON integers only: 1.0 and true compare equal to 1 in Python but are not labels.
-        if type(label) is not int or label not in FEEDBACK_LABELS:
-            return problem(422, "invalid feedback: label must be the integer 0 or 1", field="label")
+        label = feedback_label(SPEC, body.get("label"))
+        if label is None:
+            return problem(422, f"invalid feedback: label must be {LABEL_WANTED}", field="label")
         unexpected = sorted(set(body) - {"prediction_id", "label"})
         if unexpected:
             return problem(
@@ -291,6 +336,9 @@ class InferenceService:
                 "name": model.name,
                 "version": model.version,
                 "data_commit": model.data_commit,
+                "task": model.task,
                 "metrics": model.metrics,
+                # compiled: the trees walked directly, checked equal to scikit-learn at load
+                "scoring": "compiled" if model.compiled is not None else "scikit-learn",
             }
         )

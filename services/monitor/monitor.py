@@ -137,9 +137,8 @@ class MonitorMetrics:
         if result.prediction is not None:
             self.prediction_drift.labels(model).set(result.prediction.score)
         if result.performance is not None:
-            self.performance.labels(model, "f1").set(result.performance.f1)
-            if result.performance.roc_auc is not None:
-                self.performance.labels(model, "roc_auc").set(result.performance.roc_auc)
+            for metric, value in result.performance.metrics.items():
+                self.performance.labels(model, metric).set(value)
 
 
 @dataclass
@@ -300,7 +299,7 @@ class Monitor:
                 "prediction_drift": None if result.prediction is None else result.prediction.score,
                 "performance": None
                 if result.performance is None
-                else {"f1": result.performance.f1, "roc_auc": result.performance.roc_auc},
+                else dict(result.performance.metrics),
                 "consecutive_windows": episode.consecutive,
                 "report": report,
             },

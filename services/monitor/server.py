@@ -74,8 +74,10 @@ class Dependencies:
         if len(frame) > limit:
             frame = frame.sample(n=limit, random_state=0).reset_index(drop=True)
         loaded = load_version(f"{model.name}:{model.version}")
-        scores = loaded.score(frame_records(frame, self.spec.feature_names))
-        return prepare_reference(frame, self.spec, scores)
+        answers = loaded.answer(frame_records(frame, self.spec.feature_names))
+        # What prediction drift compares: scores and values, or the classes answered.
+        predictions = answers.labels if loaded.task == "multiclass" else answers.scores
+        return prepare_reference(frame, self.spec, predictions)
 
     def send(self, events: list[Event]) -> None:
         send_events(self.prefect, events)

@@ -3,8 +3,9 @@
     python -m driftloop.dashboards        (writes grafana/dashboards/*.json)
 
 Two dashboards over the Prometheus datasource provisioned as uid ``driftloop-prometheus``:
-"Model health" (drift share, per-feature drift, prediction drift, score distribution, live F1
-and ROC AUC, the version serving, retrain triggers) and "Service" (requests/s, p50 and p99
+"Model health" (drift share, per-feature drift, prediction drift, score distribution, live
+performance in each model's own metrics, the version serving, retrain triggers; a ``model``
+variable picks one model, several or all) and "Service" (requests/s, p50 and p99
 latency, error rate, prediction-log drops, monitor check time). The JSON in git must equal what
 this module generates (a test checks), so a change goes through here.
 """
@@ -29,22 +30,47 @@ class Panel:
     description: str = ""
 
 
+# The model-health dashboard's variable: the models a service announces (driftloop_model_info).
+MODEL = 'model=~"$model"'
+ALL_MODELS = ".*"  # what Grafana puts in for $model when "All" is chosen (allValue below)
+MODEL_VARIABLE = {
+    "name": "model",
+    "label": "Model",
+    "type": "query",
+    "datasource": DATASOURCE,
+    "definition": "label_values(driftloop_model_info, model)",
+    "query": {"query": "label_values(driftloop_model_info, model)", "refId": "models"},
+    "refresh": 2,
+    "includeAll": True,
+    "multi": True,
+    "allValue": ALL_MODELS,
+    "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+    "sort": 1,
+}
+
 MODEL_HEALTH = (
     Panel(
         "Drift share over time",
-        (("max by (model) (driftloop_drift_share)", "{{model}}"),),
+        ((f"max by (model) (driftloop_drift_share{{{MODEL}}})", "{{model}}"),),
         unit="percentunit",
         description="Share of features drifted in the monitor's latest window; alert at 30 %.",
     ),
     Panel(
         "Per-feature drift",
-        (("max by (feature, method) (driftloop_feature_drift_score)", "{{feature}} ({{method}})"),),
+        (
+            (
+                f"max by (model, feature, method) (driftloop_feature_drift_score{{{MODEL}}})",
+                "{{model}} {{feature}} ({{method}})",
+            ),
+        ),
         description="Each feature's drift score (Evidently's default test; threshold 0.1).",
     ),
     Panel(
         "Prediction drift",
-        (("max by (model) (driftloop_prediction_drift_score)", "{{model}}"),),
-        description="Drift of the model's scores against its scores on its training data.",
+        ((f"max by (model) (driftloop_prediction_drift_score{{{MODEL}}})", "{{model}}"),),
+        description="Drift of the model's output against its output on its training data: "
+        "scores of a binary model, values of a regression model, shares of the classes a "
+        "multiclass model answers.",
     ),
     Panel(
         "Prediction score distribution",
@@ -53,18 +79,25 @@ MODEL_HEALTH = (
         description="Scores the service answered, by histogram bucket.",
     ),
     Panel(
-        "Live F1 and ROC AUC",
+        "Live performance",
         (
             (
-                'max by (model, metric) (driftloop_model_performance{metric=~"f1|roc_auc"})',
-                "{{metric}}",
+                f"max by (model, metric) (driftloop_model_performance{{{MODEL}}})",
+                "{{model}} {{metric}}",
             ),
         ),
-        description="On the predictions in the latest window that got their true label.",
+        description="On the predictions in the latest window that got their true label, in the "
+        "model's own metrics: F1 and ROC AUC (binary), macro F1 and accuracy (multiclass), MAE, "
+        "RMSE and R² (regression).",
     ),
     Panel(
         "Model version serving",
-        (("max by (version) (driftloop_model_info) == 1", "{{version}}"),),
+        (
+            (
+                f"max by (model, version) (driftloop_model_info{{{MODEL}}}) == 1",
+                "{{model}} {{version}}",
+            ),
+        ),
         kind="state-timeline",
         description="Which version answered, per time; a swap shows as a new row.",
     ),
@@ -153,7 +186,13 @@ def panel_json(panel: Panel, number: int) -> dict[str, Any]:
     }
 
 
-def dashboard(uid: str, title: str, panels: tuple[Panel, ...], tags: list[str]) -> dict[str, Any]:
+def dashboard(
+    uid: str,
+    title: str,
+    panels: tuple[Panel, ...],
+    tags: list[str],
+    variables: tuple[dict[str, Any], ...] = (),
+) -> dict[str, Any]:
     return {
         "uid": uid,
         "title": title,
@@ -165,6 +204,7 @@ def dashboard(uid: str, title: str, panels: tuple[Panel, ...], tags: list[str]) 
         "refresh": "30s",
         "time": {"from": "now-6h", "to": "now"},
         "panels": [panel_json(panel, n) for n, panel in enumerate(panels, start=1)],
+        "templating": {"list": list(variables)},
         "annotations": {
             "list": [
                 {
@@ -183,7 +223,11 @@ def dashboards() -> dict[str, dict[str, Any]]:
     """File name → dashboard JSON model."""
     return {
         "model-health.json": dashboard(
-            "driftloop-model-health", "driftloop — Model health", MODEL_HEALTH, ["model"]
+            "driftloop-model-health",
+            "driftloop — Model health",
+            MODEL_HEALTH,
+            ["model"],
+            (MODEL_VARIABLE,),
         ),
         "service.json": dashboard("driftloop-service", "driftloop — Service", SERVICE, ["service"]),
     }
@@ -194,9 +238,10 @@ def render(model: dict[str, Any]) -> str:
 
 
 def queries() -> list[tuple[str, str, str]]:
-    """(dashboard, panel, PromQL) of every panel query."""
+    """(dashboard, panel, PromQL) of every panel query, as Grafana sends it with "All" models
+    chosen (``$model`` replaced by the variable's allValue)."""
     return [
-        (model["title"], panel["title"], target["expr"])
+        (model["title"], panel["title"], target["expr"].replace("$model", ALL_MODELS))
         for model in dashboards().values()
         for panel in model["panels"]
         for target in panel["targets"]

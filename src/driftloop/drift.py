@@ -7,9 +7,10 @@ Kolmogorov-Smirnov, chi-square or Z below) with Evidently's default threshold, s
 the ones DataDriftPreset reports. What it skips is the rest of a Report run (correlations,
 histograms, widgets), and the reference is cleaned once per model version
 (:func:`prepare_reference`) instead of on every check. Prediction drift compares the model's
-scores on the window with its scores on the reference; on rows that have a true label, F1 and
-ROC AUC measure the model itself. :func:`render_report` makes Evidently's HTML report, meant
-only for windows that were declared drifted.
+output on the window with its output on the reference (a binary model's scores and a regressor's
+values as numbers, a multiclass model's classes as categories); on rows that have a true label,
+the task's live metrics measure the model itself. :func:`render_report` makes Evidently's HTML
+report, meant only for windows that were declared drifted.
 
 Evidently is imported inside the functions: importing it takes seconds.
 """
@@ -25,7 +26,8 @@ import pandas as pd
 from driftloop.datasets.spec import DatasetSpec
 
 Kind = Literal["numerical", "categorical"]
-SCORE = "score"  # the model's score in a window (and on the reference)
+SCORE = "score"  # the model's score in a window (and on the reference): a regressor's value
+LABEL = "label"  # the class a multiclass model answered (its index in the spec's classes)
 TRUE_LABEL = "true_label"  # the label feedback brought, where it did
 
 
@@ -42,12 +44,15 @@ class FeatureDrift:
 
 @dataclass(frozen=True)
 class Performance:
-    """The model's quality on the labelled rows of a window."""
+    """The model's quality on the labelled rows of a window: the task's live metrics
+    (``driftloop.tasks.LIVE_METRICS``; one that cannot be measured on these rows, such as ROC
+    AUC of a single class, is left out)."""
 
     rows: int
-    positives: int
-    f1: float
-    roc_auc: float | None  # None when the labelled rows hold a single class
+    metrics: dict[str, float]
+
+    def get(self, name: str) -> float | None:
+        return self.metrics.get(name)
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ class Reference:
     frame: pd.DataFrame  # the features (and scores) as given, for the HTML report
     columns: dict[str, pd.Series]  # per feature: finite, non-missing values
     kinds: dict[str, Kind]
-    scores: pd.Series | None
+    scores: pd.Series | None  # the model's predictions on it: scores, values or class indices
 
     @property
     def rows(self) -> int:
@@ -95,10 +100,17 @@ def _clean(column: pd.Series) -> pd.Series:
     return column.replace([-np.inf, np.inf], np.nan).dropna()
 
 
+def prediction_column(spec: DatasetSpec) -> tuple[str, Kind]:
+    """What prediction drift compares, and how: a binary model's score and a regressor's value
+    as numbers, a multiclass model's answered class as a category (the shares of classes)."""
+    return (LABEL, "categorical") if spec.task == "multiclass" else (SCORE, "numerical")
+
+
 def prepare_reference(
     frame: pd.DataFrame, spec: DatasetSpec, scores: np.ndarray | pd.Series | None = None
 ) -> Reference:
-    """Clean the reference (training) frame once; ``scores`` are the model's scores on it."""
+    """Clean the reference (training) frame once; ``scores`` are the model's predictions on it
+    (what :func:`prediction_column` names: scores, values, or class indices)."""
     names = spec.feature_names
     missing = [name for name in names if name not in frame.columns]
     if missing:
@@ -139,24 +151,49 @@ def column_drift(reference: pd.Series, current: pd.Series, kind: Kind, name: str
     )
 
 
-def performance(current: pd.DataFrame, threshold: float) -> Performance | None:
-    """F1 and ROC AUC on the rows of ``current`` that carry a true label; None if none do."""
-    if TRUE_LABEL not in current.columns or SCORE not in current.columns:
+def performance(
+    current: pd.DataFrame, threshold: float, task: str = "binary", classes: int = 2
+) -> Performance | None:
+    """The task's live metrics on the rows of ``current`` that carry a true label (binary: F1
+    at ``threshold`` and ROC AUC; multiclass: macro F1 and accuracy; regression: MAE, RMSE and
+    R²); None if no row does."""
+    needed = LABEL if task == "multiclass" else SCORE
+    if TRUE_LABEL not in current.columns or needed not in current.columns:
         return None
     labelled = current[current[TRUE_LABEL].notna()]
     if labelled.empty:
         return None
-    from sklearn.metrics import f1_score, roc_auc_score
-
-    truth = labelled[TRUE_LABEL].astype(int).to_numpy()
-    scores = labelled[SCORE].astype(float).to_numpy()
-    both_classes = len(np.unique(truth)) == 2
-    return Performance(
-        rows=len(labelled),
-        positives=int(truth.sum()),
-        f1=float(f1_score(truth, (scores >= threshold).astype(int), zero_division=0)),
-        roc_auc=float(roc_auc_score(truth, scores)) if both_classes else None,
+    from sklearn.metrics import (
+        accuracy_score,
+        f1_score,
+        mean_absolute_error,
+        mean_squared_error,
+        r2_score,
+        roc_auc_score,
     )
+
+    metrics: dict[str, float] = {}
+    if task == "regression":
+        truth_values = labelled[TRUE_LABEL].astype(float).to_numpy()
+        values = labelled[SCORE].astype(float).to_numpy()
+        metrics["mae"] = float(mean_absolute_error(truth_values, values))
+        metrics["rmse"] = float(np.sqrt(mean_squared_error(truth_values, values)))
+        if len(labelled) >= 2:
+            metrics["r2"] = float(r2_score(truth_values, values))
+        return Performance(len(labelled), metrics)
+    truth = labelled[TRUE_LABEL].astype(int).to_numpy()
+    if task == "multiclass":
+        answered = labelled[LABEL].astype(int).to_numpy()
+        metrics["macro_f1"] = float(
+            f1_score(truth, answered, labels=list(range(classes)), average="macro", zero_division=0)
+        )
+        metrics["accuracy"] = float(accuracy_score(truth, answered))
+        return Performance(len(labelled), metrics)
+    scores = labelled[SCORE].astype(float).to_numpy()
+    metrics["f1"] = float(f1_score(truth, (scores >= threshold).astype(int), zero_division=0))
+    if len(np.unique(truth)) == 2:
+        metrics["roc_auc"] = float(roc_auc_score(truth, scores))
+    return Performance(len(labelled), metrics)
 
 
 def compute_drift(
@@ -171,8 +208,9 @@ def compute_drift(
 
     Args:
         reference: the model's training data, prepared (:func:`prepare_reference`) or as a frame.
-        current: the window: the spec's features, and optionally ``score`` (the model's score)
-            and ``true_label`` (feedback; missing where none came).
+        current: the window: the spec's features, and optionally ``score`` (the model's score,
+            or value), ``label`` (the class answered) and ``true_label`` (feedback; missing
+            where none came).
         spec: the dataset spec, which says which features are numerical.
         share_threshold: dataset drift when at least this share of features drifted.
         label_threshold: the model's decision threshold, for F1.
@@ -189,10 +227,11 @@ def compute_drift(
             raise ValueError(f"the current window has no values in {name}")
         features.append(column_drift(prepared.columns[name], window, prepared.kinds[name], name))
     prediction = None
-    if prepared.scores is not None and SCORE in current.columns:
-        window_scores = _clean(current[SCORE].astype(float))
+    column, kind = prediction_column(spec)
+    if prepared.scores is not None and column in current.columns:
+        window_scores = _clean(current[column].astype(float))
         if not window_scores.empty:
-            prediction = column_drift(prepared.scores, window_scores, "numerical", SCORE)
+            prediction = column_drift(prepared.scores, window_scores, kind, column)
     drifted_share = sum(f.drifted for f in features) / len(features)
     return DriftResult(
         window_rows=len(current),
@@ -202,7 +241,7 @@ def compute_drift(
         share_threshold=share_threshold,
         dataset_drift=drifted_share >= share_threshold,
         prediction=prediction,
-        performance=performance(current, label_threshold),
+        performance=performance(current, label_threshold, spec.task, len(spec.classes or ()) or 2),
     )
 
 

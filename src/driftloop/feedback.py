@@ -46,7 +46,14 @@ def feedback_batch(labelled: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     if labelled.empty:
         return pd.DataFrame(columns=spec.columns)
     batch = labelled[spec.feature_names].copy()
-    batch[spec.target] = labelled["true_label"].astype(int)
+    truth = labelled["true_label"]
+    if spec.target_type == "numeric":
+        batch[spec.target] = truth.astype("float64")
+    elif spec.target_type == "categorical":  # the log keeps the class's index
+        classes = list(spec.classes or ())
+        batch[spec.target] = [classes[int(code)] for code in truth]
+    else:
+        batch[spec.target] = truth.astype(int)
     if spec.id_column:
         batch[spec.id_column] = labelled[PREDICTION_ID].astype(str)
     if spec.time_column:

@@ -39,9 +39,12 @@ predictions = sa.Table(
     sa.Column("model_name", sa.String(200), nullable=False),
     sa.Column("model_version", sa.String(100), nullable=False, index=True),
     sa.Column("features", sa.JSON, nullable=False),
+    # score: binary, the probability of 1; multiclass, that of the class answered; regression,
+    # the value. label: 0/1, the class's index in the spec, or 0 (regression). true_label: the
+    # same encoding as label, or the true value of a regression target.
     sa.Column("score", sa.Float, nullable=False),
     sa.Column("label", sa.Integer, nullable=False),
-    sa.Column("true_label", sa.Integer, nullable=True),
+    sa.Column("true_label", sa.Float, nullable=True),
     sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=True),
 )
 
@@ -95,9 +98,23 @@ class PredictionLog:
         self._created = False
 
     def create(self) -> None:
-        """Create the table if it is not there."""
+        """Create the table if it is not there, and bring an older one up to date."""
         metadata.create_all(self.engine)
+        self._upgrade()
         self._created = True
+
+    def _upgrade(self) -> None:
+        """``true_label`` was an integer column before regression targets: on PostgreSQL it
+        becomes double precision (SQLite stores a float in it as it is)."""
+        if self.engine.dialect.name != "postgresql":
+            return
+        columns = {c["name"]: c for c in sa.inspect(self.engine).get_columns("predictions")}
+        if isinstance(columns["true_label"]["type"], sa.Integer):
+            with self.engine.begin() as connection:
+                connection.exec_driver_sql(
+                    "ALTER TABLE predictions ALTER COLUMN true_label TYPE double precision"
+                )
+            log.info("prediction log: true_label is now a float column")
 
     def write(self, rows: Sequence[Prediction]) -> None:
         """Insert ``rows``; a prediction id already in the log is left as it is (a replay)."""
@@ -118,7 +135,7 @@ class PredictionLog:
             return postgresql_insert(predictions).on_conflict_do_nothing(index_elements=["id"])
         raise ValueError(f"the prediction log supports SQLite and PostgreSQL, not {self.url}")
 
-    def record_feedback(self, prediction_id: str, true_label: int) -> str:
+    def record_feedback(self, prediction_id: str, true_label: float) -> str:
         """Store the true label of a prediction unless it has one; a repeat of the same label
         changes nothing.
 
@@ -216,7 +233,7 @@ class PredictionLog:
             found = connection.execute(query).all()
         features = pd.DataFrame([row.features for row in found])
         return features.assign(
-            true_label=[int(row.true_label) for row in found],
+            true_label=[float(row.true_label) for row in found],
             created_at=pd.to_datetime([row.created_at for row in found], utc=True),
             prediction_id=[row.id for row in found],
             model_version=[row.model_version for row in found],

@@ -61,6 +61,16 @@ class ModelVersion:
     batches: list[BatchLineage] = field(default_factory=list)
     # The dataset spec's features as saved with the model (names, types, categories).
     features: list[dict[str, Any]] = field(default_factory=list)
+    # What the model answers: the spec's target type, and a categorical target's classes.
+    target_type: str = "binary"
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def task(self) -> str:
+        """binary, multiclass or regression (``driftloop.tasks``)."""
+        return {"categorical": "multiclass", "numeric": "regression"}.get(
+            self.target_type, "binary"
+        )
 
     @property
     def tag(self) -> str:
@@ -238,6 +248,8 @@ def describe(model: Any, stage: Stage = "candidate") -> ModelVersion:
             for batch in metadata.get("batches", [])
         ],
         features=list(metadata.get("spec", {}).get("features", [])),
+        target_type=str(metadata.get("spec", {}).get("target_type", "binary")),
+        classes=[str(name) for name in metadata.get("spec", {}).get("classes") or []],
     )
 
 

@@ -46,6 +46,9 @@ class CompiledModel:
     value: np.ndarray  # leaf values
     category_left: np.ndarray  # (trees, nodes, categories + 1): category code goes left
     depth: int
+    link: str = (
+        "logistic"  # a binary classifier's raw score -> probability; "identity": a regressor
+    )
 
     def matrix(self, records: Sequence[dict[str, Any]]) -> np.ndarray:
         """The trees' input: numbers as given (None as NaN), categories as codes (unknown NaN)."""
@@ -91,8 +94,9 @@ class CompiledModel:
         return raw
 
     def score(self, records: Sequence[dict[str, Any]]) -> np.ndarray:
-        """The positive-class probability of each record."""
-        scores: np.ndarray = expit(self.raw(self.matrix(records)))
+        """The positive-class probability of each record (a regressor's value)."""
+        raw = self.raw(self.matrix(records))
+        scores: np.ndarray = raw if self.link == "identity" else expit(raw)
         return scores
 
 
@@ -120,8 +124,8 @@ def _pipeline_columns(transformer: Any) -> list[Column] | None:
     """The ColumnTransformer's output columns: passthrough numbers, then encoded categories."""
     columns: list[Column] = []
     for name, step, fields in transformer.transformers_:
-        if name == "remainder" and step == "drop":
-            continue
+        if (name == "remainder" and step == "drop") or len(fields) == 0:
+            continue  # an empty selection (no categorical features) is never fitted
         if _is_passthrough(step):
             columns.extend((field, None) for field in fields)
         elif _nan_encoder(step):
@@ -171,19 +175,27 @@ def _estimator_columns(estimator: Any, outer: list[Column]) -> list[Column] | No
 
 
 def compile_pipeline(pipeline: Any) -> CompiledModel | None:
-    """The compiled form of a fitted ``build_pipeline`` HistGradientBoosting pipeline, else None."""
+    """The compiled form of a fitted ``build_pipeline`` HistGradientBoosting pipeline (a binary
+    classifier, or a regressor with squared error), else None (a multiclass model has a tree
+    per class and iteration: it scores through scikit-learn)."""
     from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.pipeline import Pipeline
 
     if not isinstance(pipeline, Pipeline) or len(pipeline.steps) != 2:
         return None
     transformer, estimator = pipeline.steps[0][1], pipeline.steps[1][1]
-    if not isinstance(transformer, ColumnTransformer) or not isinstance(
-        estimator, HistGradientBoostingClassifier
-    ):
+    if not isinstance(transformer, ColumnTransformer):
         return None
-    if len(estimator.classes_) != 2 or estimator.n_trees_per_iteration_ != 1:
+    if isinstance(estimator, HistGradientBoostingClassifier):
+        if len(estimator.classes_) != 2 or estimator.n_trees_per_iteration_ != 1:
+            return None
+        link = "logistic"
+    elif isinstance(estimator, HistGradientBoostingRegressor):
+        if estimator.loss != "squared_error" or estimator.n_trees_per_iteration_ != 1:
+            return None
+        link = "identity"
+    else:
         return None
     outer = _pipeline_columns(transformer)
     if outer is None or len(outer) != estimator.n_features_in_:
@@ -249,6 +261,7 @@ def compile_pipeline(pipeline: Any) -> CompiledModel | None:
         value=value,
         category_left=category_left,
         depth=depth,
+        link=link,
     )
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, create_model
 from driftloop.datasets.spec import DatasetSpec
 from driftloop.registry import StageStore, describe
 from driftloop.scoring import CompiledModel, compile_pipeline, probe_records
+from driftloop.tasks import class_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,11 @@ def frame_records(frame: pd.DataFrame, names: list[str]) -> list[dict[str, Any]]
     return values.where(values.notna(), None).to_dict("records")  # type: ignore[return-value]
 
 
-def compile_checked(pipeline: Any, features: list[dict[str, Any]]) -> CompiledModel | None:
-    """The compiled scorer of ``pipeline`` if it gives scikit-learn's scores exactly, else None.
+def compile_checked(
+    pipeline: Any, features: list[dict[str, Any]], task: str = "binary"
+) -> CompiledModel | None:
+    """The compiled scorer of ``pipeline`` if it gives scikit-learn's scores (a regressor's
+    values) exactly, else None.
 
     The check scores probe records that reach every split (``probe_records``) both ways; any
     difference, or a pipeline of a shape that is not compiled, leaves scoring to scikit-learn.
@@ -90,11 +94,30 @@ def compile_checked(pipeline: Any, features: list[dict[str, Any]]) -> CompiledMo
         for f in features
     }
     probes = [{**filler, **record} for record in probe_records(compiled)]
-    expected = pipeline.predict_proba(records_frame(features, probes))[:, 1]
+    frame = records_frame(features, probes)
+    if task == "regression":
+        expected = np.asarray(pipeline.predict(frame), dtype=np.float64)
+    else:
+        expected = pipeline.predict_proba(frame)[:, 1]
     if not np.array_equal(compiled.score(probes), expected):
         log.warning("the compiled model disagrees with scikit-learn; scoring through scikit-learn")
         return None
     return compiled
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What a model answers for a list of records, in the prediction log's terms.
+
+    ``scores``: binary, the probability of 1; multiclass, the probability of the class
+    answered; regression, the value. ``labels``: binary, 0 or 1; multiclass, the index of the
+    class in the spec's ``classes``; regression, 0. ``probabilities``: multiclass only, one
+    column per class.
+    """
+
+    scores: np.ndarray
+    labels: np.ndarray
+    probabilities: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -109,16 +132,37 @@ class LoadedModel:
     features: list[dict[str, Any]]
     pipeline: Any
     compiled: CompiledModel | None = None
+    task: str = "binary"
+    classes: tuple[str, ...] = ()
 
     def frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
         return records_frame(self.features, records)
 
     def score(self, records: list[dict[str, Any]]) -> np.ndarray:
-        """The positive-class score of each record (the compiled path when there is one)."""
+        """The positive-class score of each record, a regressor's value, or the probability of
+        the class a multiclass model answers (the compiled path when there is one)."""
+        if self.task == "multiclass":
+            return self.answer(records).scores
         if self.compiled is not None:
             return self.compiled.score(records)
+        if self.task == "regression":
+            return np.asarray(self.pipeline.predict(self.frame(records)), dtype=np.float64)
         scores: np.ndarray = self.pipeline.predict_proba(self.frame(records))[:, 1]
         return scores
+
+    def answer(self, records: list[dict[str, Any]]) -> Answers:
+        """The model's answers to ``records`` (see :class:`Answers`)."""
+        if self.task == "multiclass":
+            probabilities = class_probabilities(
+                self.pipeline, self.frame(records), len(self.classes)
+            )
+            labels = probabilities.argmax(axis=1)
+            scores = probabilities[np.arange(len(labels)), labels]
+            return Answers(scores, labels, probabilities)
+        scores = self.score(records)
+        if self.task == "regression":
+            return Answers(scores, np.zeros(len(scores), dtype=np.int64))
+        return Answers(scores, (scores >= self.threshold).astype(np.int64))
 
 
 def load_version(tag: str) -> LoadedModel:
@@ -133,11 +177,39 @@ def load_version(tag: str) -> LoadedModel:
         version=version.version,
         data_commit=version.data_commit,
         metrics=version.metrics,
-        threshold=float(version.metrics["threshold"]),
+        threshold=float(version.metrics.get("threshold", 0.5)),
         features=version.features,
         pipeline=pipeline,
-        compiled=compile_checked(pipeline, version.features),
+        compiled=None
+        if version.task == "multiclass"
+        else compile_checked(pipeline, version.features, version.task),
+        task=version.task,
+        classes=tuple(version.classes),
     )
+
+
+def feedback_label(spec: DatasetSpec, value: Any) -> float | None:
+    """The true label of a feedback as the prediction log stores it (0/1, the class's index, the
+    number), or None when ``value`` is not a label of the spec's target: a JSON integer 0 or 1,
+    one of the classes (a string), or a finite JSON number (not a boolean)."""
+    if spec.target_type == "categorical":
+        classes = spec.classes or ()
+        return float(classes.index(value)) if isinstance(value, str) and value in classes else None
+    if spec.target_type == "numeric":
+        if type(value) not in (int, float) or not np.isfinite(value):
+            return None
+        return float(value)
+    # JSON integers only: 1.0 and true compare equal to 1 in Python but are not labels.
+    return float(value) if type(value) is int and value in (0, 1) else None
+
+
+def label_description(spec: DatasetSpec) -> str:
+    """What /feedback accepts as ``label``, for its 422 message."""
+    if spec.target_type == "categorical":
+        return f"one of the classes {', '.join(spec.classes or ())}"
+    if spec.target_type == "numeric":
+        return "a finite number"
+    return "the integer 0 or 1"
 
 
 class ProductionFollower:
@@ -191,6 +263,45 @@ class ProductionFollower:
             log.exception("could not follow the production model of %s", self.model_name)
 
 
+def prediction_schema(spec: DatasetSpec) -> dict[str, Any]:
+    """The JSON schema of one answer of /predict, for the spec's task."""
+    common = {"prediction_id": {"type": "string"}, "model_version": {"type": "string"}}
+    if spec.target_type == "categorical":
+        classes = list(spec.classes or ())
+        answer = {
+            "class": {"type": "string", "enum": classes},
+            "probabilities": {
+                "type": "object",
+                "required": classes,
+                "additionalProperties": False,
+                "properties": {
+                    name: {"type": "number", "minimum": 0, "maximum": 1} for name in classes
+                },
+            },
+        }
+    elif spec.target_type == "numeric":
+        answer = {"value": {"type": "number"}}
+    else:
+        answer = {
+            "score": {"type": "number", "minimum": 0, "maximum": 1},
+            "label": {"type": "integer", "enum": [0, 1]},
+        }
+    return {
+        "type": "object",
+        "required": ["prediction_id", *answer, "model_version"],
+        "properties": {"prediction_id": common["prediction_id"], **answer, **common},
+    }
+
+
+def label_schema(spec: DatasetSpec) -> dict[str, Any]:
+    """The JSON schema of /feedback's ``label`` for the spec's target."""
+    if spec.target_type == "categorical":
+        return {"type": "string", "enum": list(spec.classes or ())}
+    if spec.target_type == "numeric":
+        return {"type": "number"}
+    return {"type": "integer", "enum": [0, 1]}
+
+
 def openapi_document(spec: DatasetSpec, record: type[BaseModel], max_rows: int) -> dict[str, Any]:
     """The OpenAPI 3 document of the service's own routes (served at /openapi.json)."""
     record_schema = record.model_json_schema()
@@ -203,16 +314,7 @@ def openapi_document(spec: DatasetSpec, record: type[BaseModel], max_rows: int) 
     def answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": schema}}}
 
-    prediction = {
-        "type": "object",
-        "required": ["prediction_id", "score", "label", "model_version"],
-        "properties": {
-            "prediction_id": {"type": "string"},
-            "score": {"type": "number", "minimum": 0, "maximum": 1},
-            "label": {"type": "integer", "enum": [0, 1]},
-            "model_version": {"type": "string"},
-        },
-    }
+    prediction = prediction_schema(spec)
     failures = {
         "401": answer("Missing or wrong X-API-Key", error),
         "422": answer("A field is missing, unknown or of the wrong type", error),
@@ -269,7 +371,7 @@ def openapi_document(spec: DatasetSpec, record: type[BaseModel], max_rows: int) 
                                     "required": ["prediction_id", "label"],
                                     "properties": {
                                         "prediction_id": {"type": "string", "minLength": 1},
-                                        "label": {"type": "integer", "enum": [0, 1]},
+                                        "label": label_schema(spec),
                                     },
                                 }
                             }

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
+
 Task = Literal["binary", "multiclass", "regression"]
 TASKS: tuple[Task, ...] = ("binary", "multiclass", "regression")
 
@@ -70,3 +72,14 @@ LIVE_METRICS: dict[Task, tuple[str, ...]] = {
 def task_of_target(target_type: str) -> Task:
     """The task a target type asks for: binary, categorical -> multiclass, numeric -> regression."""
     return {"binary": "binary", "categorical": "multiclass", "numeric": "regression"}[target_type]  # type: ignore[return-value]
+
+
+def class_probabilities(model: Any, features: Any, classes: int) -> np.ndarray:
+    """(rows, classes) probabilities of a multiclass ``model``, one column per class of the
+    spec, in its order (a class the model never saw in training gets probability 0)."""
+    given = np.asarray(model.predict_proba(features), dtype=np.float64)
+    if given.shape[1] == classes:
+        return given
+    full = np.zeros((given.shape[0], classes))
+    full[:, np.asarray(model.classes_, dtype=np.int64)] = given
+    return full

@@ -40,7 +40,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from driftloop.datasets.spec import DatasetSpec
-from driftloop.tasks import ALL_BUILTIN_ESTIMATORS, BUILTIN_ESTIMATORS
+from driftloop.tasks import ALL_BUILTIN_ESTIMATORS, BUILTIN_ESTIMATORS, class_probabilities
 
 HoldoutMode = Literal["stratified", "newest_batch"]
 
@@ -357,17 +357,6 @@ def evaluate(
         {"threshold": threshold, "positives": float(truth.sum())} if spec.task == "binary" else {}
     )
     return Metrics({**rounded, **extra, "rows": float(len(truth))})
-
-
-def class_probabilities(pipeline: Any, features: pd.DataFrame, classes: int) -> np.ndarray:
-    """(rows, classes) probabilities of a multiclass model, one column per class of the spec
-    (a class the model never saw in training gets probability 0)."""
-    given = pipeline.predict_proba(features)
-    if given.shape[1] == classes:
-        return np.asarray(given, dtype=np.float64)
-    full = np.zeros((len(features), classes))
-    full[:, np.asarray(pipeline.classes_, dtype=np.int64)] = given
-    return full
 
 
 def model_digest(pipeline: Pipeline) -> str:

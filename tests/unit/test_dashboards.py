@@ -44,7 +44,7 @@ def test_model_health_and_service_have_the_panels_users_look_for() -> None:
         "Drift share over time",
         "Per-feature drift",
         "Prediction score distribution",
-        "Live F1 and ROC AUC",
+        "Live performance",
         "Model version serving",
         "Retrain triggers",
     ):
@@ -56,3 +56,17 @@ def test_model_health_and_service_have_the_panels_users_look_for() -> None:
         "Prediction-log drops",
     ):
         assert (service, panel) in titles
+
+
+def test_the_model_health_dashboard_picks_models_with_a_variable() -> None:
+    """With several models in one stack, every model-health panel follows the model chosen."""
+    health = dashboards()["model-health.json"]
+    (variable,) = health["templating"]["list"]
+
+    assert variable["name"] == "model" and variable["multi"] and variable["includeAll"]
+    assert variable["query"]["query"] == "label_values(driftloop_model_info, model)"
+    model_panels = [p for p in health["panels"] if p["title"] != "Prediction score distribution"]
+    for panel in model_panels:
+        if panel["title"] == "Retrain triggers":
+            continue  # the monitor's counter has no model label
+        assert all('model=~"$model"' in t["expr"] for t in panel["targets"]), panel["title"]

@@ -105,16 +105,16 @@ def test_prediction_drift_and_performance_on_the_labelled_rows() -> None:
     truth = labelled[TRUE_LABEL].astype(int)
     assert result.performance is not None
     assert result.performance.rows == len(labelled)
-    assert result.performance.f1 == pytest.approx(
+    assert result.performance.get("f1") == pytest.approx(
         f1_score(truth, (labelled[SCORE] >= 0.5).astype(int))
     )
-    assert result.performance.roc_auc == pytest.approx(roc_auc_score(truth, labelled[SCORE]))
+    assert result.performance.get("roc_auc") == pytest.approx(roc_auc_score(truth, labelled[SCORE]))
     assert result.prediction is not None and result.prediction.feature == SCORE
 
     unlabelled = compute_drift(reference, window.drop(columns=[TRUE_LABEL]), SPEC)
     one_class = window.assign(**{TRUE_LABEL: 0.0})
     assert unlabelled.performance is None
-    assert compute_drift(reference, one_class, SPEC).performance.roc_auc is None  # type: ignore[union-attr]
+    assert compute_drift(reference, one_class, SPEC).performance.get("roc_auc") is None  # type: ignore[union-attr]
 
 
 def test_a_window_without_a_feature_is_refused_by_name() -> None:

@@ -97,3 +97,40 @@ def test_other_pipelines_score_through_scikit_learn() -> None:
 
     assert compile_pipeline(logistic) is None and model.compiled is None
     assert np.array_equal(model.score(rows), sklearn_scores(logistic, rows))
+
+
+@pytest.mark.parametrize("example", ["diabetes", "breast_cancer"])
+def test_a_regressor_and_a_model_without_categories_are_compiled_exactly(example: str) -> None:
+    """A pipeline without categorical features was never compiled (its encoder is unfitted)."""
+    from driftloop.datasets.sources import breast_cancer_frame
+    from tests.bundled_data import diabetes_frame, loaded_spec
+
+    if example == "diabetes":
+        frame = diabetes_frame()
+        spec = loaded_spec(frame, "diabetes", "progression")
+    else:
+        frame, spec = breast_cancer_frame(), load_spec("breast_cancer")
+    params = TrainParams(max_iter=40)
+    model = train_model(split_frame(frame, spec, params, None), spec, params).pipeline
+    features = spec.model_dump(mode="json")["features"]
+    rows = frame_records(frame, spec.feature_names)
+
+    compiled = compile_checked(model, features, spec.task)
+
+    assert compiled is not None
+    inputs = records_frame(features, rows)
+    expected = (
+        model.predict(inputs) if spec.task == "regression" else model.predict_proba(inputs)[:, 1]
+    )
+    assert np.array_equal(compiled.score(rows), expected)
+
+
+def test_a_multiclass_model_is_answered_through_scikit_learn() -> None:
+    from tests.bundled_data import loaded_spec, wine_frame
+
+    frame = wine_frame()
+    spec = loaded_spec(frame, "wine", "cultivar")
+    params = TrainParams(max_iter=20)
+    model = train_model(split_frame(frame, spec, params, None), spec, params).pipeline
+
+    assert compile_pipeline(model) is None  # a tree per class: not a shape the path covers

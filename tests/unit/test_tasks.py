@@ -112,3 +112,42 @@ def test_a_holdout_without_every_class_still_measures_a_multiclass_model() -> No
 
     assert metrics["rows"] == len(only_two) and metrics["log_loss"] > 0
     assert metrics["accuracy"] > 0.8
+
+
+def test_prediction_drift_and_live_performance_follow_the_task() -> None:
+    import numpy as np
+
+    from driftloop.drift import LABEL, SCORE, TRUE_LABEL, compute_drift, prepare_reference
+
+    # Multiclass: the shares of the classes answered; the reference answers evenly, the window
+    # almost only class_0: drifted, judged as categories.
+    reference = prepare_reference(WINE, WINE_SPEC, np.arange(len(WINE)) % 3)
+    window = WINE.assign(**{LABEL: 0, TRUE_LABEL: [0.0, 1.0, 2.0] * 59 + [0.0]})
+    result = compute_drift(reference, window, WINE_SPEC)
+    assert result.prediction is not None and result.prediction.feature == LABEL
+    assert result.prediction.drifted
+    assert result.performance is not None
+    assert result.performance.metrics["accuracy"] == pytest.approx(60 / 178)
+    assert set(result.performance.metrics) == {"macro_f1", "accuracy"}
+
+    # Regression: the values' distribution, and MAE/RMSE/R² on the labelled rows.
+    truth = DIABETES["progression"].to_numpy()
+    reference = prepare_reference(DIABETES, DIABETES_SPEC, truth)
+    window = DIABETES.assign(**{SCORE: truth + 100.0, TRUE_LABEL: truth})
+    result = compute_drift(reference, window, DIABETES_SPEC)
+    assert result.prediction is not None and result.prediction.drifted
+    assert result.performance is not None
+    assert result.performance.metrics["mae"] == pytest.approx(100.0)
+    assert result.performance.metrics["rmse"] == pytest.approx(100.0)
+    assert result.performance.metrics["r2"] < 0
+
+
+def test_feedback_labels_are_checked_per_task() -> None:
+    from driftloop.serving import feedback_label
+
+    assert feedback_label(WINE_SPEC, "class_2") == 2.0
+    assert feedback_label(WINE_SPEC, "class_7") is None and feedback_label(WINE_SPEC, 2) is None
+    assert feedback_label(DIABETES_SPEC, 151) == 151.0
+    assert feedback_label(DIABETES_SPEC, 75.5) == 75.5
+    for bad in (True, "151", float("nan"), None):
+        assert feedback_label(DIABETES_SPEC, bad) is None

@@ -80,6 +80,11 @@ class DatasetSpec(BaseModel):
     id_column: str | None = None
     time_column: str | None = None
     features: tuple[FeatureSpec, ...]
+    ignored_columns: tuple[str, ...] = Field(
+        default=(),
+        description="Columns a batch may carry that driftloop leaves out (free text, codes of "
+        "other systems): not checked, not stored, not model inputs.",
+    )
     min_rows: int = Field(default=1, ge=1)
     max_rows: int = Field(default=5_000_000, ge=1)
     label_share_min: float = Field(default=0.0, ge=0, le=1)
@@ -103,9 +108,11 @@ class DatasetSpec(BaseModel):
         ):
             raise ValueError("only a numeric target has target_minimum and target_maximum")
         names = self.feature_names
-        for column in (self.target, self.id_column, self.time_column):
+        for column in (self.target, self.id_column, self.time_column, *self.ignored_columns):
             if column is not None and column in names:
-                raise ValueError(f"{column!r} is both a feature and the target, id or time column")
+                raise ValueError(
+                    f"{column!r} is both a feature and the target, id, time or an ignored column"
+                )
         if len(set(names)) != len(names):
             raise ValueError("a feature is declared twice")
         return self

@@ -95,7 +95,11 @@ def validate_batch(frame: pd.DataFrame, spec: DatasetSpec) -> Audit:
     checks = report.checks
     expected = spec.columns
     missing = [column for column in expected if column not in frame.columns]
-    unexpected = [column for column in frame.columns if column not in expected]
+    unexpected = [
+        column
+        for column in frame.columns
+        if column not in expected and column not in spec.ignored_columns
+    ]
     unexpected += [f"{column} (repeated)" for column in frame.columns[frame.columns.duplicated()]]
     checks.append(
         CheckResult(
