@@ -5,7 +5,7 @@ Commands import flows, services and the embedded stack only when they run, so ``
 --help`` and ``status`` answer at once.
 """
 
-from driftloop.cli import config, data, demo, grafana, lakefs, models, monitor, stack
+from driftloop.cli import config, data, demo, grafana, init, lakefs, models, monitor, stack
 from driftloop.cli.root import app
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "data",
     "demo",
     "grafana",
+    "init",
     "lakefs",
     "models",
     "monitor",
