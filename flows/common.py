@@ -50,7 +50,9 @@ def settings() -> Settings:
 
 def project_model(config: Settings, name: str | None) -> ProjectModel:
     """The model ``name`` of the configured project (its only model when ``name`` is None)."""
-    return find_project(config.project).model(name)
+    project = find_project(config.project)
+    project.make_importable()  # the registry loads models pickled with the project's code
+    return project.model(name)
 
 
 def lakefs(config: Settings) -> LakeFSClient:

@@ -23,9 +23,9 @@ class PackageOutcome:
 
 
 @task(cache_policy=NO_CACHE)
-def bento(model_tag: str, bentoml_home: str) -> str:
-    """Build the Bento (offline: no package locking)."""
-    return build_bento(model_tag, Path(bentoml_home))
+def bento(model_tag: str, bentoml_home: str, project: str | None = None) -> str:
+    """Build the Bento, with the project's files (offline: no package locking)."""
+    return build_bento(model_tag, Path(bentoml_home), Path(project) if project else None)
 
 
 @flow(name="package")
@@ -37,7 +37,7 @@ def package(model: str | None = None) -> PackageOutcome:
     declared = project_model(config, model)
     registry = ModelRegistry.from_settings(config)
     production = registry.require_production(declared.name, "package")
-    bento_tag = bento(production.tag, str(config.bentoml_home))
+    bento_tag = bento(production.tag, str(config.bentoml_home), str(declared.root))
     logger.info("built Bento %s with model %s", bento_tag, production.tag)
     image = ""
     if container_engine_available():

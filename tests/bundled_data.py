@@ -1,55 +1,37 @@
 """Data driftloop does not ship, for tests of the other tasks: scikit-learn's bundled wine
-(multiclass, 178 rows) and diabetes (regression, 442 rows) data, as projects a user would write.
+(multiclass, 178 rows) and diabetes (regression, 442 rows) data, made by examples/make_data.py
+(what the README has a user run), and written as projects a user would write.
 """
 
 from __future__ import annotations
 
-import re
+import importlib.util
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
 from driftloop.datasets.spec import DatasetSpec
 
 
-def snake(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+def _examples_module() -> Any:
+    """examples/make_data.py, the script the README has users run (not a package)."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "make_data.py"
+    spec = importlib.util.spec_from_file_location("driftloop_example_data", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def wine_frame(rows: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """Wine: 13 measurements, cultivar ``class_0``/``class_1``/``class_2`` as ``cultivar``;
-    ``rows`` beyond 178 are resampled with a little noise."""
-    from sklearn.datasets import load_wine
-
-    bundle = load_wine(as_frame=True)
-    frame = bundle.data.rename(columns=snake)
-    frame["cultivar"] = [f"class_{code}" for code in bundle.target]
-    return _resized(frame, rows, seed, target="cultivar")
-
-
-def diabetes_frame(rows: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """Diabetes: 10 scaled measurements, disease progression after a year as ``progression``."""
-    from sklearn.datasets import load_diabetes
-
-    bundle = load_diabetes(as_frame=True)
-    frame = bundle.data.rename(columns=snake)
-    frame["progression"] = bundle.target.astype("float64")
-    return _resized(frame, rows, seed, target="progression")
-
-
-def _resized(frame: pd.DataFrame, rows: int | None, seed: int, target: str) -> pd.DataFrame:
-    if rows is None:
-        return frame
-    rng = np.random.default_rng(seed)
-    picked = frame.sample(n=rows, replace=rows > len(frame), random_state=seed)
-    picked = picked.reset_index(drop=True)
-    features = [c for c in picked.columns if c != target]
-    noise = rng.normal(0, 0.02, size=(rows, len(features))) * picked[features].std().to_numpy()
-    picked[features] = picked[features].to_numpy() + noise
-    return picked
+_EXAMPLES = _examples_module()
+wine_frame: Callable[..., pd.DataFrame] = _EXAMPLES.wine_frame
+diabetes_frame: Callable[..., pd.DataFrame] = _EXAMPLES.diabetes_frame
+drifted_wine: Callable[[int, int], pd.DataFrame] = _EXAMPLES.drifted_wine
+drifted_diabetes: Callable[[int, int], pd.DataFrame] = _EXAMPLES.drifted_diabetes
 
 
 def spec_of(frame: pd.DataFrame, name: str, target: str) -> dict[str, object]:

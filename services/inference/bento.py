@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -34,12 +35,15 @@ def _environment(bentoml_home: Path, model_tag: str) -> dict[str, str]:
     }
 
 
-def _bentoml(args: list[str], bentoml_home: Path, model_tag: str, timeout: float) -> str:
-    """Run the ``bentoml`` command of this environment; its stdout, or PackagingError."""
+def _bentoml(
+    args: list[str], bentoml_home: Path, model_tag: str, timeout: float, cwd: Path | None = None
+) -> str:
+    """Run the ``bentoml`` command of this environment (in ``cwd``: BentoML reads files only
+    below it); its stdout, or PackagingError."""
     finished = subprocess.run(
         [str(Path(sys.executable).with_name("bentoml")), *args],
         env=_environment(bentoml_home, model_tag),
-        cwd=service_folder(),
+        cwd=cwd or service_folder(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -69,27 +73,57 @@ def build_wheel(into: Path) -> Path:
     return wheel
 
 
-def build_bento(model_tag: str, bentoml_home: Path) -> str:
+# What of a project folder a Bento carries: its driftloop.yaml, specs and code, never its data,
+# state or environments.
+_SKIPPED_FOLDERS = {".driftloop", ".venv", "venv", "__pycache__", "node_modules", "data"}
+
+
+def project_files(root: Path) -> list[Path]:
+    """The project's driftloop.yaml, YAML files (specs) and Python code, relative to ``root``."""
+    found = []
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") or part in _SKIPPED_FOLDERS for part in relative.parts[:-1]):
+            continue
+        if path.is_file() and path.suffix in (".py", ".yaml", ".yml"):
+            found.append(relative)
+    return found
+
+
+def build_bento(model_tag: str, bentoml_home: Path, project: Path | None = None) -> str:
     """Build the inference Bento around ``model_tag``; returns the Bento's tag.
 
-    The Bento carries the model, the service and driftloop's own wheel (the service imports
-    driftloop), and serves ``model_tag`` when no registry is there to follow. It builds offline:
-    the bentofile turns package locking off, so nothing is resolved or fetched.
+    The Bento carries the model, the service, driftloop's own wheel (the service imports
+    driftloop) and, given the ``project`` folder, the project's driftloop.yaml, specs and code
+    at the root of its ``src`` (where `bentoml serve` runs it: the service finds the project
+    there, and a model's own estimator code imports from there). It serves ``model_tag`` when
+    no registry is there to follow. It builds offline: the bentofile turns package locking off,
+    so nothing is resolved or fetched.
     """
     folder = service_folder()
-    wheel = build_wheel(folder / "wheels")
-    config = yaml.safe_load((folder / "bentofile.yaml").read_text())
-    config["python"]["wheels"] = [f"wheels/{wheel.name}"]
-    config["envs"] = [{"name": "DRIFTLOOP_SERVING__MODEL_TAG", "value": model_tag}]
-    config["models"] = [model_tag]
-    generated = folder / "bentofile.generated.yaml"
-    generated.write_text(yaml.safe_dump(config, sort_keys=False))
-    output = _bentoml(
-        ["build", "--bentofile", str(generated), "--output", "tag", str(folder)],
-        bentoml_home,
-        model_tag,
-        600,
-    )
+    with tempfile.TemporaryDirectory(prefix="driftloop-bento-") as context_dir:
+        context = Path(context_dir)
+        wheel = build_wheel(context / "wheels")
+        shutil.copy2(folder / "service.py", context / "service.py")
+        included = ["service.py"]
+        for relative in project_files(project) if project is not None else []:
+            (context / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(project / relative, context / relative)  # type: ignore[operator]
+            included.append(relative.as_posix())
+        config = yaml.safe_load((folder / "bentofile.yaml").read_text())
+        config["include"] = included
+        config["python"]["wheels"] = [f"wheels/{wheel.name}"]
+        config["envs"] = [{"name": "DRIFTLOOP_SERVING__MODEL_TAG", "value": model_tag}]
+        config["models"] = [model_tag]
+        generated = context / "bentofile.generated.yaml"
+        generated.write_text(yaml.safe_dump(config, sort_keys=False))
+        output = _bentoml(
+            ["build", "--bentofile", str(generated), "--output", "tag", str(context)],
+            bentoml_home,
+            model_tag,
+            600,
+            cwd=context,
+        )
     return output.strip().splitlines()[-1].strip().removeprefix("__tag__:")
 
 

@@ -32,6 +32,7 @@ import gc
 import logging
 import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +46,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
+from driftloop.datasets.spec import DatasetSpec
 from driftloop.http_bodies import BodyTooLarge, read_body
 from driftloop.prediction_log import FeedbackResult, Prediction, PredictionLog, PredictionWriter
 from driftloop.project import find_project
@@ -54,7 +56,7 @@ from driftloop.serving import (
     ProductionFollower,
     feedback_label,
     label_description,
-    openapi_document,
+    openapi_for,
     record_model,
 )
 from driftloop.settings import get_settings
@@ -62,13 +64,35 @@ from services.inference import middleware
 
 log = logging.getLogger("driftloop.inference")
 
+
+@dataclass(frozen=True)
+class Served:
+    """One model of the project as the service answers for it: its input and label rules."""
+
+    name: str
+    spec: DatasetSpec
+    records: TypeAdapter[list[Any]]
+    label_wanted: str
+
+
+def served_model(name: str, spec: DatasetSpec) -> Served:
+    record = record_model(spec)
+    adapter: TypeAdapter[list[Any]] = TypeAdapter(list[record])  # type: ignore[valid-type]
+    return Served(name, spec, adapter, label_description(spec))
+
+
 SETTINGS = get_settings()
-MODEL = find_project(SETTINGS.project).model()
-SPEC = MODEL.spec
-RECORD = record_model(SPEC)
-RECORDS: TypeAdapter[list[Any]] = TypeAdapter(list[RECORD])  # type: ignore[valid-type]
-OPENAPI = orjson.dumps(openapi_document(SPEC, RECORD, SETTINGS.serving.max_batch_rows))
-LABEL_WANTED = label_description(SPEC)
+PROJECT = find_project(SETTINGS.project)
+PROJECT.make_importable()
+SERVED = {model.name: served_model(model.name, model.spec) for model in PROJECT.models}
+# A project of one model also answers on the short routes (/predict, /feedback, /model).
+ONLY = next(iter(SERVED.values())) if len(SERVED) == 1 else None
+OPENAPI = orjson.dumps(
+    openapi_for(
+        [(m.name, m.spec, record_model(m.spec)) for m in PROJECT.models],
+        SETTINGS.serving.max_batch_rows,
+    )
+)
 
 PREDICTIONS = Counter(
     "driftloop_predictions", "Predictions answered.", ["model", "version", "label"]
@@ -150,33 +174,88 @@ class InferenceService:
                 capacity=SETTINGS.serving.log_queue_capacity,
                 on_drop=LOG_DROPPED.inc,
             )
-        self.follower = ProductionFollower(
-            MODEL.name,
-            StageStore(SETTINGS.registry_url),
-            SETTINGS.serving.model_poll_seconds,
-            fallback_tag=SETTINGS.serving.model_tag,
-            on_swap=self._announce,
-        )
-        self.follower.start()
+        stages = StageStore(SETTINGS.registry_url)
+        # One follower per model: each swaps its own production version in on its own.
+        self.followers = {
+            name: ProductionFollower(
+                name,
+                stages,
+                SETTINGS.serving.model_poll_seconds,
+                # A packaged Bento's model, when the registry has none (a one-model project).
+                fallback_tag=SETTINGS.serving.model_tag if ONLY is not None else None,
+                on_swap=self._announce,
+            )
+            for name in SERVED
+        }
+        for follower in self.followers.values():
+            follower.start()
         # Everything imported and built so far lives as long as the process: keep it out of the
         # garbage collector's full passes, which otherwise stall every request for ~0.1 s.
         gc.freeze()
-        app.routes.extend(
-            [
-                Route("/predict", self.predict, methods=["POST"]),
-                Route("/feedback", self.feedback, methods=["POST"]),
-                Route("/model", self.model, methods=["GET"]),
-                Route("/openapi.json", self.openapi, methods=["GET"]),
-            ]
+        routes = [
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+            Route("/models", self.models, methods=["GET"]),
+        ]
+        for name, served in SERVED.items():
+            routes += self._routes(f"/models/{name}", served)
+        if ONLY is not None:
+            routes += self._routes("", ONLY)
+        else:
+            for path in ("/predict", "/feedback", "/model"):
+                routes.append(Route(path, self.which_model, methods=["GET", "POST"]))
+        app.routes.extend(routes)
+
+    def _routes(self, prefix: str, served: Served) -> list[Route]:
+        async def predict(request: Request) -> Response:
+            return await self.predict(request, served)
+
+        async def feedback(request: Request) -> Response:
+            return await self.feedback(request, served)
+
+        async def model(request: Request) -> Response:
+            return await self.model(request, served)
+
+        return [
+            Route(f"{prefix}/predict", predict, methods=["POST"]),
+            Route(f"{prefix}/feedback", feedback, methods=["POST"]),
+            Route(prefix or "/model", model, methods=["GET"]),
+        ]
+
+    async def models(self, request: Request) -> Response:
+        """Every model of the project: its routes, task and the version answering (or null)."""
+        if refused := self._refused(request):
+            return refused
+        listed = []
+        for name, served in SERVED.items():
+            current = self.followers[name].current
+            listed.append(
+                {
+                    "name": name,
+                    "task": served.spec.task,
+                    "version": current.version if current else None,
+                    "predict": f"/models/{name}/predict",
+                }
+            )
+        return json_response({"models": listed})
+
+    async def which_model(self, request: Request) -> Response:
+        """The short routes of a project with several models: say which routes there are."""
+        routes = ", ".join(
+            f"/models/{name}{request.url.path.replace('/model', '')}" for name in SERVED
+        )
+        return problem(
+            404,
+            f"this service serves {len(SERVED)} models ({', '.join(SERVED)}): use {routes}",
         )
 
     def __is_ready__(self) -> bool:
-        return self.follower.current is not None
+        return all(follower.current is not None for follower in self.followers.values())
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
         """Stop following the registry and write out every queued prediction."""
-        self.follower.stop()
+        for follower in self.followers.values():
+            follower.stop()
         if self.writer is not None:
             self.writer.close()
         self.prediction_log.dispose()
@@ -206,7 +285,7 @@ class InferenceService:
         except orjson.JSONDecodeError as error:
             return None, problem(400, f"request body is not valid JSON: {error}")
 
-    async def predict(self, request: Request) -> Response:
+    async def predict(self, request: Request, served: Served) -> Response:
         body, refused = await self._json_body(request)
         if refused:
             return refused
@@ -219,11 +298,11 @@ class InferenceService:
                 413, f"{len(records)} records in one request; at most {self.max_rows} are accepted"
             )
         try:
-            RECORDS.validate_python(records)
+            served.records.validate_python(records)
         except ValidationError as error:
             errors = field_errors(error, single)
             return problem(422, "invalid record: " + errors[0]["field"], errors=errors)
-        model = self.follower.current
+        model = self.followers[served.name].current
         if model is None:
             return problem(503, "no production model is loaded yet")
         if model.task != "binary":
@@ -288,7 +367,7 @@ class InferenceService:
             self.writer.submit(*logged)
         return json_response(answers[0] if single else answers)
 
-    async def feedback(self, request: Request) -> Response:
+    async def feedback(self, request: Request, served: Served) -> Response:
         body, refused = await self._json_body(request)
         if refused:
             return refused
@@ -297,9 +376,11 @@ class InferenceService:
         prediction_id = body.get("prediction_id")
         if not isinstance(prediction_id, str) or not prediction_id:
             return problem(422, "invalid feedback: prediction_id", field="prediction_id")
-        label = feedback_label(SPEC, body.get("label"))
+        label = feedback_label(served.spec, body.get("label"))
         if label is None:
-            return problem(422, f"invalid feedback: label must be {LABEL_WANTED}", field="label")
+            return problem(
+                422, f"invalid feedback: label must be {served.label_wanted}", field="label"
+            )
         unexpected = sorted(set(body) - {"prediction_id", "label"})
         if unexpected:
             return problem(
@@ -310,13 +391,13 @@ class InferenceService:
             await run_in_threadpool(self.writer.flush, 5.0)
         try:
             outcome = await run_in_threadpool(
-                self.prediction_log.record_feedback, prediction_id, label
+                self.prediction_log.record_feedback, prediction_id, label, served.name
             )
         except SQLAlchemyError as error:
             log.warning("feedback for %s not stored: %s", prediction_id, error)
             return problem(503, "the prediction log is unavailable; send the feedback again later")
         if outcome == FeedbackResult.UNKNOWN:
-            return problem(404, f"no prediction {prediction_id}")
+            return problem(404, f"no prediction {prediction_id} of model {served.name}")
         if outcome == FeedbackResult.CONFLICT:
             return problem(409, f"prediction {prediction_id} already has a different label")
         return json_response({"prediction_id": prediction_id, "status": outcome})
@@ -325,10 +406,10 @@ class InferenceService:
         """The OpenAPI document of /predict, /feedback and /model."""
         return Response(OPENAPI, media_type="application/json")
 
-    async def model(self, request: Request) -> Response:
+    async def model(self, request: Request, served: Served) -> Response:
         if refused := self._refused(request):
             return refused
-        model = self.follower.current
+        model = self.followers[served.name].current
         if model is None:
             return problem(503, "no production model is loaded yet")
         return json_response(

@@ -103,7 +103,7 @@ def alert_events(body: Any, default_model: str | None) -> list[Event] | Response
 
 
 def create_app(
-    monitor: Monitor,
+    monitor: Monitor | list[Monitor],
     *,
     registry: CollectorRegistry,
     send: Callable[[list[Event]], None],
@@ -111,12 +111,16 @@ def create_app(
     interval_seconds: float,
     known_models: Callable[[], set[str]],
 ) -> Starlette:
-    """The monitor's app; its lifespan runs a check every ``interval_seconds``.
+    """The monitor's app; its lifespan runs a check of each model's monitor every
+    ``interval_seconds``. With one monitor /status is its status; with several (one per model of
+    the project) it is ``{"models": {name: status}}`` and ``/status/<model>`` is one of them.
 
     ``known_models`` names the models the registry holds: an alert about any other model is
     logged and counted, never sent, so a webhook cannot fan out into retrains of made-up models
     (each model has its own retrain trigger and cooldown).
     """
+    monitors = monitor if isinstance(monitor, list) else [monitor]
+    by_model = {m.model_name: m for m in monitors}
     stop = threading.Event()
     ignored = Counter(
         "driftloop_monitor_alerts_ignored",
@@ -127,7 +131,8 @@ def create_app(
 
     def loop() -> None:
         while not stop.is_set():
-            monitor.check()
+            for each in monitors:
+                each.check()
             stop.wait(interval_seconds)
 
     async def metrics(request: Request) -> Response:
@@ -137,7 +142,17 @@ def create_app(
         return json_response({"status": "ok"})
 
     async def status(request: Request) -> Response:
-        return json_response(monitor.status.as_dict())
+        if len(monitors) == 1:
+            return json_response(monitors[0].status.as_dict())
+        return json_response({"models": {n: m.status.as_dict() for n, m in by_model.items()}})
+
+    async def model_status(request: Request) -> Response:
+        name = request.path_params["model"]
+        if name not in by_model:
+            return problem(
+                404, f"no model {name!r} is monitored here; models: {', '.join(by_model)}"
+            )
+        return json_response(by_model[name].status.as_dict())
 
     async def alerts(request: Request) -> Response:
         if alert_token is None:
@@ -152,7 +167,10 @@ def create_app(
             return problem(413, str(error))
         except orjson.JSONDecodeError as error:
             return problem(400, f"request body is not valid JSON: {error}")
-        found = alert_events(body, monitor.status.model)
+        # An alert without a model label is about the monitored model, while one is monitored
+        # (a project of one model; with several, an alert must say which).
+        default_model = monitors[0].status.model if len(monitors) == 1 else None
+        found = alert_events(body, default_model)
         if isinstance(found, Response):
             return found
         try:
@@ -198,6 +216,7 @@ def create_app(
             Route("/metrics", metrics),
             Route("/healthz", healthz),
             Route("/status", status),
+            Route("/status/{model}", model_status),
             Route("/alerts", alerts, methods=["POST"]),
         ],
         lifespan=lifespan,

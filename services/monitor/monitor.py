@@ -168,6 +168,7 @@ class Monitor:
         registry: CollectorRegistry,
         annotate: Callable[[str, list[str]], None] = lambda text, tags: None,
         retrains: Callable[[], FlowRunOutcome | None] | None = None,
+        metrics: MonitorMetrics | None = None,
     ) -> None:
         self.spec = spec
         self.model_name = model_name
@@ -179,7 +180,8 @@ class Monitor:
         self._store_report = store_report
         self._annotate = annotate
         self._retrains = retrains
-        self.metrics = MonitorMetrics(registry)
+        # Several monitors (one per model of a project) share one set of metrics.
+        self.metrics = metrics or MonitorMetrics(registry)
         self.status = Status()
         self._episode = _Episode()
         self._lock = threading.Lock()

@@ -29,7 +29,7 @@ from driftloop.registry import ModelRegistry
 from driftloop.serving import frame_records, load_version
 from driftloop.settings import Settings, get_settings
 from services.monitor.app import create_app
-from services.monitor.monitor import Monitor, ProductionModel
+from services.monitor.monitor import Monitor, MonitorMetrics, ProductionModel
 
 log = logging.getLogger("driftloop.monitor")
 
@@ -122,25 +122,31 @@ def build_app(settings: Settings | None = None) -> Starlette:
     """The monitor app with its real dependencies."""
     settings = settings or get_settings()
     project = find_project(settings.project)
-    model = project.model()
-    dependencies = Dependencies(settings, model, only_model=len(project.models) == 1)
+    project.make_importable()
     registry = CollectorRegistry()
-    monitor = Monitor(
-        spec=model.spec,
-        model_name=model.name,
-        settings=model.monitor_settings(settings.monitor),
-        production=dependencies.production,
-        window=dependencies.window,
-        reference=dependencies.reference,
-        send=dependencies.send,
-        store_report=dependencies.store_report,
-        registry=registry,
-        annotate=lambda text, tags: annotate_if_configured(settings, text, tags),
-        retrains=dependencies.latest_retrain,
-    )
+    metrics = MonitorMetrics(registry)
+    monitors = []
+    for model in project.models:  # each model: its own windows, thresholds, episode, events
+        dependencies = Dependencies(settings, model, only_model=len(project.models) == 1)
+        monitors.append(
+            Monitor(
+                spec=model.spec,
+                model_name=model.name,
+                settings=model.monitor_settings(settings.monitor),
+                production=dependencies.production,
+                window=dependencies.window,
+                reference=dependencies.reference,
+                send=dependencies.send,
+                store_report=dependencies.store_report,
+                registry=registry,
+                annotate=lambda text, tags: annotate_if_configured(settings, text, tags),
+                retrains=dependencies.latest_retrain,
+                metrics=metrics,
+            )
+        )
     token = settings.monitor.alert_token
     return create_app(
-        monitor,
+        monitors,
         registry=registry,
         send=dependencies.send,
         alert_token=token.get_secret_value() if token else None,

@@ -135,9 +135,11 @@ class PredictionLog:
             return postgresql_insert(predictions).on_conflict_do_nothing(index_elements=["id"])
         raise ValueError(f"the prediction log supports SQLite and PostgreSQL, not {self.url}")
 
-    def record_feedback(self, prediction_id: str, true_label: float) -> str:
-        """Store the true label of a prediction unless it has one; a repeat of the same label
-        changes nothing.
+    def record_feedback(
+        self, prediction_id: str, true_label: float, model_name: str | None = None
+    ) -> str:
+        """Store the true label of a prediction (of ``model_name``, when given) unless it has
+        one; a repeat of the same label changes nothing.
 
         One conditional UPDATE (``... WHERE true_label IS NULL``), so of two clients racing with
         different labels exactly one is recorded and the other sees a conflict, on SQLite and
@@ -145,16 +147,23 @@ class PredictionLog:
         """
         if not self._created:
             self.create()
+        same_model = predictions.c.model_name == model_name if model_name is not None else sa.true()
         with self.engine.begin() as connection:
             updated = connection.execute(
                 predictions.update()
-                .where(predictions.c.id == prediction_id, predictions.c.true_label.is_(None))
+                .where(
+                    predictions.c.id == prediction_id,
+                    predictions.c.true_label.is_(None),
+                    same_model,
+                )
                 .values(true_label=true_label, feedback_at=datetime.now(UTC))
             )
             if updated.rowcount == 1:
                 return FeedbackResult.RECORDED
             current = connection.execute(
-                sa.select(predictions.c.true_label).where(predictions.c.id == prediction_id)
+                sa.select(predictions.c.true_label).where(
+                    predictions.c.id == prediction_id, same_model
+                )
             ).first()
         if current is None:
             return FeedbackResult.UNKNOWN

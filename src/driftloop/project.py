@@ -21,6 +21,7 @@ like any other, under ``examples/`` in the repository (and ``driftloop/examples`
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -188,6 +189,13 @@ class Project:
     @property
     def names(self) -> list[str]:
         return [model.name for model in self.models]
+
+    def make_importable(self) -> None:
+        """Put the project folder on ``sys.path`` when a model names its own estimator code:
+        a model pickled with the project's classes loads only where they import."""
+        own = any(m.config.estimator not in ALL_BUILTIN_ESTIMATORS for m in self.models)
+        if own and str(self.root) not in sys.path:
+            sys.path.insert(0, str(self.root))
 
     def model(self, name: str | None = None) -> ProjectModel:
         """The model called ``name``; without a name, the project's only model."""

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -396,3 +397,36 @@ def openapi_document(spec: DatasetSpec, record: type[BaseModel], max_rows: int) 
         },
         "components": {"schemas": {"Record": record_schema}},
     }
+
+
+def openapi_for(
+    models: list[tuple[str, DatasetSpec, type[BaseModel]]], max_rows: int
+) -> dict[str, Any]:
+    """The OpenAPI document of the service: a one-model project's short routes (/predict,
+    /feedback, /model), or each model's routes under ``/models/<name>`` (its record schema
+    named after its dataset)."""
+    if len(models) == 1:
+        _, spec, record = models[0]
+        return openapi_document(spec, record, max_rows)
+    merged: dict[str, Any] = {
+        "openapi": "3.0.3",
+        "info": {
+            "title": f"driftloop inference ({', '.join(name for name, _, _ in models)})",
+            "version": "1",
+        },
+        "paths": {},
+        "components": {"schemas": {}},
+    }
+    for name, spec, record in models:
+        schema_name = record.__name__
+        text = json.dumps(openapi_document(spec, record, max_rows))
+        document = json.loads(
+            text.replace('"#/components/schemas/Record"', f'"#/components/schemas/{schema_name}"')
+        )
+        for path, item in document["paths"].items():
+            for operation in item.values():
+                operation["operationId"] = f"{operation['operationId']}_{name.replace('-', '_')}"
+            routed = f"/models/{name}" if path == "/model" else f"/models/{name}{path}"
+            merged["paths"][routed] = item
+        merged["components"]["schemas"][schema_name] = document["components"]["schemas"]["Record"]
+    return merged

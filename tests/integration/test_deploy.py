@@ -77,7 +77,7 @@ def test_deploy_applies_the_deployments_and_the_retrain_trigger(
     assert {"number", "null"} <= {t.get("type") for t in properties["drift_share"]["anyOf"]}
     assert properties["min_labelled_rows"]["type"] == "integer"
     assert retrain["global_concurrency_limit"]["limit"] == 1
-    assert retrain["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
+    assert retrain["concurrency_options"]["collision_strategy"] == "ENQUEUE"
 
     automations = [
         a

@@ -152,4 +152,7 @@ def test_a_bento_of_the_production_model_builds_offline(
     bento_files = {p.name for p in Path(bento.path).rglob("*")}
     assert any(name.startswith("driftloop-") and name.endswith(".whl") for name in bento_files)
     assert "service.py" in bento_files
+    # The project travels with the model: `bentoml serve` runs in src/, where it finds it.
+    source = Path(bento.path) / "src"
+    assert (source / "driftloop.yaml").is_file() and (source / "transactions.yaml").is_file()
     assert built.image == ""  # no container engine on this machine

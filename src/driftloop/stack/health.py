@@ -43,8 +43,9 @@ def check(record: Record, settings: Settings, timeout: float = 3.0) -> Health:
         try:
             key = settings.serving.api_key
             headers = {"X-API-Key": key.get_secret_value()} if key else {}
-            model = httpx.get(f"{record.url}/model", headers=headers, timeout=timeout).json()
-            return Health(True, f"serving {model['name']}:{model['version']}")
+            models = httpx.get(f"{record.url}/models", headers=headers, timeout=timeout).json()
+            serving = ", ".join(f"{m['name']}:{m['version']}" for m in models["models"])
+            return Health(True, f"serving {serving}")
         except (httpx.HTTPError, KeyError, ValueError):
             return Health(True, "ready")
     return Health(True, "healthy")
