@@ -57,7 +57,7 @@ def resized(frame: pd.DataFrame, rows: int | None, seed: int, target: str) -> pd
     picked[features] = picked[features].to_numpy() + noise
     for column in features:  # whole numbers stay whole
         if pd.api.types.is_integer_dtype(frame[column]) or frame[column].mod(1).eq(0).all():
-            picked[column] = picked[column].round()
+            picked[column] = picked[column].round().astype("int64")
     return picked
 
 
@@ -71,7 +71,7 @@ def drifted_wine(rows: int, seed: int) -> pd.DataFrame:
     reference = wine_frame()
     for column in ("alcohol", "malic_acid", "ash", "magnesium", "flavanoids", "hue"):
         frame[column] = frame[column] + 3 * reference[column].std()
-    frame["magnesium"] = frame["magnesium"].round()
+    frame["magnesium"] = frame["magnesium"].round().astype("int64")
     frame["cultivar"] = frame["cultivar"].map(ROTATED)
     return frame
 

@@ -30,7 +30,12 @@ def main() -> None:
     frame = pd.read_csv(args.csv)
     labels = frame.pop(args.target).tolist()
     values = frame.astype(object)
-    records = values.where(values.notna(), None).to_dict("records")
+    records = [
+        # A CSV read back may hold 98.0 for an integer field: a whole number goes as one (a
+        # decimal field takes it too), and a missing value as null.
+        {k: (int(v) if isinstance(v, float) and v.is_integer() else v) for k, v in row.items()}
+        for row in values.where(values.notna(), None).to_dict("records")
+    ]
     routes = f"{args.url}/models/{args.model}" if args.model else args.url
     versions: Counter[str] = Counter()
     with httpx.Client(timeout=30) as client:
