@@ -78,18 +78,20 @@ def main() -> None:
     tag = prepare_model(work)
     print(f"[bench] model {tag}; working in {work}", flush=True)
     variants = make_variants(work, tag) + task_variants(work)
+    from driftloop.stack.processes import free_port
+
+    ports = [free_port() for _ in variants]  # free ones: 3306 is MySQL's on many machines
     processes = {}
     try:
         for index, variant in enumerate(variants):
-            port = 3300 + index
-            processes[variant.label] = start(variant, port, work)
+            processes[variant.label] = start(variant, ports[index], work)
         for index, variant in enumerate(variants):
-            wait_ready(f"http://127.0.0.1:{3300 + index}{variant.ready_path}", variant.label)
+            wait_ready(f"http://127.0.0.1:{ports[index]}{variant.ready_path}", variant.label)
         results: dict[tuple[str, int], list[Run]] = {}
         for repetition in range(args.repeat):
             for concurrency in (8, 32):
                 for index, variant in enumerate(variants):
-                    url = f"http://127.0.0.1:{3300 + index}/predict"
+                    url = f"http://127.0.0.1:{ports[index]}/predict"
                     run = load(url, variant.body, concurrency, args.seconds, work)
                     results.setdefault((variant.label, concurrency), []).append(run)
                     print(

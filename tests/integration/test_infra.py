@@ -88,6 +88,13 @@ def test_compose_has_every_component_with_healthchecks_and_no_secrets() -> None:
         if "build" in service:
             build = service["build"]
             assert (INFRA / build["context"] / build["dockerfile"]).is_file()
+    # The project every driftloop container reads: mounted at DRIFTLOOP_PROJECT, by default an
+    # example project that exists.
+    default_project = "${PROJECT_DIR:-../examples/transactions}:/project:ro"
+    for name in ("worker", "inference", "monitor"):
+        assert default_project in services[name]["volumes"], name
+        assert services[name]["environment"]["DRIFTLOOP_PROJECT"] == "/project", name
+    assert (INFRA / "../examples/transactions/driftloop.yaml").is_file()
 
 
 def test_compose_prometheus_and_alertmanager_match_the_local_configuration(
