@@ -123,18 +123,13 @@ def prepare_model(work: Path) -> str:
     frame = generate_transactions(20_000, seed=1)
     trained = train_model(split_frame(frame, spec, params, None), spec, params)
     registry = ModelRegistry(work / "bentoml", f"sqlite:///{work / 'home' / 'registry.sqlite'}")
-    version = registry.register(
+    version = registry.register_trained(
         model.name,
-        trained.pipeline,
-        dataset="transactions",
+        trained,
+        spec=spec,
         data_commit="0" * 64,
         git_sha="bench",
-        metrics=trained.metrics.as_dict(),
-        params=trained.params.model_dump(),
-        digest=trained.digest,
-        split=trained.split,
         batches=[BatchLineage("bench", "0" * 64, len(frame), None)],
-        spec=spec.model_dump(mode="json", exclude_none=True),
     )
     registry.promote(model.name, version.version, "bench")
     return version.tag
@@ -209,18 +204,13 @@ def task_variants(work: Path) -> list[Variant]:
         data = pd.read_csv(model.source)
         trained = train_model(split_frame(data, model.spec, params, None), model.spec, params)
         registry = ModelRegistry(work / "bentoml", f"sqlite:///{folder / 'registry.sqlite'}")
-        version = registry.register(
+        version = registry.register_trained(
             model.name,
-            trained.pipeline,
-            dataset=model.dataset,
+            trained,
+            spec=model.spec,
             data_commit="0" * 64,
             git_sha="bench",
-            metrics=trained.metrics.as_dict(),
-            params=trained.params.model_dump(),
-            digest=trained.digest,
-            split=trained.split,
             batches=[BatchLineage("bench", "0" * 64, len(data), None)],
-            spec=model.spec.model_dump(mode="json", exclude_none=True),
         )
         registry.promote(model.name, version.version, "bench")
         env = {

@@ -87,18 +87,13 @@ def register(
     code_commit: str,
 ) -> ModelVersion:
     """Save the model as a candidate version, with its lineage."""
-    return registry.register(
+    return registry.register_trained(
         model.name,
-        trained.pipeline,
-        dataset=model.dataset,
+        trained,
+        spec=model.spec,
         data_commit=commit_id,
         git_sha=code_commit,
-        metrics=trained.metrics.as_dict(),
-        params=trained.params.model_dump(),
-        digest=trained.digest,
-        split=trained.split,
         batches=lineage,
-        spec=model.spec.model_dump(mode="json", exclude_none=True),
     )
 
 

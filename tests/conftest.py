@@ -28,11 +28,15 @@ os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 # (`--dist loadfile`), so that no worker is left with one of them at the end.
 SLOW_FIRST = (
     "test_stack.py",
+    "test_projects.py",
     "test_inference.py",
     "test_demo.py",
     "test_loop.py",
     "test_alerting.py",
     "test_monitor.py",
+    "test_retrain.py",
+    "test_training.py",
+    "test_inference_tasks.py",
 )
 
 

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import sqlalchemy as sa
 
 if TYPE_CHECKING:
+    from driftloop.datasets.spec import DatasetSpec
     from driftloop.settings import Settings
+    from driftloop.training import TrainedModel
 
 Stage = Literal["candidate", "production", "archived"]
 
@@ -320,11 +322,41 @@ class ModelRegistry:
                 ],
                 "spec": spec,
             },
-            signatures={"predict_proba": {"batchable": True}},
+            signatures={
+                method: {"batchable": True}
+                for method in ("predict", "predict_proba")
+                if hasattr(pipeline, method)  # a regressor has no predict_proba
+            },
         )
         version = str(model.tag.version)
         self.stages.add(name, version, f"trained on {data_commit}")
         return self.get(name, version)
+
+    def register_trained(
+        self,
+        name: str,
+        trained: TrainedModel,
+        *,
+        spec: DatasetSpec,
+        data_commit: str,
+        git_sha: str,
+        batches: list[BatchLineage],
+    ) -> ModelVersion:
+        """Save a model :func:`driftloop.training.train_model` made on dataset ``spec`` as a new
+        candidate version of ``name``, with its metrics, parameters, digest and split."""
+        return self.register(
+            name,
+            trained.pipeline,
+            dataset=spec.name,
+            data_commit=data_commit,
+            git_sha=git_sha,
+            metrics=trained.metrics.as_dict(),
+            params=trained.params.model_dump(),
+            digest=trained.digest,
+            split=trained.split,
+            batches=batches,
+            spec=spec.model_dump(mode="json", exclude_none=True),
+        )
 
     # -- reading ---------------------------------------------------------------------------------
 

@@ -36,18 +36,13 @@ def served(folder: Path, model: ProjectModel, estimator: str) -> Component:
     frame = pd.read_csv(model.source)
     params = model.train_params(estimator=estimator, max_iter=40)
     trained = train_model(split_frame(frame, model.spec, params, None), model.spec, params)
-    version = registry.register(
+    version = registry.register_trained(
         model.name,
-        trained.pipeline,
-        dataset=model.dataset,
+        trained,
+        spec=model.spec,
         data_commit="d" * 64,
         git_sha="test",
-        metrics=trained.metrics.as_dict(),
-        params=trained.params.model_dump(),
-        digest=trained.digest,
-        split=trained.split,
         batches=[BatchLineage("b1", "c" * 64, len(frame), None)],
-        spec=model.spec.model_dump(mode="json", exclude_none=True),
     )
     registry.promote(model.name, version.version, "test")
     return start_inference_server(
