@@ -190,7 +190,7 @@ def train(
         )
         if decision.promote:
             if package:
-                bento_tag = bento(version.tag, str(config.bentoml_home), str(declared.root))
+                bento_tag = bento([version.tag], str(config.bentoml_home), str(declared.root))
                 logger.info("packaged %s as Bento %s", version.tag, bento_tag)
             version, _ = promotions.promote(
                 version, trigger="gate", actor=actor, reasons=decision.reasons, bento=bento_tag

@@ -1,4 +1,5 @@
-"""Packaging: a Bento of the inference service with a given model, and an image when possible."""
+"""Packaging: a Bento of the inference service with given models, its archive, and an image
+when a container engine runs."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import yaml
 
 import services.inference
+from driftloop.serving_mode import write_packaged
 
 
 class PackagingError(RuntimeError):
@@ -23,26 +25,23 @@ def service_folder() -> Path:
     return Path(services.inference.__file__).resolve().parent
 
 
-def _environment(bentoml_home: Path, model_tag: str) -> dict[str, str]:
+def _environment(bentoml_home: Path) -> dict[str, str]:
     # `bentoml build` calls uv; the one of this environment is beside the interpreter.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     return {
         **os.environ,
         "PATH": path,
         "BENTOML_HOME": str(bentoml_home),
-        "DRIFTLOOP_SERVING__MODEL_TAG": model_tag,
         "BENTOML_DO_NOT_TRACK": "true",
     }
 
 
-def _bentoml(
-    args: list[str], bentoml_home: Path, model_tag: str, timeout: float, cwd: Path | None = None
-) -> str:
+def _bentoml(args: list[str], bentoml_home: Path, timeout: float, cwd: Path | None = None) -> str:
     """Run the ``bentoml`` command of this environment (in ``cwd``: BentoML reads files only
     below it); its stdout, or PackagingError."""
     finished = subprocess.run(
         [str(Path(sys.executable).with_name("bentoml")), *args],
-        env=_environment(bentoml_home, model_tag),
+        env=_environment(bentoml_home),
         cwd=cwd or service_folder(),
         capture_output=True,
         text=True,
@@ -90,22 +89,26 @@ def project_files(root: Path) -> list[Path]:
     return found
 
 
-def build_bento(model_tag: str, bentoml_home: Path, project: Path | None = None) -> str:
-    """Build the inference Bento around ``model_tag``; returns the Bento's tag.
+def build_bento(model_tags: list[str], bentoml_home: Path, project: Path | None = None) -> str:
+    """Build the inference Bento around the model versions ``model_tags``; returns its tag.
 
-    The Bento carries the model, the service, driftloop's own wheel (the service imports
-    driftloop) and, given the ``project`` folder, the project's driftloop.yaml, specs and code
-    at the root of its ``src`` (where `bentoml serve` runs it: the service finds the project
-    there, and a model's own estimator code imports from there). It serves ``model_tag`` when
-    no registry is there to follow. It builds offline: the bentofile turns package locking off,
-    so nothing is resolved or fetched.
+    The Bento carries the models, the service, driftloop's own wheel (the service imports
+    driftloop), the record of its models (``driftloop-packaged.json``: the service answers with
+    them when no registry is there to follow, see ``driftloop.serving_mode``) and, given the
+    ``project`` folder, the project's driftloop.yaml, specs and code at the root of its ``src``
+    (where `bentoml serve` runs it: the service finds the project there, and a model's own
+    estimator code imports from there). Its image's Dockerfile is ``Dockerfile.j2`` over
+    BentoML's. It builds offline: the bentofile turns package locking off, so nothing is
+    resolved or fetched.
     """
     folder = service_folder()
     with tempfile.TemporaryDirectory(prefix="driftloop-bento-") as context_dir:
         context = Path(context_dir)
         wheel = build_wheel(context / "wheels")
         shutil.copy2(folder / "service.py", context / "service.py")
-        included = ["service.py"]
+        shutil.copy2(folder / "Dockerfile.j2", context / "Dockerfile.j2")
+        packaged = write_packaged(context, model_tags)
+        included = ["service.py", packaged.name]
         for relative in project_files(project) if project is not None else []:
             (context / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(project / relative, context / relative)  # type: ignore[operator]
@@ -113,18 +116,28 @@ def build_bento(model_tag: str, bentoml_home: Path, project: Path | None = None)
         config = yaml.safe_load((folder / "bentofile.yaml").read_text())
         config["include"] = included
         config["python"]["wheels"] = [f"wheels/{wheel.name}"]
-        config["envs"] = [{"name": "DRIFTLOOP_SERVING__MODEL_TAG", "value": model_tag}]
-        config["models"] = [model_tag]
+        config["models"] = list(model_tags)
+        config["docker"] = {**config.get("docker", {}), "dockerfile_template": "Dockerfile.j2"}
         generated = context / "bentofile.generated.yaml"
         generated.write_text(yaml.safe_dump(config, sort_keys=False))
         output = _bentoml(
             ["build", "--bentofile", str(generated), "--output", "tag", str(context)],
             bentoml_home,
-            model_tag,
             600,
             cwd=context,
         )
     return output.strip().splitlines()[-1].strip().removeprefix("__tag__:")
+
+
+def export_bento(bento_tag: str, bentoml_home: Path, path: Path) -> Path:
+    """``bentoml export`` the Bento, with its models, to the archive ``path`` (a folder: a file
+    named after the Bento in it); returns the archive's path. ``bentoml import`` reads it on
+    a machine with no driftloop state."""
+    if path.is_dir():
+        path = path / f"{bento_tag.replace(':', '-')}.bento"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _bentoml(["export", bento_tag, str(path.resolve())], bentoml_home, 600)
+    return path.resolve()
 
 
 def container_engine_available() -> bool:
@@ -141,5 +154,5 @@ def container_engine_available() -> bool:
 
 def containerize(bento_tag: str, bentoml_home: Path) -> str:
     """``bentoml containerize`` the Bento; returns the image tag (the Bento's tag)."""
-    _bentoml(["containerize", bento_tag], bentoml_home, "", 1800)
+    _bentoml(["containerize", bento_tag], bentoml_home, 1800)
     return bento_tag

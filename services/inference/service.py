@@ -10,7 +10,8 @@ the request metrics and the timeout stay around it, see ``middleware.py``):
   (refused before it is read whole), get 413.
 - ``POST /feedback``: ``{"prediction_id": ..., "label": 0|1}``; unknown id 404, a repeat of the
   same label is accepted and changes nothing, a different label for a labelled prediction 409.
-- ``GET /model``: name, version, data commit and holdout metrics of the model answering.
+- ``GET /model``: name, version, data commit and holdout metrics of the model answering, and
+  ``serving``: the mode (following the registry, or pinned to the packaged model) and why.
 - ``GET /openapi.json``: the OpenAPI document of these routes, built from the dataset spec.
 - BentoML's own ``/healthz``, ``/livez``, ``/readyz`` (ready only once a model is loaded) and
   ``/metrics`` (driftloop's metrics beside ``bentoml_service_*``).
@@ -18,11 +19,14 @@ the request metrics and the timeout stay around it, see ``middleware.py``):
 When DRIFTLOOP_SERVING__API_KEY is set, /predict, /feedback and /model want it in ``X-API-Key``.
 Every prediction is appended to a spool file before it is answered and reaches the prediction
 log (SQL) off the request path, so an answered prediction survives the worker being killed.
-The service follows the registry's production version and swaps models without a restart
-(``driftloop.serving``).
+Following a registry, the service swaps to each new production version without a restart
+(``driftloop.serving``); a Bento with no registry beside it answers with the models packaged in
+it (``driftloop.serving_mode``). The service creates the folders it writes when it starts, and
+stops with one line naming the setting when it cannot.
 
 Settings are read when this module is imported: BentoML needs the service class, and so the
-input schema derived from the dataset spec, at that moment.
+input schema derived from the dataset spec, at that moment. Nothing is written before the
+service starts (``bentoml build`` imports this module too).
 """
 
 from __future__ import annotations
@@ -30,11 +34,14 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import os
 import secrets
+import signal
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import bentoml
 import orjson
@@ -59,6 +66,13 @@ from driftloop.serving import (
     openapi_for,
     record_model,
 )
+from driftloop.serving_mode import (
+    StateError,
+    bento_home,
+    choose_mode,
+    packaged_models,
+    prepare_state,
+)
 from driftloop.settings import get_settings
 from services.inference import middleware
 
@@ -81,15 +95,23 @@ def served_model(name: str, spec: DatasetSpec) -> Served:
     return Served(name, spec, adapter, label_description(spec))
 
 
-SETTINGS = get_settings()
+# A Bento's src: its service.py, the project's files and the record of its packaged models.
+CODE_FOLDER = Path(__file__).resolve().parent
+SETTINGS = bento_home(get_settings(), CODE_FOLDER)
 PROJECT = find_project(SETTINGS.project)
 PROJECT.make_importable()
-SERVED = {model.name: served_model(model.name, model.spec) for model in PROJECT.models}
+MODE = choose_mode(SETTINGS, packaged_models(SETTINGS, CODE_FOLDER, PROJECT.names))
+# Pinned, the service answers for the models it carries; following, for every model declared.
+SERVED = {
+    model.name: served_model(model.name, model.spec)
+    for model in PROJECT.models
+    if MODE.mode == "following" or model.name in MODE.packaged
+}
 # A project of one model also answers on the short routes (/predict, /feedback, /model).
 ONLY = next(iter(SERVED.values())) if len(SERVED) == 1 else None
 OPENAPI = orjson.dumps(
     openapi_for(
-        [(m.name, m.spec, record_model(m.spec)) for m in PROJECT.models],
+        [(m.name, m.spec, record_model(m.spec)) for m in PROJECT.models if m.name in SERVED],
         SETTINGS.serving.max_batch_rows,
     )
 )
@@ -142,6 +164,23 @@ def field_errors(error: ValidationError, single: bool) -> list[dict[str, str]]:
     return found
 
 
+def stop_serving(message: str) -> NoReturn:
+    """Log ``message`` as the one line that says why, and stop the whole `bentoml serve`: a
+    worker that raised would be restarted by BentoML's supervisor forever, each time with the
+    traceback of the startup hook, and never let an orchestrator see the failure."""
+    log.error("%s", message)
+    for handler in logging.getLogger().handlers + log.handlers:
+        handler.flush()
+    parent = os.getppid()
+    try:
+        command = Path(f"/proc/{parent}/cmdline").read_bytes()
+    except OSError:  # not Linux: the worker stops, and BentoML restarts it
+        command = b""
+    if b"bentoml" in command:
+        os.kill(parent, signal.SIGTERM)
+    os._exit(2)
+
+
 SERVICE_NAME = "driftloop-inference"
 # Before BentoML builds the app around the service: only the middleware this service uses.
 middleware.install(SERVICE_NAME, trace_requests=SETTINGS.serving.trace_requests)
@@ -158,6 +197,19 @@ class InferenceService:
     """Answers predictions with the production model and logs every one of them."""
 
     def __init__(self) -> None:
+        # BentoML's logging passes warnings on; driftloop's own loggers follow its setting.
+        logging.getLogger("driftloop").setLevel(SETTINGS.log_level)
+        try:
+            folders = prepare_state(SETTINGS, MODE)
+        except StateError as error:
+            stop_serving(str(error))
+        log.info(
+            "serving %s (%s: %s); state in %s",
+            ", ".join(SERVED),
+            MODE.mode,
+            MODE.reason,
+            ", ".join(map(str, folders)),
+        )
         self.api_key = (
             SETTINGS.serving.api_key.get_secret_value() if SETTINGS.serving.api_key else None
         )
@@ -174,15 +226,15 @@ class InferenceService:
                 capacity=SETTINGS.serving.log_queue_capacity,
                 on_drop=LOG_DROPPED.inc,
             )
-        stages = StageStore(SETTINGS.registry_url)
+        stages = StageStore(SETTINGS.registry_url) if MODE.mode == "following" else None
         # One follower per model: each swaps its own production version in on its own.
         self.followers = {
             name: ProductionFollower(
                 name,
                 stages,
                 SETTINGS.serving.model_poll_seconds,
-                # A packaged Bento's model, when the registry has none (a one-model project).
-                fallback_tag=SETTINGS.serving.model_tag if ONLY is not None else None,
+                # The packaged version: all there is when pinned, a stand-in when following.
+                fallback_tag=MODE.packaged.get(name),
                 on_swap=self._announce,
             )
             for name in SERVED
@@ -236,7 +288,7 @@ class InferenceService:
                     "predict": f"/models/{name}/predict",
                 }
             )
-        return json_response({"models": listed})
+        return json_response({"models": listed, "mode": MODE.mode, "reason": MODE.reason})
 
     async def which_model(self, request: Request) -> Response:
         """The short routes of a project with several models: say which routes there are."""
@@ -421,5 +473,6 @@ class InferenceService:
                 "metrics": model.metrics,
                 # compiled: the trees walked directly, checked equal to scikit-learn at load
                 "scoring": "compiled" if model.compiled is not None else "scikit-learn",
+                "serving": MODE.as_dict(served.name),
             }
         )

@@ -235,16 +235,31 @@ class ProductionFollower:
         self._thread = threading.Thread(target=self._run, name="production-follower", daemon=True)
 
     def start(self) -> None:
-        """Load the production version now if there is one, then keep following it."""
+        """Load the production version now if there is one, then keep following it (a pinned
+        follower, without a registry, loads its packaged version and stops there)."""
         self._check_logged()
-        self._thread.start()
+        if self.stages is not None or self.current is None:
+            self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
 
     def check(self) -> None:
-        """Load and switch to the production version if it changed."""
-        wanted = None if self.stages is None else self.stages.production_version(self.model_name)
+        """Load and switch to the production version if it changed (to the packaged version
+        while there is none, or while the registry cannot be read and nothing is loaded)."""
+        try:
+            wanted = (
+                None if self.stages is None else self.stages.production_version(self.model_name)
+            )
+        except Exception:
+            if self.current is not None or self.fallback_tag is None:
+                raise
+            log.warning(
+                "the registry cannot be read: answering with the packaged %s until it can",
+                self.fallback_tag,
+                exc_info=True,
+            )
+            wanted = None
         tag = f"{self.model_name}:{wanted}" if wanted else self.fallback_tag
         if tag is None or (self.current and f"{self.model_name}:{self.current.version}" == tag):
             return

@@ -162,10 +162,18 @@ class ServingSettings(_Area):
     model_poll_seconds: PositiveFloat = Field(
         default=2.0, description="How often the service looks for a new production model."
     )
+    mode: Literal["auto", "following", "pinned"] = Field(
+        default="auto",
+        description="following: answer with the registry's production version of each model "
+        "and swap on promotion; pinned: answer with the models packaged with the service (a "
+        "Bento's) and never read a registry; auto: following when a registry is configured "
+        "(DRIFTLOOP_STORAGE__REGISTRY_URL, or the registry file in DRIFTLOOP_HOME exists), "
+        "else pinned when the service carries a packaged model.",
+    )
     model_tag: str | None = Field(
         default=None,
-        description="Model (name:version) to serve while the registry has no production version; "
-        "a packaged Bento sets it to the model it carries.",
+        description="A packaged model (name:version) to answer with while the registry has no "
+        "production version of it (or in pinned mode); a Bento records its own models.",
     )
     log_predictions: bool = Field(
         default=True, description="Write every prediction to the prediction log."

@@ -270,3 +270,26 @@ def test_kubernetes_keeps_no_database_on_the_shared_volume(target: Path) -> None
             for variable in DATABASES:
                 ref = given[variable]["valueFrom"]["secretKeyRef"]
                 assert ref["name"] == "driftloop-secrets", (doc["metadata"]["name"], variable)
+
+
+def test_compose_runs_the_bento_image_following_the_registry() -> None:
+    inference = compose()["services"]["inference"]
+    assert inference["environment"]["DRIFTLOOP_SERVING__MODE"] == "following"
+    assert inference["environment"]["DRIFTLOOP_STORAGE__REGISTRY_URL"].startswith("postgresql")
+    assert inference["image"] == "${INFERENCE_IMAGE:-driftloop-inference:latest}"
+
+
+@pytest.mark.parametrize("target", K8S_TARGETS, ids=lambda p: p.name)
+def test_kubernetes_runs_the_bento_image_following_the_registry_as_its_user(target: Path) -> None:
+    inference = next(
+        doc
+        for doc in render(target)
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "inference"
+    )
+    pod = inference["spec"]["template"]["spec"]
+    given = {variable["name"]: variable for variable in pod["containers"][0]["env"]}
+    assert given["DRIFTLOOP_SERVING__MODE"]["value"] == "following"
+    assert "DRIFTLOOP_STORAGE__REGISTRY_URL" in given
+    # The Bento's Dockerfile (services/inference/Dockerfile.j2) runs the service as 10001.
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert "USER 10001" in (PROJECT / "services" / "inference" / "Dockerfile.j2").read_text()

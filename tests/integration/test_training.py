@@ -147,8 +147,8 @@ def test_a_bento_of_the_production_model_builds_offline(
     built = package()
 
     bento = bentoml.get(built.bento)
-    assert built.model == f"{MODEL}:{promoted.version}"
-    assert [str(model.tag) for model in bento.info.all_models] == [built.model]
+    assert built.models == [f"{MODEL}:{promoted.version}"]
+    assert [str(model.tag) for model in bento.info.all_models] == built.models
     bento_files = {p.name for p in Path(bento.path).rglob("*")}
     assert any(name.startswith("driftloop-") and name.endswith(".whl") for name in bento_files)
     assert "service.py" in bento_files

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -133,26 +134,51 @@ def train(
 
 @app.command()
 def package(
-    model: ModelOption = "",
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", help="Package only this model of the project (default: all of them)"
+        ),
+    ] = "",
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            "--export",
+            help="Also write the Bento and its models to this .bento archive (or into this "
+            "folder), for `bentoml import` on a machine without driftloop's state",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Build a Bento of the inference service with the production model (offline)."""
+    """Build a Bento of the inference service with the production models (offline): it
+    follows a registry when it has one beside it, else answers with the models it carries."""
     settings = settings_with_prefect()
-    declared = project_model(settings, model)
+    if model:
+        project_model(settings, model)  # a model the project does not declare stops here
 
+    from driftloop.project import ProjectError
     from flows.common import in_process
     from flows.package import package as package_flow
     from services.inference.bento import PackagingError
 
+    if not as_json:
+        console.print("building the Bento (driftloop's wheel, the models, the project's files)")
     with in_process(settings):
         try:
-            built = package_flow(declared.name)
-        except (RegistryError, PackagingError) as problem:
+            built = package_flow(model or None, str(export) if export else None)
+        except (RegistryError, PackagingError, ProjectError) as problem:
             fail(str(problem))
     if as_json:
         print_json(built)
         return
-    console.print(f"Bento {built.bento} with model {built.model}", highlight=False)
+    console.print(f"Bento {built.bento} with {', '.join(built.models)}", highlight=False)
+    if built.archive:
+        console.print(
+            f"archive {built.archive}: `bentoml import {built.archive}`, then "
+            f"`bentoml serve {built.bento}`",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"image: {built.image or 'not built (no container engine here)'}")
 
 
