@@ -191,6 +191,10 @@ class LocalStack:
                     due[record.name] = now + delay
                     continue
                 children = sorted(descendants(component.process.pid))
+                if component.process.poll() is not None:
+                    # It died while being looked at: its workers may already be ours (subreaper)
+                    # and missing from the list; keep the last one for the restart to stop them.
+                    continue
                 changed |= children != record.children
                 record.children = children
             if changed:
