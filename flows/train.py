@@ -150,6 +150,9 @@ def train(
     challenger and production on the holdout rows of the batch that landed last (retraining on
     drift asks which model is better on today's traffic, not on last month's). ``started_by``
     names the automation trigger when one started the run (the retrain flow passes it on).
+    A model whose project declares ``rollout: shadow`` or ``canary`` does not go to production
+    from here once it has a production version: a winner goes on live traffic beside it
+    (``driftloop.rollout.started``) and the live judge promotes or withdraws it.
     """
     logger = get_run_logger()
     config = settings()
@@ -192,10 +195,25 @@ def train(
             if package:
                 bento_tag = bento([version.tag], str(config.bentoml_home), str(declared.root))
                 logger.info("packaged %s as Bento %s", version.tag, bento_tag)
-            version, _ = promotions.promote(
-                version, trigger="gate", actor=actor, reasons=decision.reasons, bento=bento_tag
-            )
-            logger.info("promoted %s to production", version.tag)
+            rollout = declared.config.rollout
+            if (
+                rollout.mode == "direct"
+                or registry.stages.production_version(declared.name) is None
+            ):
+                version, _ = promotions.promote(
+                    version, trigger="gate", actor=actor, reasons=decision.reasons, bento=bento_tag
+                )
+                logger.info("promoted %s to production", version.tag)
+            else:
+                # Passed offline: now judged on live traffic beside production.
+                version, _ = promotions.start_rollout(
+                    version, rollout.mode, trigger="gate", actor=actor,
+                    reasons=decision.reasons, bento=bento_tag,
+                )  # fmt: skip
+                logger.info(
+                    "%s passed the gate and is on live traffic as a %s; the live judge decides",
+                    version.tag, rollout.mode,
+                )  # fmt: skip
         else:
             promotions.reject(version, trigger="gate", actor=actor, reasons=decision.reasons)
             logger.warning("rejected %s: %s", version.tag, "; ".join(decision.reasons))
@@ -211,7 +229,7 @@ def train(
         data_commit=commit_id,
         metrics=version.metrics,
         digest=trained.digest,
-        promoted=bool(decision and decision.promote),
+        promoted=version.stage == "production" and bool(decision and decision.promote),
         bento=bento_tag,
         reasons=decision.reasons if decision else [],
         batches=lineage,

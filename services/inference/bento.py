@@ -130,10 +130,11 @@ def build_bento(model_tags: list[str], bentoml_home: Path, project: Path | None 
 
 
 def export_bento(bento_tag: str, bentoml_home: Path, path: Path) -> Path:
-    """``bentoml export`` the Bento, with its models, to the archive ``path`` (a folder: a file
-    named after the Bento in it); returns the archive's path. ``bentoml import`` reads it on
-    a machine with no driftloop state."""
-    if path.is_dir():
+    """``bentoml export`` the Bento, with its models, to the archive ``path`` (a path not
+    ending in ``.bento`` is a folder, created if missing, and the archive is named after the
+    Bento in it); returns the archive's path. ``bentoml import`` reads it on a machine with no
+    driftloop state."""
+    if path.is_dir() or path.suffix != ".bento":
         path = path / f"{bento_tag.replace(':', '-')}.bento"
     path.parent.mkdir(parents=True, exist_ok=True)
     _bentoml(["export", bento_tag, str(path.resolve())], bentoml_home, 600)

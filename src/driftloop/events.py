@@ -28,6 +28,7 @@ ALERT_FIRING = "driftloop.alert.firing"
 ALERT_RESOLVED = "driftloop.alert.resolved"
 MODEL_PROMOTED = "driftloop.model.promoted"
 MODEL_REJECTED = "driftloop.model.rejected"
+ROLLOUT_STARTED = "driftloop.rollout.started"
 
 
 class EventNotDelivered(RuntimeError):

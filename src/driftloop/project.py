@@ -12,6 +12,7 @@
         train: {seed: 7}              # training options (driftloop.training.TrainOptions)
         gate: {margin: 0.01}          # overrides of DRIFTLOOP_REGISTRY__GATE for this model
         monitor: {window_rows: 1000}  # overrides of DRIFTLOOP_MONITOR__* for this model
+        rollout: shadow               # direct | shadow | canary, or {mode: canary, share: 0.1, ...}
 
 Which project: ``DRIFTLOOP_PROJECT`` (the file or its folder), else ``driftloop.yaml`` in the
 working directory, else the bundled example ``transactions``. The bundled examples are projects
@@ -24,9 +25,17 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 from driftloop.datasets.spec import DatasetSpec, load_spec_file
 from driftloop.documents import DocumentError, line_of, read_document
@@ -80,6 +89,45 @@ class MonitorOverrides(BaseModel):
     reference_rows: PositiveInt | None = None
 
 
+class RolloutConfig(BaseModel):
+    """How a challenger that passed the offline gate reaches production: at once (``direct``),
+    or after a live judgement beside production as a ``shadow`` (scores a copy of every request,
+    answers nobody) or a ``canary`` (answers ``share`` of the requests)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["direct", "shadow", "canary"] = "direct"
+    share: float = Field(
+        default=0.1, gt=0, lt=1, description="canary: the share of requests the canary answers"
+    )
+    entity_key: str | None = Field(
+        default=None,
+        description="canary: a feature whose value keeps each entity on one model (sticky); "
+        "default: each request is routed on its own",
+    )
+    alpha: float = Field(
+        default=0.05, gt=0, lt=0.5, description="the judge's error rate, valid at every look"
+    )
+    effect: float = Field(
+        default=0.1,
+        gt=0,
+        description="the difference in per-row loss worth finding quickly, in standard "
+        "deviations of the loss (the mSPRT's mixing scale)",
+    )
+    min_labels: PositiveInt = Field(
+        default=200, description="labelled rows per model before the judge decides anything"
+    )
+    max_hours: float = Field(
+        default=24.0, gt=0, description="a rollout undecided for longer raises an alert"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_alone(cls, value: Any) -> Any:
+        """``rollout: shadow`` is short for ``rollout: {mode: shadow}``."""
+        return {"mode": value} if isinstance(value, str) else value
+
+
 class ModelConfig(BaseModel):
     """One model of a project, as its ``driftloop.yaml`` declares it."""
 
@@ -101,6 +149,7 @@ class ModelConfig(BaseModel):
     train: TrainOptions = Field(default_factory=TrainOptions)
     gate: GateOverrides = Field(default_factory=GateOverrides)
     monitor: MonitorOverrides = Field(default_factory=MonitorOverrides)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
 
 class ProjectDocument(BaseModel):
@@ -267,6 +316,9 @@ def _check_model(file: Path, index: int, model: ProjectModel) -> None:
         policy_for(model.task, config.gate.model_dump(exclude_none=True))
     except ValueError as error:
         refuse("gate", str(error))
+    key = config.rollout.entity_key
+    if key is not None and key not in {feature.name for feature in spec.features}:
+        refuse("rollout", f"entity_key {key} is not a feature of {config.dataset}")
 
 
 def examples_root() -> Path:

@@ -1,9 +1,11 @@
-"""Promotion, rejection and rollback of model versions: the one place that changes a stage.
+"""Promotion, rejection, rollouts and rollback of model versions: the one place that changes a
+stage.
 
-Each change is a registry write, then a Prefect event (``driftloop.model.promoted`` or
-``driftloop.model.rejected``) whose payload is a :class:`StageChange`, then an annotation in
-Grafana when one is configured. The train flow, the retrain flow (through train) and ``driftloop
-model promote/rollback`` all come here, so an event says the same things whoever caused it.
+Each change is a registry write, then a Prefect event (``driftloop.model.promoted``,
+``driftloop.model.rejected`` or ``driftloop.rollout.started``) whose payload is a
+:class:`StageChange`, then an annotation in Grafana when one is configured. The train flow, the
+retrain flow (through train), the live judge and ``driftloop model promote/rollback/rollout``
+all come here, so an event says the same things whoever caused it.
 """
 
 from __future__ import annotations
@@ -13,10 +15,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from driftloop.events import MODEL_PROMOTED, MODEL_REJECTED, Event, model_resource, send_event
+from driftloop.events import (
+    MODEL_PROMOTED,
+    MODEL_REJECTED,
+    ROLLOUT_STARTED,
+    Event,
+    model_resource,
+    send_event,
+)
 from driftloop.grafana import annotate_if_configured
 from driftloop.prefect_api import PrefectAccess
-from driftloop.registry import ModelRegistry, ModelVersion
+from driftloop.registry import ModelRegistry, ModelVersion, Role
 from driftloop.settings import Settings
 
 # What decided: the gate's comparison, a person, a rollback, or live traffic (rollouts).
@@ -54,6 +63,10 @@ class StageChange:
     reasons: list[str]
     metrics: dict[str, float] = field(default_factory=dict)
     bento: str | None = None
+    role: Role | None = None
+    """A rollout's challenger: shadow or canary (the version's role on live traffic)."""
+    evidence: dict[str, Any] = field(default_factory=dict)
+    """What a live decision rested on: the statistic, its bounds and the sample sizes."""
 
     @property
     def tag(self) -> str:
@@ -105,6 +118,45 @@ class Promotions:
         self.registry.reject(version.name, version.version, reasons)
         return self._changed(MODEL_REJECTED, version, previous, trigger, actor, reasons, None)
 
+    def start_rollout(
+        self, version: ModelVersion, role: Role, *, trigger: Trigger, actor: Actor,
+        reasons: list[str], bento: str | None = None,
+    ) -> tuple[ModelVersion, StageChange]:  # fmt: skip
+        """Put ``version`` beside production as a shadow or a canary, to be judged live."""
+        previous = self.registry.stages.production_version(version.name)
+        started = self.registry.start_rollout(
+            version.name, version.version, role, "; ".join(reasons)
+        )
+        return started, self._changed(
+            ROLLOUT_STARTED, started, previous, trigger, actor, reasons, bento, role=role
+        )
+
+    def promote_challenger(
+        self, version: ModelVersion, *, trigger: Trigger, actor: Actor, reasons: list[str],
+        evidence: dict[str, Any] | None = None,
+    ) -> tuple[ModelVersion, StageChange]:  # fmt: skip
+        """Make the challenger on a rollout production (the live judge's or a person's call)."""
+        role = version.stage if version.stage in ("shadow", "canary") else None
+        previous = self.registry.stages.production_version(version.name)
+        promoted = self.registry.promote(version.name, version.version, "; ".join(reasons))
+        return promoted, self._changed(
+            MODEL_PROMOTED, promoted, previous, trigger, actor, reasons, None,
+            role=role, evidence=evidence,
+        )  # fmt: skip
+
+    def withdraw(
+        self, version: ModelVersion, *, trigger: Trigger, actor: Actor, reasons: list[str],
+        evidence: dict[str, Any] | None = None,
+    ) -> StageChange:  # fmt: skip
+        """Take the challenger off live traffic (rejected); it becomes a candidate again."""
+        role = version.stage if version.stage in ("shadow", "canary") else None
+        previous = self.registry.stages.production_version(version.name)
+        withdrawn = self.registry.withdraw(version.name, version.version, "; ".join(reasons))
+        return self._changed(
+            MODEL_REJECTED, withdrawn, previous, trigger, actor, reasons, None,
+            role=role, evidence=evidence,
+        )  # fmt: skip
+
     def rollback(self, name: str, *, actor: Actor) -> tuple[ModelVersion, StageChange]:
         """Make the version that was production before the current one production again."""
         previous = self.registry.stages.production_version(name)
@@ -123,6 +175,9 @@ class Promotions:
         actor: Actor,
         reasons: list[str],
         bento: str | None,
+        *,
+        role: Role | None = None,
+        evidence: dict[str, Any] | None = None,
     ) -> StageChange:
         change = StageChange(
             model=version.name,
@@ -134,8 +189,12 @@ class Promotions:
             reasons=list(reasons),
             metrics=dict(version.metrics),
             bento=bento,
+            role=role,
+            evidence=dict(evidence or {}),
         )
-        verb = "promoted" if event_name == MODEL_PROMOTED else "rejected"
+        verb = {MODEL_PROMOTED: "promoted", MODEL_REJECTED: "rejected"}.get(
+            event_name, f"put on live traffic as {role}:"
+        )
         try:
             self.announce(Event(event_name, model_resource(version.name), change.payload()))
         finally:  # the registry changed: Grafana shows it even when Prefect did not hear of it
@@ -143,7 +202,10 @@ class Promotions:
                 self.settings,
                 f"{verb} {version.tag} (data {version.data_commit[:12]}, {trigger} by "
                 f"{actor.kind} {actor.name}): {'; '.join(reasons)}",
-                ["promotion" if verb == "promoted" else "rejection", version.name],
+                [
+                    {"promoted": "promotion", "rejected": "rejection"}.get(verb, "rollout"),
+                    version.name,
+                ],
             )
         return change
 

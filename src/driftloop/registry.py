@@ -28,7 +28,10 @@ if TYPE_CHECKING:
     from driftloop.settings import Settings
     from driftloop.training import TrainedModel
 
-Stage = Literal["candidate", "production", "archived"]
+Stage = Literal["candidate", "production", "archived", "shadow", "canary"]
+# A challenger on live traffic: at most one per model, beside its production version.
+Role = Literal["shadow", "canary"]
+ROLES: tuple[Role, ...] = ("shadow", "canary")
 
 
 class RegistryError(RuntimeError):
@@ -186,6 +189,73 @@ class StageStore:
                 )
             ).scalar_one_or_none()
         return None if found is None else str(found)
+
+    def challenger(self, name: str) -> tuple[str, Role] | None:
+        """The version of ``name`` on a rollout (shadow or canary) and its role, if any."""
+        with self.engine.connect() as db:
+            found = db.execute(
+                sa.select(stages.c.version, stages.c.stage).where(
+                    stages.c.model == name, stages.c.stage.in_(ROLES)
+                )
+            ).first()
+        return None if found is None else (str(found[0]), found[1])
+
+    def start_rollout(self, name: str, version: str, role: Role, reason: str) -> str | None:
+        """Put ``version`` on live traffic as ``role``; a challenger already there goes back to
+        candidate (withdrawn, replaced). Returns the version it replaced."""
+        with self.engine.begin() as db:
+            db.execute(sa.select(stages.c.version).where(stages.c.model == name).with_for_update())
+            replaced = db.execute(
+                sa.select(stages.c.version).where(
+                    stages.c.model == name, stages.c.stage.in_(ROLES), stages.c.version != version
+                )
+            ).scalar_one_or_none()
+            if replaced is not None:
+                db.execute(
+                    stages.update()
+                    .where(stages.c.model == name, stages.c.version == replaced)
+                    .values(stage="candidate")
+                )
+                _log(db, name, str(replaced), "withdrawn", f"replaced by {version}")
+            updated = db.execute(
+                stages.update()
+                .where(stages.c.model == name, stages.c.version == version)
+                .values(stage=role)
+            )
+            if updated.rowcount == 0:
+                db.execute(stages.insert().values(model=name, version=version, stage=role))
+            _log(db, name, version, f"{role} started", reason)
+        return None if replaced is None else str(replaced)
+
+    def withdraw(self, name: str, version: str, reason: str) -> bool:
+        """Take ``version`` off its rollout (it becomes a candidate again); False when it was
+        not on one (already decided)."""
+        with self.engine.begin() as db:
+            updated = db.execute(
+                stages.update()
+                .where(
+                    stages.c.model == name, stages.c.version == version, stages.c.stage.in_(ROLES)
+                )
+                .values(stage="candidate")
+            )
+            if updated.rowcount:
+                _log(db, name, version, "withdrawn", reason)
+        return bool(updated.rowcount)
+
+    def rollout_started_at(self, name: str, version: str) -> float | None:
+        """When ``version``'s current rollout started (epoch seconds), from the history."""
+        with self.engine.connect() as db:
+            found = db.execute(
+                sa.select(history.c.at)
+                .where(
+                    history.c.model == name,
+                    history.c.version == version,
+                    history.c.event.in_([f"{role} started" for role in ROLES]),
+                )
+                .order_by(history.c.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+        return None if found is None else float(found)
 
     def history(self, name: str) -> list[HistoryEntry]:
         with self.engine.connect() as db:
@@ -405,6 +475,23 @@ class ModelRegistry:
     def reject(self, name: str, version: str, reasons: list[str]) -> None:
         """Record that the gate refused ``version``; it stays a candidate."""
         self.stages.reject(name, version, reasons)
+
+    def challenger(self, name: str) -> ModelVersion | None:
+        """The version of ``name`` on a rollout (its stage says shadow or canary), if any."""
+        found = self.stages.challenger(name)
+        return None if found is None else self.get(name, found[0])
+
+    def start_rollout(self, name: str, version: str, role: Role, reason: str) -> ModelVersion:
+        """Put ``version`` on live traffic as a shadow or a canary beside production."""
+        self.get(name, version)  # must exist
+        self.stages.start_rollout(name, version, role, reason)
+        return self.get(name, version)
+
+    def withdraw(self, name: str, version: str, reason: str) -> ModelVersion:
+        """Take the challenger ``version`` off live traffic; it becomes a candidate again."""
+        if not self.stages.withdraw(name, version, reason):
+            raise RegistryError(f"{name}:{version} is not on a rollout")
+        return self.get(name, version)
 
     def rollback(self, name: str) -> ModelVersion:
         """Promote again the version that was production before the current one."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+from driftloop.project import example_project
 from tests.commands import run_driftloop
 from tests.integration.conftest import LakeFSServer, PrefectServer
 from tests.integration.prefect_events import wait_for_event
@@ -49,8 +51,10 @@ def test_train_then_list_show_promote_and_roll_back(
     history = driftloop("model", "history")
     for event in ("registered", "promoted", f"rollback from {second.group(1)}"):
         assert event in history
-    packaged = driftloop("package")
+    packaged = driftloop("package", "--export", str(tmp_path / "dist"))
     assert "Bento driftloop-inference:" in packaged and first.group(1) in packaged
+    (archive,) = (tmp_path / "dist").glob("driftloop-inference-*.bento")
+    assert f"`bentoml import {archive}`" in packaged
     refused = run_driftloop("model", "show", "nope", env=env, cwd=tmp_path)
     assert refused.returncode == 1 and "no model version" in refused.stderr
 
@@ -108,3 +112,66 @@ def test_promotion_by_the_flow_and_by_hand_say_the_same_things_and_lists_script(
     assert [entry["event"] for entry in history].count("promoted") == 2
     shown = json.loads(driftloop("model", "show", by_hand["version"], "--json"))
     assert shown["batches"][0]["batch_id"] == "b1"
+
+
+def test_a_gate_winner_of_a_shadow_rollout_waits_beside_production_for_promote_or_abort(
+    prefect_server: PrefectServer, lakefs_server: LakeFSServer, tmp_path: Path
+) -> None:
+    folder = tmp_path / "project"
+    shutil.copytree(example_project("transactions").root, folder)
+    declared = folder / "driftloop.yaml"
+    # margin 0: a second run on the same commit and seed (the same model) passes the gate.
+    declared.write_text(declared.read_text() + "    rollout: shadow\n    gate: {margin: 0.0}\n")
+    env = {
+        **lakefs_server.settings_env(),
+        **prefect_server.settings_env(),
+        "DRIFTLOOP_LAKEFS__REPOSITORY": "cli-rollouts",
+        "DRIFTLOOP_HOME": str(tmp_path / "home"),
+        "DRIFTLOOP_PROJECT": str(folder),
+    }
+
+    def driftloop(*args: str) -> str:
+        result = run_driftloop(*args, env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        return result.stdout
+
+    since = datetime.now(UTC).isoformat()
+    driftloop("ingest", "--source", "builtin:?rows=4000&seed=1", "--batch-id", "b1")
+    first = json.loads(driftloop("train", "--json"))  # no production yet: straight there
+    second = json.loads(driftloop("train", "--json"))
+    status = json.loads(driftloop("model", "rollout", "status", "--json"))
+    shown = driftloop("model", "rollout", "status")
+    aborted = driftloop("model", "rollout", "abort")
+    after_abort = json.loads(driftloop("model", "rollout", "status", "--json"))
+    third = json.loads(driftloop("train", "--json"))
+    promoted = json.loads(driftloop("model", "rollout", "promote", "--json"))
+    refused = run_driftloop("model", "rollout", "abort", env=env, cwd=tmp_path)
+
+    assert first["stage"] == "production"
+    assert (second["stage"], second["promoted"]) == ("shadow", False)
+    assert status["production"] == first["version"] and status["challenger"] == second["version"]
+    assert (status["mode"], status["role"], status["overdue"]) == ("shadow", "shadow", False)
+    assert f"shadow {second['version']}" in shown and "200 labelled rows" in shown
+    assert "off live traffic" in aborted and after_abort["challenger"] is None
+    assert third["stage"] == "shadow"
+    assert (promoted["version"], promoted["previous_version"]) == (
+        third["version"],
+        first["version"],
+    )
+    assert (promoted["trigger"], promoted["role"]) == ("manual", "shadow")
+    assert refused.returncode == 1 and "no challenger on live traffic" in refused.stderr
+    started = wait_for_event(
+        prefect_server.access, "driftloop.rollout.started", since=since, version=second["version"]
+    )
+    assert (started["payload"]["role"], started["payload"]["trigger"]) == ("shadow", "gate")
+    assert started["payload"]["previous_version"] == first["version"]
+    rejected = wait_for_event(
+        prefect_server.access, "driftloop.model.rejected", since=since, version=second["version"]
+    )
+    assert rejected["payload"]["trigger"] == "manual"
+    listed = {v["version"]: v["stage"] for v in json.loads(driftloop("model", "list", "--json"))}
+    assert listed == {
+        first["version"]: "archived",
+        second["version"]: "candidate",
+        third["version"]: "production",
+    }

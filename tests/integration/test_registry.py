@@ -98,6 +98,38 @@ def test_exactly_one_production_version_and_rollback(
     assert registry.history(name)[-1].detail == f"rollback from {second}"
 
 
+def test_one_challenger_at_a_time_beside_production_then_promoted_or_withdrawn(
+    registry: ModelRegistry, trained: object
+) -> None:
+    name = f"reg-{uuid.uuid4().hex[:8]}"
+    champion, first, second = (register(registry, trained, name, str(n) * 64) for n in range(3))
+    registry.promote(name, champion, "first")
+
+    registry.start_rollout(name, first, "shadow", "passed the gate")
+    registry.start_rollout(name, second, "canary", "passed the gate")  # replaces the shadow
+    stages = {v.version: v.stage for v in registry.versions(name)}
+    started = registry.stages.rollout_started_at(name, second)
+
+    assert stages == {champion: "production", first: "candidate", second: "canary"}
+    assert registry.challenger(name).version == second  # type: ignore[union-attr]
+    assert registry.stages.challenger(name) == (second, "canary")
+    assert started is not None and registry.stages.rollout_started_at(name, champion) is None
+    assert ("withdrawn", f"replaced by {second}") in [
+        (e.event, e.detail) for e in registry.history(name) if e.version == first
+    ]
+
+    registry.promote(name, second, "won live")
+    assert registry.challenger(name) is None
+    assert registry.production(name).version == second  # type: ignore[union-attr]
+    with pytest.raises(RegistryError, match="is not on a rollout"):
+        registry.withdraw(name, second, "too late")
+
+    registry.start_rollout(name, first, "shadow", "again")
+    withdrawn = registry.withdraw(name, first, "worse live")
+    assert withdrawn.stage == "candidate" and registry.challenger(name) is None
+    assert registry.history(name)[-1].event == "withdrawn"
+
+
 def test_rollback_without_an_earlier_production_version_is_refused(
     registry: ModelRegistry, trained: object
 ) -> None:

@@ -248,3 +248,58 @@ def test_several_models_need_a_name(tmp_path: Path) -> None:
         loaded.model()
     with pytest.raises(ProjectError, match="declares no model 'churn-c'"):
         loaded.model("churn-c")
+
+
+def test_a_model_declares_its_rollout_by_name_or_in_full(tmp_path: Path) -> None:
+    folder = project(
+        tmp_path / "churn",
+        """\
+        models:
+          - name: churn-model
+            dataset: churn.yaml
+            rollout: shadow
+          - name: churn-canary
+            dataset: churn.yaml
+            rollout: {mode: canary, share: 0.2, entity_key: plan, min_labels: 500}
+          - name: churn-direct
+            dataset: churn.yaml
+        """,
+    )
+
+    loaded = load_project(folder)
+
+    assert loaded.model("churn-model").config.rollout.mode == "shadow"
+    canary = loaded.model("churn-canary").config.rollout
+    assert (canary.mode, canary.share, canary.entity_key, canary.min_labels) == (
+        "canary",
+        0.2,
+        "plan",
+        500,
+    )
+    assert loaded.model("churn-direct").config.rollout.mode == "direct"
+
+
+@pytest.mark.parametrize(
+    ("rollout", "message"),
+    [
+        ("{mode: canary, entity_key: customer}", "entity_key customer is not a feature"),
+        ("{mode: canary, share: 1.5}", "share"),
+        ("blue-green", "mode"),
+    ],
+)
+def test_a_wrong_rollout_is_refused_naming_the_field(
+    tmp_path: Path, rollout: str, message: str
+) -> None:
+    folder = project(
+        tmp_path / "churn",
+        f"""\
+        models:
+          - name: churn-model
+            dataset: churn.yaml
+            rollout: {rollout}
+        """,
+    )
+
+    with pytest.raises(DocumentError, match=message) as refused:
+        load_project(folder)
+    assert "models[0].rollout" in str(refused.value)

@@ -29,7 +29,7 @@ from driftloop.cli.root import (
 )
 from driftloop.events import EventNotDelivered
 from driftloop.promotion import Actor, Promotions
-from driftloop.registry import ModelRegistry, RegistryError
+from driftloop.registry import ModelRegistry, ModelVersion, RegistryError
 from driftloop.settings import Settings
 from driftloop.tasks import ALL_METRICS
 
@@ -54,7 +54,7 @@ class HoldoutChoice(enum.StrEnum):
 
 
 model_app = typer.Typer(
-    help="Model versions: list, show, promote, roll back.", no_args_is_help=True
+    help="Model versions: list, show, promote, roll back, rollouts.", no_args_is_help=True
 )
 app.add_typer(model_app, name="model")
 
@@ -324,6 +324,166 @@ def model_rollback(
         print_json(change or restored)
         return
     console.print(f"rolled back: {restored.tag} is production again", highlight=False)
+
+
+rollout_app = typer.Typer(
+    help="The challenger on live traffic (shadow or canary): status, promote, abort.",
+    no_args_is_help=True,
+)
+model_app.add_typer(rollout_app, name="rollout")
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutStatus:
+    """A model's rollout as `driftloop model rollout status` shows it."""
+
+    model: str
+    mode: str
+    production: str | None
+    challenger: str | None
+    role: str | None
+    started_at: str | None
+    hours: float | None
+    max_hours: float
+    overdue: bool
+    share: float | None
+    min_labels: int
+    alpha: float
+
+
+def rollout_status(settings: Settings, registry: ModelRegistry, name: str) -> RolloutStatus:
+    config = project_model(settings, name).config.rollout
+    challenger = registry.challenger(name)
+    started = registry.stages.rollout_started_at(name, challenger.version) if challenger else None
+    hours = (
+        None
+        if started is None
+        else (datetime.datetime.now(datetime.UTC).timestamp() - started) / 3600
+    )
+    return RolloutStatus(
+        model=name,
+        mode=config.mode,
+        production=registry.stages.production_version(name),
+        challenger=challenger.version if challenger else None,
+        role=challenger.stage if challenger else None,
+        started_at=(
+            None
+            if started is None
+            else datetime.datetime.fromtimestamp(started, datetime.UTC).isoformat(
+                timespec="seconds"
+            )
+        ),
+        hours=hours,
+        max_hours=config.max_hours,
+        overdue=hours is not None and hours > config.max_hours,
+        share=config.share if config.mode == "canary" else None,
+        min_labels=config.min_labels,
+        alpha=config.alpha,
+    )
+
+
+@rollout_app.command("status")
+def rollout_status_command(
+    model: ModelOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Which version is production, which is judged beside it, since when."""
+    settings, registry, name = open_registry(model)
+    status = rollout_status(settings, registry, name)
+    if as_json:
+        print_json(status)
+        return
+    console.print(
+        f"{name}: rollout {status.mode}; production {status.production or '(none)'}",
+        highlight=False,
+    )
+    if status.challenger is None:
+        console.print(
+            "no challenger on live traffic"
+            + (
+                ""
+                if status.mode != "direct"
+                else " (direct: a gate winner goes straight to production)"
+            ),
+            highlight=False,
+        )
+        return
+    share = f", answering {status.share:.0%} of requests" if status.role == "canary" else ""
+    console.print(
+        f"{status.role} {status.challenger}{share}, since {status.started_at} "
+        f"({status.hours:.1f} h of at most {status.max_hours:g} h"
+        + (
+            "; OVERDUE: decide with `driftloop model rollout promote` or `abort`"
+            if status.overdue
+            else ""
+        )
+        + f"); the judge decides after {status.min_labels} labelled rows per model at "
+        f"alpha {status.alpha:g}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _challenger_or_fail(registry: ModelRegistry, name: str) -> ModelVersion:
+    challenger = registry.challenger(name)
+    if challenger is None:
+        fail(f"{name} has no challenger on live traffic (see `driftloop model rollout status`)")
+    return challenger
+
+
+@rollout_app.command("promote")
+def rollout_promote(
+    model: ModelOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Make the challenger production now, without waiting for the judge."""
+    settings, registry, name = open_registry(model)
+    challenger = _challenger_or_fail(registry, name)
+    try:
+        promoted, change = Promotions(registry, settings).promote_challenger(
+            challenger,
+            trigger="manual",
+            actor=Actor.cli_user(),
+            reasons=[f"{challenger.stage} promoted by hand (driftloop model rollout promote)"],
+        )
+    except RegistryError as problem:
+        fail(str(problem))
+    except EventNotDelivered as problem:
+        warn_undelivered(problem)
+        promoted, change = registry.get(name, challenger.version), None
+    if as_json:
+        print_json(change or promoted)
+        return
+    console.print(f"{promoted.tag} is production (was the {challenger.stage})", highlight=False)
+
+
+@rollout_app.command("abort")
+def rollout_abort(
+    model: ModelOption = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Take the challenger off live traffic; production stays as it is."""
+    settings, registry, name = open_registry(model)
+    challenger = _challenger_or_fail(registry, name)
+    try:
+        change = Promotions(registry, settings).withdraw(
+            challenger,
+            trigger="manual",
+            actor=Actor.cli_user(),
+            reasons=[f"{challenger.stage} aborted by hand (driftloop model rollout abort)"],
+        )
+    except RegistryError as problem:
+        fail(str(problem))
+    except EventNotDelivered as problem:
+        warn_undelivered(problem)
+        change = None
+    if as_json:
+        print_json(change or registry.get(name, challenger.version))
+        return
+    console.print(
+        f"{challenger.tag} is off live traffic (a candidate again); production is unchanged",
+        highlight=False,
+    )
 
 
 def warn_undelivered(problem: EventNotDelivered) -> None:
