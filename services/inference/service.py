@@ -59,8 +59,11 @@ from driftloop.prediction_log import FeedbackResult, Prediction, PredictionLog, 
 from driftloop.project import find_project
 from driftloop.registry import StageStore
 from driftloop.serving import (
+    ChallengerFollower,
     LoadedModel,
     ProductionFollower,
+    ShadowScorer,
+    canary_picks,
     feedback_label,
     label_description,
     openapi_for,
@@ -116,13 +119,25 @@ OPENAPI = orjson.dumps(
     )
 )
 
+# How each model reaches production after the offline gate: direct, or a shadow/canary rollout.
+ROLLOUTS = {model.name: model.config.rollout for model in PROJECT.models}
+
+# role: champion (production), or a rollout's challenger: shadow (scored a copy, answered
+# nobody) or canary (answered the client).
 PREDICTIONS = Counter(
-    "driftloop_predictions", "Predictions answered.", ["model", "version", "label"]
+    "driftloop_predictions", "Predictions made.", ["model", "version", "label", "role"]
 )
 SCORES = Histogram(
     "driftloop_prediction_score",
-    "Scores of the predictions answered.",
+    "Scores of the predictions made.",
+    ["role"],
     buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+)
+CHAMPION_SCORES = SCORES.labels("champion")
+SHADOW_DROPPED = Counter(
+    "driftloop_shadow_dropped",
+    "Copies of requests a shadow challenger had no room to score (its queue was full).",
+    ["model"],
 )
 LOG_DROPPED = Counter(
     "driftloop_prediction_log_dropped", "Predictions the prediction log had no room for."
@@ -139,9 +154,10 @@ app = Router()
 
 
 @functools.cache
-def answered(model: str, version: str, label: int) -> Any:
-    """The predictions counter of one (model, version, label); ``labels()`` costs a lock each."""
-    return PREDICTIONS.labels(model, version, str(label))
+def answered(model: str, version: str, label: int | str, role: str = "champion") -> Any:
+    """The predictions counter of one (model, version, label, role); ``labels()`` costs a lock
+    each."""
+    return PREDICTIONS.labels(model, version, str(label), role)
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -227,6 +243,18 @@ class InferenceService:
                 on_drop=LOG_DROPPED.inc,
             )
         stages = StageStore(SETTINGS.registry_url) if MODE.mode == "following" else None
+        # A rollout's challenger beside each model (following a registry only).
+        self.challengers = {
+            name: ChallengerFollower(name, stages, SETTINGS.serving.model_poll_seconds)
+            for name in SERVED
+            if stages is not None
+        }
+        self.shadow = ShadowScorer(
+            self._log_shadow,
+            capacity=SETTINGS.serving.shadow_queue_capacity,
+            on_drop=lambda model, count: SHADOW_DROPPED.labels(model).inc(count),
+            on_scored=self._count_shadow,
+        )
         # One follower per model: each swaps its own production version in on its own.
         self.followers = {
             name: ProductionFollower(
@@ -241,6 +269,8 @@ class InferenceService:
         }
         for follower in self.followers.values():
             follower.start()
+        for challenger in self.challengers.values():
+            challenger.start()
         # Everything imported and built so far lives as long as the process: keep it out of the
         # garbage collector's full passes, which otherwise stall every request for ~0.1 s.
         gc.freeze()
@@ -308,6 +338,9 @@ class InferenceService:
         """Stop following the registry and write out every queued prediction."""
         for follower in self.followers.values():
             follower.stop()
+        for challenger in self.challengers.values():
+            challenger.stop()
+        self.shadow.close(timeout=5.0)
         if self.writer is not None:
             self.writer.close()
         self.prediction_log.dispose()
@@ -357,10 +390,33 @@ class InferenceService:
         model = self.followers[served.name].current
         if model is None:
             return problem(503, "no production model is loaded yet")
-        if model.task != "binary":
-            return self._answer_other_task(model, records, single)
-        scores = model.score(records)
+        challenger = self.challengers[served.name].current if self.challengers else None
         now = datetime.now(UTC)
+        if challenger is not None and challenger[1] == "canary":
+            rollout = ROLLOUTS[served.name]
+            picks = canary_picks(records, rollout.share, rollout.entity_key)
+            if any(picks):
+                return self._answer_with_canary(model, challenger[0], records, picks, single, now)
+        answers, logged = self._answers(model, records, now)
+        if self.writer is not None:
+            # In the spool file before the answer leaves: a killed worker loses none of them.
+            self.writer.submit(*logged)
+            if challenger is not None and challenger[1] == "shadow":
+                self.shadow.offer(challenger[0], records, [p.id for p in logged], now)
+        return json_response(answers[0] if single else answers)
+
+    def _answers(
+        self,
+        model: LoadedModel,
+        records: list[dict[str, Any]],
+        now: datetime,
+        role: str | None = None,
+    ) -> tuple[list[dict[str, Any]], list[Prediction]]:
+        """``model``'s answers to ``records`` and the predictions to log (``role``: None for
+        the champion, "canary" for a canary)."""
+        if model.task != "binary" or role is not None:
+            return self._answers_of_any_task(model, records, now, role)
+        scores = model.score(records)
         answers, logged = [], []
         for record, score in zip(records, scores.tolist(), strict=True):
             label = int(score >= model.threshold)
@@ -377,29 +433,30 @@ class InferenceService:
                 Prediction(prediction_id, now, model.name, model.version, record, score, label)
             )
             answered(model.name, model.version, label).inc()
-            SCORES.observe(score)
-        if self.writer is not None:
-            # In the spool file before the answer leaves: a killed worker loses none of them.
-            self.writer.submit(*logged)
-        return json_response(answers[0] if single else answers)
+            CHAMPION_SCORES.observe(score)
+        return answers, logged
 
-    def _answer_other_task(
-        self, model: LoadedModel, records: list[dict[str, Any]], single: bool
-    ) -> Response:
-        """/predict of a multiclass model (class and probabilities) or a regression model
-        (value); the binary path above stays as lean as it was."""
+    def _answers_of_any_task(
+        self,
+        model: LoadedModel,
+        records: list[dict[str, Any]],
+        now: datetime,
+        role: str | None,
+    ) -> tuple[list[dict[str, Any]], list[Prediction]]:
+        """The answers of a binary model (score and label), a multiclass model (class and
+        probabilities) or a regression model (value); the champion's binary path above stays
+        as lean as it was."""
         result = model.answer(records)
-        now = datetime.now(UTC)
         answers: list[dict[str, Any]] = []
         logged = []
-        multiclass = model.task == "multiclass"
+        shown_role = role or "champion"
         for index, (record, score, label) in enumerate(
             zip(records, result.scores.tolist(), result.labels.tolist(), strict=True)
         ):
             prediction_id = str(uuid.uuid4())
-            if multiclass:
+            if model.task == "multiclass":
                 assert result.probabilities is not None
-                shown = model.classes[label]
+                shown: int | str = model.classes[label]
                 body: dict[str, Any] = {
                     "prediction_id": prediction_id,
                     "class": shown,
@@ -407,17 +464,73 @@ class InferenceService:
                         zip(model.classes, result.probabilities[index].tolist(), strict=True)
                     ),
                 }
-            else:
+            elif model.task == "regression":
                 shown = ""
                 body = {"prediction_id": prediction_id, "value": score}
+            else:
+                shown = label
+                body = {"prediction_id": prediction_id, "score": score, "label": label}
+                SCORES.labels(shown_role).observe(score)
             answers.append({**body, "model_version": model.version})
             logged.append(
-                Prediction(prediction_id, now, model.name, model.version, record, score, label)
+                Prediction(
+                    prediction_id, now, model.name, model.version, record, score, label, role
+                )
             )
-            PREDICTIONS.labels(model.name, model.version, shown).inc()
+            answered(model.name, model.version, shown, shown_role).inc()
+        return answers, logged
+
+    def _answer_with_canary(
+        self,
+        model: LoadedModel,
+        canary: LoadedModel,
+        records: list[dict[str, Any]],
+        picks: list[bool],
+        single: bool,
+        now: datetime,
+    ) -> Response:
+        """Answer the picked records with the canary and the rest with production, in order."""
+        answers: list[dict[str, Any]] = [{}] * len(records)
+        logged: list[Prediction] = []
+        for chosen, role in ((model, None), (canary, "canary")):
+            indexes = [i for i, pick in enumerate(picks) if pick == (role is not None)]
+            if not indexes:
+                continue
+            part, rows = self._answers(chosen, [records[i] for i in indexes], now, role)
+            for index, answer in zip(indexes, part, strict=True):
+                answers[index] = answer
+            logged += rows
         if self.writer is not None:
             self.writer.submit(*logged)
         return json_response(answers[0] if single else answers)
+
+    def _rollout(self, name: str) -> dict[str, Any]:
+        """The model's rollout: its mode, and the challenger on live traffic (if any)."""
+        rollout = ROLLOUTS[name]
+        challenger = self.challengers[name].current if self.challengers else None
+        shown: dict[str, Any] = {
+            "mode": rollout.mode,
+            "challenger": challenger[0].version if challenger else None,
+            "role": challenger[1] if challenger else None,
+        }
+        if challenger is not None and challenger[1] == "canary":
+            shown |= {"share": rollout.share, "entity_key": rollout.entity_key}
+        if challenger is not None and challenger[1] == "shadow":
+            shown |= {"shadow_waiting": self.shadow.waiting, "shadow_dropped": self.shadow.dropped}
+        return shown
+
+    def _log_shadow(self, rows: list[Prediction]) -> None:
+        if self.writer is not None:
+            self.writer.submit(*rows)
+
+    def _count_shadow(self, model: LoadedModel, rows: list[Prediction]) -> None:
+        for row in rows:
+            shown = model.classes[row.label] if model.task == "multiclass" else row.label
+            answered(
+                model.name, model.version, "" if model.task == "regression" else shown, "shadow"
+            ).inc()
+            if model.task == "binary":
+                SCORES.labels("shadow").observe(row.score)
 
     async def feedback(self, request: Request, served: Served) -> Response:
         body, refused = await self._json_body(request)
@@ -474,5 +587,6 @@ class InferenceService:
                 # compiled: the trees walked directly, checked equal to scikit-learn at load
                 "scoring": "compiled" if model.compiled is not None else "scikit-learn",
                 "serving": MODE.as_dict(served.name),
+                "rollout": self._rollout(served.name),
             }
         )

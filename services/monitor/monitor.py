@@ -29,8 +29,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from driftloop.datasets.spec import DatasetSpec
 from driftloop.drift import DriftResult, Reference, compute_drift
-from driftloop.events import DRIFT_DETECTED, Event, EventNotDelivered, model_resource
+from driftloop.events import (
+    DRIFT_DETECTED,
+    FEEDBACK_PROGRESS,
+    Event,
+    EventNotDelivered,
+    model_resource,
+)
 from driftloop.prefect_api import FlowRunOutcome
+from driftloop.rollout import Judgement
 from driftloop.settings import MonitorSettings
 
 log = logging.getLogger("driftloop.monitor")
@@ -64,6 +71,7 @@ class Status:
     checks: int = 0
     windows_judged: int = 0  # windows with new traffic that were compared with the reference
     last_retrain: dict[str, Any] | None = None  # how the latest retrain run ended
+    rollout: dict[str, Any] | None = None  # the challenger's live evidence, when one is out
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -128,6 +136,71 @@ class MonitorMetrics:
             ["model"],
             registry=registry,
         )
+        # A rollout's live evidence (the judge's test, looked at by the monitor each check).
+        self._rollout_series: dict[str, list[tuple[Gauge, tuple[str, ...]]]] = {}
+        self.rollout_age = Gauge(
+            "driftloop_rollout_age_seconds",
+            "How long the model's challenger has been on live traffic.",
+            ["model", "version", "role"],
+            registry=registry,
+        )
+        self.rollout_max_age = Gauge(
+            "driftloop_rollout_max_age_seconds",
+            "The rollout's maximum duration (rollout.max_hours) before it is overdue.",
+            ["model"],
+            registry=registry,
+        )
+        self.rollout_labelled = Gauge(
+            "driftloop_rollout_labelled_rows",
+            "Labelled rows behind the rollout's test, per role (shadow: pairs).",
+            ["model", "role"],
+            registry=registry,
+        )
+        self.rollout_loss = Gauge(
+            "driftloop_rollout_live_loss",
+            "Mean per-row loss on the rollout's labelled rows, per role (lower is better).",
+            ["model", "role"],
+            registry=registry,
+        )
+        self.rollout_difference = Gauge(
+            "driftloop_rollout_loss_difference",
+            "Production's loss minus the challenger's (positive: the challenger is better), "
+            "with its always-valid confidence bounds.",
+            ["model", "bound"],
+            registry=registry,
+        )
+
+    def record_rollout(self, model: str, judgement: Judgement | None) -> None:
+        """Export the rollout's evidence, or remove it when the model has no rollout."""
+        for gauge, labels in self._rollout_series.pop(model, []):
+            gauge.remove(*labels)
+        if judgement is None:
+            return
+        role, test = judgement.role, judgement.test
+        values: list[tuple[Gauge, tuple[str, ...], float]] = [
+            (self.rollout_age, (model, judgement.challenger, role), judgement.hours * 3600),
+            (self.rollout_max_age, (model,), judgement.max_hours * 3600),
+        ]
+        counted = ("shadow",) if role == "shadow" else ("champion", "canary")
+        values += [
+            (self.rollout_labelled, (model, which), count)
+            for which, count in zip(counted, test.samples, strict=True)
+        ]
+        values += [
+            (self.rollout_loss, (model, role if which == "challenger" else which), loss)
+            for which, loss in judgement.mean_loss.items()
+            if loss == loss  # not NaN: there were rows
+        ]
+        if test.lower > float("-inf"):
+            values += [
+                (self.rollout_difference, (model, bound), value)
+                for bound, value in (
+                    ("estimate", test.estimate), ("lower", test.lower), ("upper", test.upper)
+                )
+            ]  # fmt: skip
+        for gauge, labels, value in values:
+            gauge.labels(*labels).set(value)
+        self._rollout_series[model] = [(gauge, labels) for gauge, labels, _ in values]
 
     def record(self, model: str, result: DriftResult) -> None:
         for feature in result.features:
@@ -169,6 +242,8 @@ class Monitor:
         annotate: Callable[[str, list[str]], None] = lambda text, tags: None,
         retrains: Callable[[], FlowRunOutcome | None] | None = None,
         metrics: MonitorMetrics | None = None,
+        rollout: Callable[[], Judgement | None] | None = None,
+        progress_step: int = 50,
     ) -> None:
         self.spec = spec
         self.model_name = model_name
@@ -180,6 +255,9 @@ class Monitor:
         self._store_report = store_report
         self._annotate = annotate
         self._retrains = retrains
+        self._rollout = rollout
+        self.progress_step = progress_step
+        self._reported: tuple[str, int] | None = None  # (challenger, labelled rows) last sent
         # Several monitors (one per model of a project) share one set of metrics.
         self.metrics = metrics or MonitorMetrics(registry)
         self.status = Status()
@@ -195,6 +273,7 @@ class Monitor:
                 log.exception("drift check failed")
                 self._set("failed", problem=f"{type(problem).__name__}: {problem}")
             self._watch_retrains()
+            self._watch_rollout()
             self.status.checks += 1
             return self.status
 
@@ -214,6 +293,49 @@ class Monitor:
         self.status.last_retrain = None if run is None else dict(run.__dict__)
         if run is not None and run.failed and (previous or {}).get("id") != run.id:
             log.error("retrain run %s of %s %s: %s", run.name, model, run.state, run.message)
+
+    def _watch_rollout(self) -> None:
+        """Export the rollout's live evidence, and tell Prefect (``driftloop.feedback.progress``,
+        which starts the judge) each time another ``progress_step`` labelled rows arrived."""
+        if self._rollout is None:
+            return
+        try:
+            judgement = self._rollout()
+        except Exception as problem:
+            log.warning("could not look at the rollout of %s: %s", self.model_name, problem)
+            return
+        self.metrics.record_rollout(self.model_name, judgement)
+        self.status.rollout = None if judgement is None else judgement.evidence()
+        if judgement is None:
+            return
+        labelled = min(judgement.test.samples)
+        last = (
+            self._reported[1] if self._reported and self._reported[0] == judgement.challenger else 0
+        )
+        if labelled - last < self.progress_step:
+            return
+        event = Event(
+            FEEDBACK_PROGRESS,
+            model_resource(self.model_name),
+            {
+                "model": self.model_name,
+                "challenger": judgement.challenger,
+                "role": judgement.role,
+                "labelled": list(judgement.test.samples),
+                "preview": judgement.decision,
+            },
+        )
+        try:
+            self._send([event])
+        except EventNotDelivered as problem:
+            self.metrics.event_failures.inc()
+            log.warning(
+                "rollout progress of %s not delivered (sent again later): %s",
+                self.model_name,
+                problem,
+            )
+            return
+        self._reported = (judgement.challenger, labelled)
 
     def _set(self, state: str, **values: Any) -> None:
         self.status.state = state

@@ -26,6 +26,7 @@ from driftloop.prediction_log import PredictionLog
 from driftloop.prefect_api import FlowRunOutcome, PrefectAccess, latest_finished_run
 from driftloop.project import ProjectModel, find_project
 from driftloop.registry import ModelRegistry
+from driftloop.rollout import Judgement, judge_rollout
 from driftloop.serving import frame_records, load_version
 from driftloop.settings import Settings, get_settings
 from services.monitor.app import create_app
@@ -78,6 +79,27 @@ class Dependencies:
         # What prediction drift compares: scores and values, or the classes answered.
         predictions = answers.labels if loaded.task == "multiclass" else answers.scores
         return prepare_reference(frame, self.spec, predictions)
+
+    def rollout(self) -> Judgement | None:
+        """The live evidence of the model's rollout, when a challenger is on live traffic (the
+        judge flow decides on the same test; the monitor only looks and exports it)."""
+        name = self.model.name
+        found = self.registry.stages.challenger(name)
+        champion = self.registry.stages.production_version(name)
+        if found is None or champion is None:
+            return None
+        version, role = found
+        started = self.registry.stages.rollout_started_at(name, version)
+        return judge_rollout(
+            self.prediction_log,
+            model=name,
+            task=self.model.task,
+            champion=champion,
+            challenger=version,
+            role=role,
+            started_at=datetime.fromtimestamp(started or 0, UTC),
+            config=self.model.config.rollout,
+        )
 
     def send(self, events: list[Event]) -> None:
         send_events(self.prefect, events)
@@ -142,6 +164,9 @@ def build_app(settings: Settings | None = None) -> Starlette:
                 annotate=lambda text, tags: annotate_if_configured(settings, text, tags),
                 retrains=dependencies.latest_retrain,
                 metrics=metrics,
+                rollout=dependencies.rollout,
+                # Tell Prefect (and so the judge) about every quarter of the labels it needs.
+                progress_step=max(10, model.config.rollout.min_labels // 4),
             )
         )
     token = settings.monitor.alert_token

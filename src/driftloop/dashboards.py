@@ -74,9 +74,15 @@ MODEL_HEALTH = (
     ),
     Panel(
         "Prediction score distribution",
-        (("sum by (le) (increase(driftloop_prediction_score_bucket[5m]))", "{{le}}"),),
+        (
+            (
+                'sum by (le) (increase(driftloop_prediction_score_bucket{role!="shadow"}[5m]))',
+                "{{le}}",
+            ),
+        ),
         kind="heatmap",
-        description="Scores the service answered, by histogram bucket.",
+        description="Scores the service answered (production and a canary; a shadow's are "
+        "not answers), by histogram bucket.",
     ),
     Panel(
         "Live performance",

@@ -29,6 +29,7 @@ ALERT_RESOLVED = "driftloop.alert.resolved"
 MODEL_PROMOTED = "driftloop.model.promoted"
 MODEL_REJECTED = "driftloop.model.rejected"
 ROLLOUT_STARTED = "driftloop.rollout.started"
+FEEDBACK_PROGRESS = "driftloop.feedback.progress"
 
 
 class EventNotDelivered(RuntimeError):

@@ -46,7 +46,13 @@ predictions = sa.Table(
     sa.Column("label", sa.Integer, nullable=False),
     sa.Column("true_label", sa.Float, nullable=True),
     sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=True),
+    # A rollout's challenger answers too: role "canary" (it answered the client) or "shadow" (it
+    # scored a copy; ``paired_with`` is the champion's prediction of the same record, which
+    # carries the label). NULL: the champion (every row from before rollouts).
+    sa.Column("role", sa.String(10), nullable=True),
+    sa.Column("paired_with", sa.String(36), nullable=True, index=True),
 )
+ROLLOUT_COLUMNS = {"role": "VARCHAR(10)", "paired_with": "VARCHAR(36)"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,10 @@ class Prediction:
     features: dict[str, Any]
     score: float
     label: int
+    role: str | None = None
+    """None: the champion; "shadow" or "canary": a rollout's challenger."""
+    paired_with: str | None = None
+    """A shadow's: the champion's prediction of the same record."""
 
     def row(self) -> dict[str, Any]:
         return {**self.__dict__}
@@ -104,11 +114,25 @@ class PredictionLog:
         self._created = True
 
     def _upgrade(self) -> None:
-        """``true_label`` was an integer column before regression targets: on PostgreSQL it
-        becomes double precision (SQLite stores a float in it as it is)."""
+        """Bring a log written by an older driftloop up to date: the rollout columns are added
+        (empty: every older row is the champion's); ``true_label`` was an integer column before
+        regression targets: on PostgreSQL it becomes double precision (SQLite stores a float in
+        it as it is)."""
+        columns = {c["name"]: c for c in sa.inspect(self.engine).get_columns("predictions")}
+        missing = [name for name in ROLLOUT_COLUMNS if name not in columns]
+        if missing:
+            with self.engine.begin() as connection:
+                for name in missing:
+                    connection.exec_driver_sql(
+                        f"ALTER TABLE predictions ADD COLUMN {name} {ROLLOUT_COLUMNS[name]}"
+                    )
+                connection.exec_driver_sql(
+                    "CREATE INDEX IF NOT EXISTS ix_predictions_paired_with "
+                    "ON predictions (paired_with)"
+                )
+            log.info("prediction log: added the columns %s", ", ".join(missing))
         if self.engine.dialect.name != "postgresql":
             return
-        columns = {c["name"]: c for c in sa.inspect(self.engine).get_columns("predictions")}
         if isinstance(columns["true_label"]["type"], sa.Integer):
             with self.engine.begin() as connection:
                 connection.exec_driver_sql(
@@ -247,6 +271,70 @@ class PredictionLog:
             prediction_id=[row.id for row in found],
             model_version=[row.model_version for row in found],
         )
+
+    def shadow_pairs(
+        self, model_name: str, champion: str, challenger: str, since: datetime
+    ) -> pd.DataFrame:
+        """A shadow rollout's evidence: each labelled champion prediction of ``champion`` made
+        after ``since`` beside the shadow ``challenger``'s prediction of the same record;
+        columns ``champion_score``, ``challenger_score``, ``champion_label``,
+        ``challenger_label``, ``true_label``, ``created_at``, oldest first."""
+        if not self._created:
+            self.create()
+        shadow = predictions.alias("shadow")
+        query = (
+            sa.select(
+                predictions.c.score,
+                shadow.c.score,
+                predictions.c.label,
+                shadow.c.label,
+                predictions.c.true_label,
+                predictions.c.created_at,
+            )
+            .join(shadow, shadow.c.paired_with == predictions.c.id)
+            .where(
+                predictions.c.model_name == model_name,
+                predictions.c.model_version == champion,
+                predictions.c.true_label.is_not(None),
+                predictions.c.created_at > since,
+                shadow.c.model_version == challenger,
+                shadow.c.role == "shadow",
+            )
+            .order_by(predictions.c.created_at, predictions.c.id)
+        )
+        with self.engine.connect() as connection:
+            found = connection.execute(query).all()
+        columns = ["champion_score", "challenger_score", "champion_label", "challenger_label"]
+        return pd.DataFrame(found, columns=[*columns, "true_label", "created_at"])
+
+    def answered_outcomes(
+        self, model_name: str, version: str, since: datetime, *, role: str | None
+    ) -> pd.DataFrame:
+        """Labelled predictions ``version`` answered clients with after ``since``, in ``role``
+        (None: as the champion; "canary"): ``score``, ``label``, ``true_label``,
+        ``created_at``, oldest first. A canary's evidence, one sample per model."""
+        if not self._created:
+            self.create()
+        as_role = predictions.c.role.is_(None) if role is None else predictions.c.role == role
+        query = (
+            sa.select(
+                predictions.c.score,
+                predictions.c.label,
+                predictions.c.true_label,
+                predictions.c.created_at,
+            )
+            .where(
+                predictions.c.model_name == model_name,
+                predictions.c.model_version == version,
+                predictions.c.true_label.is_not(None),
+                predictions.c.created_at > since,
+                as_role,
+            )
+            .order_by(predictions.c.created_at, predictions.c.id)
+        )
+        with self.engine.connect() as connection:
+            found = connection.execute(query).all()
+        return pd.DataFrame(found, columns=["score", "label", "true_label", "created_at"])
 
     def dispose(self) -> None:
         self.engine.dispose()

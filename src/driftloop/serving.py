@@ -5,15 +5,24 @@
 - :class:`ProductionFollower` watches the registry and swaps in each new production version:
   the new version is loaded off to the side and then replaces the old one in one assignment, so
   every request is answered whole by one version or the other.
+- :class:`ChallengerFollower` does the same for a rollout's challenger (shadow or canary);
+  :class:`ShadowScorer` scores copies of requests with a shadow off the request path, and
+  :func:`canary_picks` chooses the records a canary answers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import random
 import threading
+import time
+import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -21,7 +30,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, create_model
 
 from driftloop.datasets.spec import DatasetSpec
-from driftloop.registry import StageStore, describe
+from driftloop.prediction_log import Prediction
+from driftloop.registry import Role, StageStore, describe
 from driftloop.scoring import CompiledModel, compile_pipeline, probe_records
 from driftloop.tasks import class_probabilities
 
@@ -445,3 +455,193 @@ def openapi_for(
             merged["paths"][routed] = item
         merged["components"]["schemas"][schema_name] = document["components"]["schemas"]["Record"]
     return merged
+
+
+class ChallengerFollower:
+    """Keeps ``current`` on the model's rollout challenger: ``(model, role)`` while a version is
+    on live traffic as a shadow or a canary, else None (withdrawn, or promoted: production's
+    follower takes it from there)."""
+
+    def __init__(self, model_name: str, stages: StageStore, poll_seconds: float) -> None:
+        self.model_name = model_name
+        self.stages = stages
+        self.poll_seconds = poll_seconds
+        self.current: tuple[LoadedModel, Role] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="challenger-follower", daemon=True)
+
+    def start(self) -> None:
+        self._check_logged()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def check(self) -> None:
+        found = self.stages.challenger(self.model_name)
+        if found is None:
+            if self.current is not None:
+                log.info("%s:%s is off live traffic", self.model_name, self.current[0].version)
+            self.current = None
+            return
+        version, role = found
+        if self.current is not None and (self.current[0].version, self.current[1]) == found:
+            return
+        same = self.current is not None and self.current[0].version == version
+        loaded = (
+            self.current[0]
+            if same and self.current
+            else load_version(f"{self.model_name}:{version}")
+        )
+        self.current = (loaded, role)
+        log.info("%s:%s is on live traffic as a %s", self.model_name, version, role)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            self._check_logged()
+
+    def _check_logged(self) -> None:
+        try:
+            self.check()
+        except Exception:  # the champion keeps answering whatever happens to the challenger
+            log.exception("could not follow the rollout of %s", self.model_name)
+
+
+def canary_bucket(value: object) -> float:
+    """A stable number in [0, 1) for an entity's key value: the same entity, the same model."""
+    digest = hashlib.blake2b(str(value).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def canary_picks(records: list[dict[str, Any]], share: float, entity_key: str | None) -> list[bool]:
+    """Which records the canary answers: ``share`` of them, by entity when a key is given
+    (sticky), else each record on its own."""
+    if entity_key is None:
+        return [random.random() < share for _ in records]
+    return [canary_bucket(record.get(entity_key)) < share for record in records]
+
+
+@dataclass
+class _ShadowWork:
+    model: LoadedModel
+    records: list[dict[str, Any]]
+    champion_ids: list[str]
+    created_at: datetime
+
+
+class ShadowScorer:
+    """Scores a copy of every answered request with the shadow model, off the request path.
+
+    :meth:`offer` only appends to a bounded queue (``capacity`` records) and returns; past it,
+    records are dropped and counted (``on_drop``), never waited for. A thread takes up to
+    ``batch_rows`` records at a time, scores them in one call and hands the predictions (role
+    ``shadow``, each ``paired_with`` the champion's prediction of its record) to ``submit``.
+    """
+
+    def __init__(
+        self,
+        submit: Callable[[list[Prediction]], None],
+        *,
+        capacity: int = 10_000,
+        batch_rows: int = 512,
+        on_drop: Callable[[str, int], None] = lambda model, count: None,
+        on_scored: Callable[[LoadedModel, list[Prediction]], None] = lambda model, rows: None,
+    ) -> None:
+        self.submit = submit
+        self.capacity = capacity
+        self.batch_rows = batch_rows
+        self.on_drop = on_drop
+        self.on_scored = on_scored
+        self.dropped = 0
+        self.scored = 0
+        self._work: deque[_ShadowWork] = deque()
+        self._waiting = 0
+        self._lock = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="shadow-scorer", daemon=True)
+        self._thread.start()
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    def offer(
+        self,
+        model: LoadedModel,
+        records: list[dict[str, Any]],
+        champion_ids: list[str],
+        created_at: datetime,
+    ) -> None:
+        with self._lock:
+            if self._stop or self._waiting + len(records) > self.capacity:
+                self.dropped += len(records)
+                self.on_drop(model.name, len(records))
+                return
+            self._work.append(_ShadowWork(model, records, champion_ids, created_at))
+            self._waiting += len(records)
+            self._lock.notify()
+
+    def _take(self) -> list[_ShadowWork] | None:
+        with self._lock:
+            while not self._work and not self._stop:
+                self._lock.wait()
+            if not self._work:
+                return None
+            taken = [self._work.popleft()]
+            rows = len(taken[0].records)
+            while self._work and self._work[0].model is taken[0].model:
+                if rows + len(self._work[0].records) > self.batch_rows:
+                    break
+                rows += len(self._work[0].records)
+                taken.append(self._work.popleft())
+            return taken
+
+    def _run(self) -> None:
+        while (taken := self._take()) is not None:
+            try:
+                self._score(taken)
+            except Exception:
+                log.exception("shadow scoring of %d requests failed", len(taken))
+            finally:
+                with self._lock:
+                    self._waiting -= sum(len(work.records) for work in taken)
+                    self._lock.notify_all()
+
+    def _score(self, taken: list[_ShadowWork]) -> None:
+        model = taken[0].model
+        records = [record for work in taken for record in work.records]
+        answers = model.answer(records)
+        rows: list[Prediction] = []
+        scores, labels = answers.scores.tolist(), answers.labels.tolist()
+        index = 0
+        for work in taken:
+            for record, champion_id in zip(work.records, work.champion_ids, strict=True):
+                rows.append(
+                    Prediction(
+                        str(uuid.uuid4()), work.created_at, model.name, model.version, record,
+                        scores[index], int(labels[index]), "shadow", champion_id,
+                    )
+                )  # fmt: skip
+                index += 1
+        self.submit(rows)
+        self.scored += len(rows)
+        self.on_scored(model, rows)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every offered record is scored; False after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._waiting:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._lock.wait(left)
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Score what is queued (up to ``timeout``), then stop."""
+        self.drain(timeout)
+        with self._lock:
+            self._stop = True
+            self._lock.notify_all()
+        self._thread.join(timeout)

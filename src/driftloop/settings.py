@@ -129,6 +129,11 @@ class PrefectSettings(_Area):
         description="After a model's drift event or alert starts a retrain, its further events "
         "start none for this long (measured between the events; manual runs do not count).",
     )
+    judge_interval_seconds: PositiveInt = Field(
+        default=300,
+        description="How often the judge deployment looks at every rollout (it also runs when "
+        "the monitor reports new labelled traffic on one).",
+    )
     worker_query_seconds: PositiveFloat = Field(
         default=2.0, description="How often the process worker polls for runs."
     )
@@ -182,6 +187,11 @@ class ServingSettings(_Area):
         default=1_000_000,
         description="Predictions spooled on disk and not yet in the prediction log (while its "
         "database is down); beyond it new ones are dropped and counted.",
+    )
+    shadow_queue_capacity: PositiveInt = Field(
+        default=10_000,
+        description="Records waiting to be scored by a shadow challenger (off the request "
+        "path); beyond it copies are dropped and counted, never waited for.",
     )
     spool_dir: Path | None = Field(
         default=None,

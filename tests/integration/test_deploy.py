@@ -93,6 +93,19 @@ def test_deploy_applies_the_deployments_and_the_retrain_trigger(
     assert trigger["match"] == {"prefect.resource.id": "driftloop.model.*"}
     assert automations[0]["actions"][0]["parameters"]["reason"] == "{{ event.event }}"
 
+    judge = deployments["judge"]
+    (judged,) = judge["schedules"]
+    assert judged["schedule"]["interval"] == 300 and judged["active"] is True
+    assert judge["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
+    (on_labels,) = [
+        a
+        for a in post(api, "/automations/filter")
+        if any(action.get("deployment_id") == judge["id"] for action in a["actions"])
+    ]
+    assert on_labels["trigger"]["expect"] == ["driftloop.feedback.progress"]
+    assert on_labels["trigger"]["for_each"] == ["prefect.resource.id"]
+    assert on_labels["actions"][0]["parameters"]["model"] == "{{ event.payload.get('model') }}"
+
 
 def retrain_deployment(api: PrefectAccess, deployed: Deployed) -> dict[str, Any]:
     assert deployed.first.returncode == 0, deployed.first.stdout + deployed.first.stderr

@@ -10,10 +10,11 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from driftloop.datasets.transactions import EXAMPLE_RECORD
 from driftloop.prediction_log import FeedbackResult, Prediction, PredictionLog
@@ -58,3 +59,82 @@ def test_racing_conflicting_labels_have_exactly_one_winner(prediction_log: Predi
         )
         row = prediction_log.get(prediction_id)
         assert row is not None and row["true_label"] == winner
+
+
+def test_a_log_of_an_older_driftloop_gains_the_rollout_columns_and_keeps_its_rows(
+    prediction_log: PredictionLog,
+) -> None:
+    # The table as driftloop wrote it before rollouts: no role, no paired_with.
+    older = sa.MetaData()
+    sa.Table(
+        "predictions",
+        older,
+        sa.Column("id", sa.String(36), primary_key=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("model_name", sa.String(200), nullable=False),
+        sa.Column("model_version", sa.String(100), nullable=False),
+        sa.Column("features", sa.JSON, nullable=False),
+        sa.Column("score", sa.Float, nullable=False),
+        sa.Column("label", sa.Integer, nullable=False),
+        sa.Column("true_label", sa.Float, nullable=True),
+        sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    older.create_all(prediction_log.engine)
+    with prediction_log.engine.begin() as connection:
+        connection.execute(
+            older.tables["predictions"].insert(),
+            [{
+                "id": "old", "created_at": datetime.now(UTC), "model_name": "m",
+                "model_version": "1", "features": dict(EXAMPLE_RECORD), "score": 0.5, "label": 1,
+            }],
+        )  # fmt: skip
+
+    prediction_log.write(
+        [Prediction("new", datetime.now(UTC), "m", "2", {}, 0.4, 0, "shadow", "old")]
+    )
+
+    assert prediction_log.get("old")["role"] is None  # type: ignore[index]
+    assert prediction_log.get("new")["paired_with"] == "old"  # type: ignore[index]
+    indexes = {i["name"] for i in sa.inspect(prediction_log.engine).get_indexes("predictions")}
+    assert "ix_predictions_paired_with" in indexes
+
+
+def test_rollout_evidence_pairs_shadow_rows_with_the_labelled_champion_rows(
+    prediction_log: PredictionLog,
+) -> None:
+    start = datetime.now(UTC)
+    record = dict(EXAMPLE_RECORD)
+    rows = []
+    for n in range(6):
+        champion_id = f"c{n}"
+        rows.append(
+            Prediction(champion_id, start + timedelta(seconds=n), "m", "v1", record, 0.1 * n, 0)
+        )
+        rows.append(
+            Prediction(
+                f"s{n}",
+                start + timedelta(seconds=n),
+                "m",
+                "v2",
+                record,
+                0.05 * n,
+                0,
+                "shadow",
+                champion_id,
+            )
+        )
+    rows.append(Prediction("k0", start + timedelta(seconds=7), "m", "v2", record, 0.9, 1, "canary"))
+    rows.append(Prediction("old", start - timedelta(hours=1), "m", "v1", record, 0.3, 0))
+    prediction_log.write(rows)
+    for prediction_id, label in (("c1", 1), ("c2", 0), ("c4", 1), ("k0", 1), ("old", 1)):
+        assert prediction_log.record_feedback(prediction_id, label) == FeedbackResult.RECORDED
+
+    pairs = prediction_log.shadow_pairs("m", "v1", "v2", since=start - timedelta(seconds=1))
+    canary = prediction_log.answered_outcomes("m", "v2", start, role="canary")
+    champion = prediction_log.answered_outcomes("m", "v1", start - timedelta(seconds=1), role=None)
+
+    assert pairs["true_label"].tolist() == [1.0, 0.0, 1.0]
+    assert pairs["champion_score"].tolist() == pytest.approx([0.1, 0.2, 0.4])
+    assert pairs["challenger_score"].tolist() == pytest.approx([0.05, 0.1, 0.2])
+    assert canary["true_label"].tolist() == [1.0] and canary["score"].tolist() == [0.9]
+    assert champion["true_label"].tolist() == [1.0, 0.0, 1.0]  # not the hour-old row

@@ -177,8 +177,9 @@ def show_stack(settings: Settings) -> bool:
 
 @app.command()
 def deploy() -> None:
-    """Apply prefect.yaml to the Prefect server: the process work pool, the ingest, train and
-    retrain deployments, and the trigger that starts retrain on drift and alerts."""
+    """Apply prefect.yaml to the Prefect server: the process work pool, the ingest, train,
+    retrain and judge deployments, the trigger that starts retrain on drift and alerts, and the
+    one that judges a rollout when labelled traffic arrives."""
     settings = load_settings()
     try:
         project = code_dir()
@@ -195,7 +196,9 @@ def deploy() -> None:
     ui = str(settings.prefect.api_url).rstrip("/").removesuffix("/api")
     console.print(
         "deployed ingest, train and retrain (retrain starts on driftloop.drift.detected and "
-        f"driftloop.alert.firing); see {ui}/deployments and {ui}/automations",
+        "driftloop.alert.firing) and judge (every "
+        f"{settings.prefect.judge_interval_seconds} s and on driftloop.feedback.progress); "
+        f"see {ui}/deployments and {ui}/automations",
         highlight=False,
         soft_wrap=True,
     )
