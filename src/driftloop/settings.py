@@ -129,10 +129,11 @@ class PrefectSettings(_Area):
         description="After a model's drift event or alert starts a retrain, its further events "
         "start none for this long (measured between the events; manual runs do not count).",
     )
-    judge_interval_seconds: PositiveInt = Field(
-        default=300,
-        description="How often the judge deployment looks at every rollout (it also runs when "
-        "the monitor reports new labelled traffic on one).",
+    judge_cron: str = Field(
+        default="*/5 * * * *",
+        min_length=9,
+        description="Cron schedule of the judge deployment, which looks at every rollout (it "
+        "also runs when the monitor reports new labelled traffic on one).",
     )
     worker_query_seconds: PositiveFloat = Field(
         default=2.0, description="How often the process worker polls for runs."

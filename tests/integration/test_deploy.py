@@ -95,7 +95,7 @@ def test_deploy_applies_the_deployments_and_the_retrain_trigger(
 
     judge = deployments["judge"]
     (judged,) = judge["schedules"]
-    assert judged["schedule"]["interval"] == 300 and judged["active"] is True
+    assert judged["schedule"]["cron"] == "*/5 * * * *" and judged["active"] is True
     assert judge["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
     (on_labels,) = [
         a

@@ -196,8 +196,8 @@ def deploy() -> None:
     ui = str(settings.prefect.api_url).rstrip("/").removesuffix("/api")
     console.print(
         "deployed ingest, train and retrain (retrain starts on driftloop.drift.detected and "
-        "driftloop.alert.firing) and judge (every "
-        f"{settings.prefect.judge_interval_seconds} s and on driftloop.feedback.progress); "
+        "driftloop.alert.firing) and judge (on the schedule "
+        f"{settings.prefect.judge_cron!r} and on driftloop.feedback.progress); "
         f"see {ui}/deployments and {ui}/automations",
         highlight=False,
         soft_wrap=True,

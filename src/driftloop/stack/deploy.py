@@ -43,7 +43,7 @@ def deployment_env(settings: Settings, project: Path) -> dict[str, str]:
         "DRIFTLOOP_PREFECT__INGEST_CRON": prefect.ingest_cron,
         "DRIFTLOOP_PREFECT__INGEST_SCHEDULE_ACTIVE": str(prefect.ingest_schedule_active).lower(),
         "DRIFTLOOP_PREFECT__RETRAIN_COOLDOWN_SECONDS": str(prefect.retrain_cooldown_seconds),
-        "DRIFTLOOP_PREFECT__JUDGE_INTERVAL_SECONDS": str(prefect.judge_interval_seconds),
+        "DRIFTLOOP_PREFECT__JUDGE_CRON": prefect.judge_cron,
     }
 
 
