@@ -10,6 +10,8 @@ with taskset and wrk to core 1. Servers:
 
 - driftloop, logging on: `bentoml serve services.inference.service:InferenceService`, every
   prediction validated, answered with an id and version, and written to the prediction log;
+- driftloop, logging on, shadow: the same with a second version of the model on a shadow
+  rollout, scoring a copy of every request off the request path and logging it too;
 - driftloop, logging off: the same with DRIFTLOOP_SERVING__LOG_PREDICTIONS=false;
 - bare BentoML: one async `@bentoml.api` calling the model (bench/servers/bare_bentoml.py);
 - bare FastAPI + uvicorn: one async route calling the model (bench/servers/bare_fastapi.py);
@@ -132,6 +134,19 @@ def prepare_model(work: Path) -> str:
         batches=[BatchLineage("bench", "0" * 64, len(frame), None)],
     )
     registry.promote(model.name, version.version, "bench")
+    # The same, with a second version scoring every request as a shadow (a rollout's cost).
+    shadowed = ModelRegistry(
+        work / "bentoml", f"sqlite:///{work / 'home-shadow' / 'registry.sqlite'}"
+    )
+    batches = [BatchLineage("bench", "0" * 64, len(frame), None)]
+    champion, shadow = (
+        shadowed.register_trained(
+            model.name, trained, spec=spec, data_commit="0" * 64, git_sha="bench", batches=batches
+        )
+        for _ in range(2)
+    )
+    shadowed.promote(model.name, champion.version, "bench")
+    shadowed.start_rollout(model.name, shadow.version, "shadow", "bench")
     return version.tag
 
 
@@ -149,6 +164,13 @@ def make_variants(work: Path, tag: str) -> list[Variant]:
     ours = [str(BIN / "bentoml"), "serve", "services.inference.service:InferenceService"]
     return [
         Variant("driftloop, logging on", ours, common, RECORD, "/readyz"),
+        Variant(
+            "driftloop, logging on, shadow",
+            ours,
+            {**common, "DRIFTLOOP_HOME": str(work / "home-shadow")},
+            RECORD,
+            "/readyz",
+        ),
         Variant(
             "driftloop, logging off",
             ours,
@@ -344,6 +366,11 @@ def report(variants: list[Variant], results: dict[tuple[str, int], list[Run]]) -
         f"target (logging on, c=8): throughput >= 0.80x bare FastAPI -> {ratio:.2f}x; "
         f"p50 <= 1.5x -> {p50_ratio:.2f}x"
     )
+    shadowed = results[("driftloop, logging on, shadow", 8)]
+    shadow_ratio = statistics.median(r.rps for r in shadowed) / statistics.median(
+        r.rps for r in base
+    )
+    print(f"target (shadow on, c=8): throughput >= 0.75x bare FastAPI -> {shadow_ratio:.2f}x")
 
 
 if __name__ == "__main__":

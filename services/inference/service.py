@@ -38,6 +38,7 @@ import os
 import secrets
 import signal
 import uuid
+from collections import Counter as Counter_
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -134,6 +135,7 @@ SCORES = Histogram(
     buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
 )
 CHAMPION_SCORES = SCORES.labels("champion")
+SHADOW_SCORES = SCORES.labels("shadow")
 SHADOW_DROPPED = Counter(
     "driftloop_shadow_dropped",
     "Copies of requests a shadow challenger had no room to score (its queue was full).",
@@ -524,13 +526,17 @@ class InferenceService:
             self.writer.submit(*rows)
 
     def _count_shadow(self, model: LoadedModel, rows: list[Prediction]) -> None:
-        for row in rows:
-            shown = model.classes[row.label] if model.task == "multiclass" else row.label
+        """Count a shadow's predictions by the label each would have answered."""
+        shown = Counter_(
+            model.classes[row.label] if model.task == "multiclass" else row.label for row in rows
+        )
+        for label, count in shown.items():
             answered(
-                model.name, model.version, "" if model.task == "regression" else shown, "shadow"
-            ).inc()
-            if model.task == "binary":
-                SCORES.labels("shadow").observe(row.score)
+                model.name, model.version, "" if model.task == "regression" else label, "shadow"
+            ).inc(count)
+        if model.task == "binary":
+            for row in rows:
+                SHADOW_SCORES.observe(row.score)
 
     async def feedback(self, request: Request, served: Served) -> Response:
         body, refused = await self._json_body(request)

@@ -48,11 +48,14 @@ predictions = sa.Table(
     sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=True),
     # A rollout's challenger answers too: role "canary" (it answered the client) or "shadow" (it
     # scored a copy; ``paired_with`` is the champion's prediction of the same record, which
-    # carries the label). NULL: the champion (every row from before rollouts).
+    # carries the label and the features: a shadow row's own are empty). NULL: the champion
+    # (every row from before rollouts).
     sa.Column("role", sa.String(10), nullable=True),
     sa.Column("paired_with", sa.String(36), nullable=True, index=True),
 )
 ROLLOUT_COLUMNS = {"role": "VARCHAR(10)", "paired_with": "VARCHAR(36)"}
+# Rows a client was answered with (production's and a canary's), not a shadow's copies.
+ANSWERED = sa.or_(predictions.c.role.is_(None), predictions.c.role != "shadow")
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,8 @@ class PredictionLog:
         if not self._created:
             self.create()
         same_model = predictions.c.model_name == model_name if model_name is not None else sa.true()
+        # A shadow's copy is never a client's prediction: its label is its champion row's.
+        same_model = sa.and_(same_model, ANSWERED)
         with self.engine.begin() as connection:
             updated = connection.execute(
                 predictions.update()
@@ -212,7 +217,8 @@ class PredictionLog:
         return None if row is None else dict(row._mapping)
 
     def window(self, model_name: str, version: str, rows: int) -> pd.DataFrame:
-        """The newest ``rows`` predictions of one model version, oldest first.
+        """The newest ``rows`` predictions one model version answered (as production or as a
+        canary; not a shadow's copies), oldest first.
 
         One column per feature, then ``score``, ``label``, ``true_label`` (NaN where no feedback
         came), ``created_at`` and ``prediction_id``.
@@ -228,7 +234,11 @@ class PredictionLog:
                 predictions.c.label,
                 predictions.c.true_label,
             )
-            .where(predictions.c.model_name == model_name, predictions.c.model_version == version)
+            .where(
+                predictions.c.model_name == model_name,
+                predictions.c.model_version == version,
+                ANSWERED,  # a shadow's copies are not traffic the version served
+            )
             .order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
             .limit(rows)
         )
@@ -257,7 +267,11 @@ class PredictionLog:
                 predictions.c.features,
                 predictions.c.true_label,
             )
-            .where(predictions.c.model_name == model_name, predictions.c.true_label.is_not(None))
+            .where(
+                predictions.c.model_name == model_name,
+                predictions.c.true_label.is_not(None),
+                ANSWERED,
+            )
             .order_by(predictions.c.created_at, predictions.c.id)
         )
         if since is not None:

@@ -138,3 +138,7 @@ def test_rollout_evidence_pairs_shadow_rows_with_the_labelled_champion_rows(
     assert pairs["challenger_score"].tolist() == pytest.approx([0.05, 0.1, 0.2])
     assert canary["true_label"].tolist() == [1.0] and canary["score"].tolist() == [0.9]
     assert champion["true_label"].tolist() == [1.0, 0.0, 1.0]  # not the hour-old row
+    # A shadow's copies are not traffic: no window, no feedback, no retrain rows of their own.
+    assert prediction_log.window("m", "v2", 100)["prediction_id"].tolist() == ["k0"]
+    assert prediction_log.record_feedback("s1", 1) == FeedbackResult.UNKNOWN
+    assert "s1" not in prediction_log.labelled("m")["prediction_id"].tolist()

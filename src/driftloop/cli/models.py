@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -28,7 +29,7 @@ from driftloop.cli.root import (
     show_table,
 )
 from driftloop.events import EventNotDelivered
-from driftloop.promotion import Actor, Promotions
+from driftloop.promotion import Actor, Promotions, StageChange
 from driftloop.registry import ModelRegistry, ModelVersion, RegistryError
 from driftloop.settings import Settings
 from driftloop.tasks import ALL_METRICS
@@ -285,25 +286,17 @@ def model_promote(
 ) -> None:
     """Make a version production by hand (bypasses the gate; recorded in the history)."""
     settings, registry, name = open_registry(model)
-    promotions = Promotions(registry, settings)
-    try:
-        candidate = registry.get(name, version)
-        promoted, change = promotions.promote(
-            candidate,
+    change_stage(
+        lambda: Promotions(registry, settings).promote(
+            registry.get(name, version),
             trigger="manual",
             actor=Actor.cli_user(),
             reasons=["promoted by hand (driftloop model promote)"],
-        )
-    except RegistryError as problem:
-        fail(str(problem))
-    except EventNotDelivered as problem:
-        warn_undelivered(problem)
-        promoted = registry.get(name, version)
-        change = None
-    if as_json:
-        print_json(change or promoted)
-        return
-    console.print(f"{promoted.tag} is production", highlight=False)
+        ),
+        lambda: registry.get(name, version),
+        as_json,
+        lambda promoted: f"{promoted.tag} is production",
+    )
 
 
 @model_app.command("rollback")
@@ -313,17 +306,34 @@ def model_rollback(
 ) -> None:
     """Make the previous production version production again."""
     settings, registry, name = open_registry(model)
+    change_stage(
+        lambda: Promotions(registry, settings).rollback(name, actor=Actor.cli_user()),
+        lambda: registry.require_production(name, "show"),
+        as_json,
+        lambda restored: f"rolled back: {restored.tag} is production again",
+    )
+
+
+def change_stage(
+    act: Callable[[], tuple[ModelVersion, StageChange]],
+    after: Callable[[], ModelVersion],
+    as_json: bool,
+    said: Callable[[ModelVersion], str],
+) -> None:
+    """Change a stage with ``act``: a refusal of the registry fails the command; an event
+    Prefect did not take only warns (the registry changed: ``after`` reads the version). Prints
+    the event's payload (or the version) with --json, else what ``said`` says."""
     try:
-        restored, change = Promotions(registry, settings).rollback(name, actor=Actor.cli_user())
+        version, change = act()
     except RegistryError as problem:
         fail(str(problem))
     except EventNotDelivered as problem:
         warn_undelivered(problem)
-        restored, change = registry.require_production(name, "show"), None
+        version, change = after(), None
     if as_json:
-        print_json(change or restored)
+        print_json(change or version)
         return
-    console.print(f"rolled back: {restored.tag} is production again", highlight=False)
+    console.print(said(version), highlight=False)
 
 
 rollout_app = typer.Typer(
@@ -439,22 +449,17 @@ def rollout_promote(
     """Make the challenger production now, without waiting for the judge."""
     settings, registry, name = open_registry(model)
     challenger = _challenger_or_fail(registry, name)
-    try:
-        promoted, change = Promotions(registry, settings).promote_challenger(
+    change_stage(
+        lambda: Promotions(registry, settings).promote_challenger(
             challenger,
             trigger="manual",
             actor=Actor.cli_user(),
             reasons=[f"{challenger.stage} promoted by hand (driftloop model rollout promote)"],
-        )
-    except RegistryError as problem:
-        fail(str(problem))
-    except EventNotDelivered as problem:
-        warn_undelivered(problem)
-        promoted, change = registry.get(name, challenger.version), None
-    if as_json:
-        print_json(change or promoted)
-        return
-    console.print(f"{promoted.tag} is production (was the {challenger.stage})", highlight=False)
+        ),
+        lambda: registry.get(name, challenger.version),
+        as_json,
+        lambda promoted: f"{promoted.tag} is production (was the {challenger.stage})",
+    )
 
 
 @rollout_app.command("abort")
@@ -465,24 +470,22 @@ def rollout_abort(
     """Take the challenger off live traffic; production stays as it is."""
     settings, registry, name = open_registry(model)
     challenger = _challenger_or_fail(registry, name)
-    try:
-        change = Promotions(registry, settings).withdraw(
+    promotions = Promotions(registry, settings)
+    change_stage(
+        lambda: (
             challenger,
-            trigger="manual",
-            actor=Actor.cli_user(),
-            reasons=[f"{challenger.stage} aborted by hand (driftloop model rollout abort)"],
-        )
-    except RegistryError as problem:
-        fail(str(problem))
-    except EventNotDelivered as problem:
-        warn_undelivered(problem)
-        change = None
-    if as_json:
-        print_json(change or registry.get(name, challenger.version))
-        return
-    console.print(
-        f"{challenger.tag} is off live traffic (a candidate again); production is unchanged",
-        highlight=False,
+            promotions.withdraw(
+                challenger,
+                trigger="manual",
+                actor=Actor.cli_user(),
+                reasons=[f"{challenger.stage} aborted by hand (driftloop model rollout abort)"],
+            ),
+        ),
+        lambda: registry.get(name, challenger.version),
+        as_json,
+        lambda _: (
+            f"{challenger.tag} is off live traffic (a candidate again); production is unchanged"
+        ),
     )
 
 
