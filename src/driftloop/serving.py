@@ -223,7 +223,36 @@ def label_description(spec: DatasetSpec) -> str:
     return "the integer 0 or 1"
 
 
-class ProductionFollower:
+class _Poller:
+    """Calls ``check()`` now and then every ``poll_seconds`` on a daemon thread; a check that
+    raises is logged (``what`` says what was being followed) and the next one runs as usual."""
+
+    what = "the production model"
+
+    def __init__(self, model_name: str, poll_seconds: float, thread_name: str) -> None:
+        self.model_name = model_name
+        self.poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+
+    def check(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            self._check_logged()
+
+    def _check_logged(self) -> None:
+        try:
+            self.check()
+        except Exception:  # a broken registry or store must not stop the service answering
+            log.exception("could not follow %s of %s", self.what, self.model_name)
+
+
+class ProductionFollower(_Poller):
     """Keeps ``current`` on the registry's production version of one model."""
 
     def __init__(
@@ -235,14 +264,11 @@ class ProductionFollower:
         fallback_tag: str | None = None,
         on_swap: Callable[[LoadedModel | None, LoadedModel], None] = lambda old, new: None,
     ) -> None:
-        self.model_name = model_name
+        super().__init__(model_name, poll_seconds, "production-follower")
         self.stages = stages
-        self.poll_seconds = poll_seconds
         self.fallback_tag = fallback_tag
         self.on_swap = on_swap
         self.current: LoadedModel | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="production-follower", daemon=True)
 
     def start(self) -> None:
         """Load the production version now if there is one, then keep following it (a pinned
@@ -250,9 +276,6 @@ class ProductionFollower:
         self._check_logged()
         if self.stages is not None or self.current is None:
             self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
 
     def check(self) -> None:
         """Load and switch to the production version if it changed (to the packaged version
@@ -277,16 +300,6 @@ class ProductionFollower:
         previous, self.current = self.current, loaded  # a request sees the old or the new one
         log.info("now serving %s:%s", loaded.name, loaded.version)
         self.on_swap(previous, loaded)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            self._check_logged()
-
-    def _check_logged(self) -> None:
-        try:
-            self.check()
-        except Exception:  # a broken registry or store must not stop the service answering
-            log.exception("could not follow the production model of %s", self.model_name)
 
 
 def prediction_schema(spec: DatasetSpec) -> dict[str, Any]:
@@ -457,25 +470,21 @@ def openapi_for(
     return merged
 
 
-class ChallengerFollower:
+class ChallengerFollower(_Poller):
     """Keeps ``current`` on the model's rollout challenger: ``(model, role)`` while a version is
     on live traffic as a shadow or a canary, else None (withdrawn, or promoted: production's
     follower takes it from there)."""
 
+    what = "the rollout"  # the champion keeps answering whatever happens to the challenger
+
     def __init__(self, model_name: str, stages: StageStore, poll_seconds: float) -> None:
-        self.model_name = model_name
+        super().__init__(model_name, poll_seconds, "challenger-follower")
         self.stages = stages
-        self.poll_seconds = poll_seconds
         self.current: tuple[LoadedModel, Role] | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="challenger-follower", daemon=True)
 
     def start(self) -> None:
         self._check_logged()
         self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
 
     def check(self) -> None:
         found = self.stages.challenger(self.model_name)
@@ -495,16 +504,6 @@ class ChallengerFollower:
         )
         self.current = (loaded, role)
         log.info("%s:%s is on live traffic as a %s", self.model_name, version, role)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            self._check_logged()
-
-    def _check_logged(self) -> None:
-        try:
-            self.check()
-        except Exception:  # the champion keeps answering whatever happens to the challenger
-            log.exception("could not follow the rollout of %s", self.model_name)
 
 
 def canary_bucket(value: object) -> float:
