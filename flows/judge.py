@@ -4,7 +4,7 @@ Run on a schedule and when the monitor reports labelled traffic on a rollout (se
 For each model with a challenger on live traffic it looks once: a challenger that is better at
 the rollout's α is promoted (the inference service swaps it in), a worse one is withdrawn (it
 answers nobody again), otherwise the rollout keeps waiting. Every decision is an event
-(``driftloop.model.promoted`` / ``driftloop.model.rejected`` with trigger ``live``, the
+(``driftloop.model.promoted`` / ``driftloop.model.rejected`` with reason ``live``, the
 statistic and the sample sizes), a Grafana annotation, and the run's markdown artifact.
 """
 

@@ -4,10 +4,12 @@
 
 Two dashboards over the Prometheus datasource provisioned as uid ``driftloop-prometheus``:
 "Model health" (drift share, per-feature drift, prediction drift, score distribution, live
-performance in each model's own metrics, the version serving, retrain triggers; a ``model``
-variable picks one model, several or all) and "Service" (requests/s, p50 and p99
-latency, error rate, prediction-log drops, monitor check time). The JSON in git must equal what
-this module generates (a test checks), so a change goes through here.
+performance in each model's own metrics, the version serving, retrain triggers, and a rollout
+row: predictions and scores per role, the live loss per role, the judge's loss difference with
+its always-valid bounds, labels and age; a ``model`` variable picks one model, several or all)
+and "Service" (requests/s, p50 and p99 latency, error rate, prediction-log drops, monitor check
+time). The JSON in git must equal what this module generates (a test checks), so a change goes
+through here.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class Panel:
     kind: str = "timeseries"
     unit: str = "short"
     description: str = ""
+    during_rollout: bool = False
+    """Shows data only while a model has a challenger on live traffic (shadow or canary)."""
 
 
 # The model-health dashboard's variable: the models a service announces (driftloop_model_info).
@@ -112,6 +116,68 @@ MODEL_HEALTH = (
         (("sum(increase(driftloop_retrain_triggered_total[5m]))", "drift declarations"),),
         kind="bars",
         description="Drift declarations the monitor sent to Prefect (each can start a retrain).",
+    ),
+    # The rollout row: a challenger beside production on live traffic, and the judge's evidence.
+    Panel(
+        "Rollout: predictions per role",
+        (
+            (
+                f"sum by (model, role) (rate(driftloop_predictions_total{{{MODEL}}}[5m]))",
+                "{{model}} {{role}}",
+            ),
+        ),
+        unit="reqps",
+        description="Predictions per second by role: champion (production), canary (answers "
+        "its share of requests) and shadow (scores a copy of every request, answers none).",
+    ),
+    Panel(
+        "Rollout: median score per role",
+        (
+            (
+                "histogram_quantile(0.5, sum by (le, role) "
+                "(rate(driftloop_prediction_score_bucket[5m])))",
+                "{{role}}",
+            ),
+        ),
+        description="The median score each role gives the same traffic (a shadow scores the "
+        "champion's requests; a canary its share).",
+    ),
+    Panel(
+        "Rollout: live loss per role",
+        ((f"max by (model, role) (driftloop_rollout_live_loss{{{MODEL}}})", "{{model}} {{role}}"),),
+        description="Mean per-row loss on the rollout's labelled rows (Brier score, 0/1 error or "
+        "squared error; lower is better): what the judge compares.",
+        during_rollout=True,
+    ),
+    Panel(
+        "Rollout: loss difference and always-valid bounds",
+        (
+            (
+                f"max by (model, bound) (driftloop_rollout_loss_difference{{{MODEL}}})",
+                "{{model}} {{bound}}",
+            ),
+        ),
+        description="Production's loss minus the challenger's, with the mSPRT's confidence "
+        "sequence: the judge promotes when the lower bound passes the effect above 0, withdraws "
+        "when the upper bound falls below 0.",
+        during_rollout=True,
+    ),
+    Panel(
+        "Rollout: labelled rows and share of the maximum duration",
+        (
+            (
+                f"max by (model, role) (driftloop_rollout_labelled_rows{{{MODEL}}})",
+                "{{model}} labelled ({{role}})",
+            ),
+            (
+                f"max by (model) (driftloop_rollout_age_seconds{{{MODEL}}}) / on (model) "
+                f"max by (model) (driftloop_rollout_max_age_seconds{{{MODEL}}})",
+                "{{model}} share of max_hours",
+            ),
+        ),
+        description="Labels behind the test (shadow: pairs); past 1 on the second line, "
+        "RolloutOverdue fires.",
+        during_rollout=True,
     ),
 )
 
@@ -243,14 +309,17 @@ def render(model: dict[str, Any]) -> str:
     return json.dumps(model, indent=2, sort_keys=True) + "\n"
 
 
-def queries() -> list[tuple[str, str, str]]:
+def queries(*, during_rollout: bool | None = None) -> list[tuple[str, str, str]]:
     """(dashboard, panel, PromQL) of every panel query, as Grafana sends it with "All" models
-    chosen (``$model`` replaced by the variable's allValue)."""
+    chosen (``$model`` replaced by the variable's allValue); ``during_rollout`` True or False
+    keeps only the panels that show data only during a rollout, or only the others."""
+    rollout_only = {p.title for p in MODEL_HEALTH + SERVICE if p.during_rollout}
     return [
         (model["title"], panel["title"], target["expr"].replace("$model", ALL_MODELS))
         for model in dashboards().values()
         for panel in model["panels"]
         for target in panel["targets"]
+        if during_rollout is None or (panel["title"] in rollout_only) == during_rollout
     ]
 
 

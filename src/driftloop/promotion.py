@@ -73,7 +73,9 @@ class StageChange:
         return f"{self.model}:{self.version}"
 
     def payload(self) -> dict[str, Any]:
-        return asdict(self)
+        """The event payload: every field, and ``reason``, the trigger under the name the
+        design's event contract gives it (``gate`` | ``live`` | ``manual`` | ``rollback``)."""
+        return {**asdict(self), "reason": self.trigger}
 
 
 class Promotions:

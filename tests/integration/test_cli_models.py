@@ -168,7 +168,7 @@ def test_a_gate_winner_of_a_shadow_rollout_waits_beside_production_for_promote_o
     rejected = wait_for_event(
         prefect_server.access, "driftloop.model.rejected", since=since, version=second["version"]
     )
-    assert rejected["payload"]["trigger"] == "manual"
+    assert (rejected["payload"]["trigger"], rejected["payload"]["reason"]) == ("manual", "manual")
     listed = {v["version"]: v["stage"] for v in json.loads(driftloop("model", "list", "--json"))}
     assert listed == {
         first["version"]: "archived",

@@ -37,6 +37,22 @@ FRAUD_RATE = 0.1  # more positives than the demo's 3 %: fewer labels tell the mo
 LABELLED = 1500
 
 
+def train_version(registry: ModelRegistry, rows: int, seed: int, corrupt: str = "") -> str:
+    """Register a fraud model trained on ``rows`` transactions (10 % fraud); ``corrupt``:
+    "shuffle" (it learns nothing) or "flip" (it learns the opposite). Its version."""
+    frame = generate_transactions(rows, seed=seed, fraud_rate=FRAUD_RATE)
+    if corrupt == "shuffle":
+        frame["is_fraud"] = np.random.default_rng(seed).permutation(frame["is_fraud"])
+    elif corrupt == "flip":
+        frame["is_fraud"] = 1 - frame["is_fraud"]
+    params = TrainParams(max_iter=60, seed=seed)
+    trained = train_model(split_frame(frame, SPEC, params, None), SPEC, params)
+    return registry.register_trained(
+        MODEL, trained, spec=SPEC, data_commit=f"{seed}" * 64, git_sha="test",
+        batches=[BatchLineage(f"b{seed}", "c" * 64, rows, None)],
+    ).version  # fmt: skip
+
+
 class Versions:
     """A registry with three versions: one that learned nothing (labels shuffled), a good one,
     and one trained on flipped labels."""
@@ -48,22 +64,9 @@ class Versions:
         self.registry = ModelRegistry(
             Path(os.environ["BENTOML_HOME"]), f"sqlite:///{home / 'registry.sqlite'}"
         )
-        self.noise = self._train(4000, seed=5, corrupt="shuffle")
-        self.good = self._train(12000, seed=2)
-        self.flipped = self._train(4000, seed=3, corrupt="flip")
-
-    def _train(self, rows: int, seed: int, corrupt: str = "") -> str:
-        frame = generate_transactions(rows, seed=seed, fraud_rate=FRAUD_RATE)
-        if corrupt == "shuffle":
-            frame["is_fraud"] = np.random.default_rng(seed).permutation(frame["is_fraud"])
-        elif corrupt == "flip":
-            frame["is_fraud"] = 1 - frame["is_fraud"]
-        params = TrainParams(max_iter=60, seed=seed)
-        trained = train_model(split_frame(frame, SPEC, params, None), SPEC, params)
-        return self.registry.register_trained(
-            MODEL, trained, spec=SPEC, data_commit=f"{seed}" * 64, git_sha="test",
-            batches=[BatchLineage(f"b{seed}", "c" * 64, rows, None)],
-        ).version  # fmt: skip
+        self.noise = train_version(self.registry, 4000, seed=5, corrupt="shuffle")
+        self.good = train_version(self.registry, 12000, seed=2)
+        self.flipped = train_version(self.registry, 4000, seed=3, corrupt="flip")
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +186,7 @@ def test_a_better_shadow_is_promoted_by_the_judge_and_swapped_in_without_a_faile
     event = wait_for_event(
         prefect_server.access, "driftloop.model.promoted", since=since, version=versions.good
     )
-    assert (event["payload"]["trigger"], event["payload"]["role"]) == ("live", "shadow")
+    assert (event["payload"]["reason"], event["payload"]["role"]) == ("live", "shadow")
     assert event["payload"]["previous_version"] == versions.noise
     assert event["payload"]["evidence"]["test"].startswith("mSPRT")
     # The run's artifact in Prefect's UI: the decision and the evidence behind it.
@@ -214,7 +217,7 @@ def test_a_shadow_trained_on_corrupted_labels_is_withdrawn_and_never_answers(
     event = wait_for_event(
         prefect_server.access, "driftloop.model.rejected", since=since, version=versions.flipped
     )
-    assert (event["payload"]["trigger"], event["payload"]["role"]) == ("live", "shadow")
+    assert (event["payload"]["reason"], event["payload"]["role"]) == ("live", "shadow")
     assert event["payload"]["evidence"]["upper"] < 0
 
 

@@ -47,6 +47,9 @@ def test_model_health_and_service_have_the_panels_users_look_for() -> None:
         "Live performance",
         "Model version serving",
         "Retrain triggers",
+        "Rollout: predictions per role",
+        "Rollout: live loss per role",
+        "Rollout: loss difference and always-valid bounds",
     ):
         assert (model, panel) in titles
     for panel in (
@@ -65,8 +68,26 @@ def test_the_model_health_dashboard_picks_models_with_a_variable() -> None:
 
     assert variable["name"] == "model" and variable["multi"] and variable["includeAll"]
     assert variable["query"]["query"] == "label_values(driftloop_model_info, model)"
-    model_panels = [p for p in health["panels"] if p["title"] != "Prediction score distribution"]
+    # The score histogram has a role label but no model label (one service, its models' scores).
+    unlabelled = {"Prediction score distribution", "Rollout: median score per role"}
+    model_panels = [p for p in health["panels"] if p["title"] not in unlabelled]
     for panel in model_panels:
         if panel["title"] == "Retrain triggers":
             continue  # the monitor's counter has no model label
         assert all('model=~"$model"' in t["expr"] for t in panel["targets"]), panel["title"]
+
+
+def test_panels_that_only_a_rollout_fills_are_told_apart() -> None:
+    """The rollout's evidence exists only while a challenger is on live traffic: those panels
+    are checked against Prometheus during a rollout (test_rollout_stack), the others always."""
+    during = {panel for _, panel, _ in queries(during_rollout=True)}
+    always = {panel for _, panel, _ in queries(during_rollout=False)}
+
+    assert during == {
+        "Rollout: live loss per role",
+        "Rollout: loss difference and always-valid bounds",
+        "Rollout: labelled rows and share of the maximum duration",
+    }
+    assert during.isdisjoint(always)
+    assert "Rollout: predictions per role" in always
+    assert len(queries()) == len(queries(during_rollout=True)) + len(queries(during_rollout=False))
