@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,21 @@ log = logging.getLogger(__name__)
 
 
 Column = tuple[str, dict[Any, int] | None]  # a record field, and category codes if categorical
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """A :class:`CompiledModel`'s node arrays, flat, as :meth:`CompiledModel.raw` reads them."""
+
+    start: np.ndarray  # (1, trees): each tree's root
+    children: np.ndarray  # (2 * trees * nodes): left then right child of each node
+    feature: np.ndarray
+    threshold: np.ndarray
+    missing_left: np.ndarray
+    is_categorical: np.ndarray
+    category_left: np.ndarray  # (trees * nodes * (categories + 1))
+    any_categorical: bool  # a split on a category anywhere
+    value: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -63,33 +79,50 @@ class CompiledModel:
                     row[c] = np.nan if value is None else value
         return rows
 
+    @cached_property
+    def _walk(self) -> _Walk:
+        """The trees flattened for the walk: node ``t * nodes + n`` of tree ``t``, children of
+        node ``g`` at ``2g`` (left) and ``2g + 1`` (right), leaves their own children."""
+        n_trees, n_nodes = self.feature.shape
+        own = np.arange(n_trees * n_nodes).reshape(n_trees, n_nodes)
+        offsets = own[:, :1]
+        left = np.where(self.is_leaf, own, self.left + offsets)
+        right = np.where(self.is_leaf, own, self.right + offsets)
+        return _Walk(
+            start=offsets.reshape(1, n_trees),
+            children=np.stack([left, right], axis=-1).reshape(-1),
+            feature=self.feature.reshape(-1),
+            threshold=self.threshold.reshape(-1),
+            missing_left=self.missing_left.reshape(-1),
+            is_categorical=self.is_categorical.reshape(-1),
+            category_left=self.category_left.reshape(-1),
+            any_categorical=bool((self.is_categorical & ~self.is_leaf).any()),
+            value=self.value.reshape(-1),
+        )
+
     def raw(self, matrix: np.ndarray) -> np.ndarray:
         """The sum of the baseline and every tree's leaf value, per row."""
-        n_rows, n_trees = matrix.shape[0], self.feature.shape[0]
-        trees = np.arange(n_trees)[None, :]
-        rows = np.arange(n_rows)[:, None]
-        node = np.zeros((n_rows, n_trees), dtype=np.intp)
+        walk = self._walk
+        n_rows, n_columns = matrix.shape
+        cells = np.ascontiguousarray(matrix).reshape(-1)
+        row_start = (np.arange(n_rows) * n_columns)[:, None]
         n_categories = self.category_left.shape[2] - 1
+        node = np.repeat(walk.start, n_rows, axis=0)  # (rows, trees): global node index
         for _ in range(self.depth):
-            value = matrix[rows, self.feature[trees, node]]
+            value = cells[row_start + walk.feature[node]]
             missing = np.isnan(value)
-            outside = missing | (value < 0) | (value >= n_categories)
-            code = np.where(outside, n_categories, value).astype(np.intp)
-            numeric_left = np.where(
-                missing, self.missing_left[trees, node], value <= self.threshold[trees, node]
-            )
-            go_left = np.where(
-                self.is_categorical[trees, node],
-                self.category_left[trees, node, code],
-                numeric_left,
-            )
-            step = np.where(go_left, self.left[trees, node], self.right[trees, node])
-            node = np.where(self.is_leaf[trees, node], node, step)
+            go_left = np.where(missing, walk.missing_left[node], value <= walk.threshold[node])
+            if walk.any_categorical:
+                outside = missing | (value < 0) | (value >= n_categories)
+                code = np.where(outside, n_categories, value).astype(np.intp)
+                by_category = walk.category_left[node * (n_categories + 1) + code]
+                go_left = np.where(walk.is_categorical[node], by_category, go_left)
+            node = walk.children[2 * node + ~go_left]
         # Baseline first, then tree by tree: scikit-learn's order of additions, so the
         # floating-point result is identical (a running sum adds strictly left to right).
-        terms = np.empty((n_rows, n_trees + 1))
+        terms = np.empty((n_rows, node.shape[1] + 1))
         terms[:, 0] = self.baseline
-        terms[:, 1:] = self.value[trees, node]
+        terms[:, 1:] = walk.value[node]
         raw: np.ndarray = np.add.accumulate(terms, axis=1)[:, -1]
         return raw
 

@@ -580,9 +580,14 @@ class ShadowScorer:
                 self.dropped += len(records)
                 self.on_drop(model.name, len(records))
                 return
+            idle = not self._work
             self._work.append(_ShadowWork(model, records, champion_ids, created_at))
             self._waiting += len(records)
-            self._lock.notify()
+            # Wake the scorer only when it sleeps on an empty queue or a batch is full: while a
+            # batch gathers it wakes at the linger's end anyway (a wake-up per request would
+            # cost the request path a thread switch each).
+            if idle or self._waiting >= self.batch_rows:
+                self._lock.notify_all()
 
     def _take(self) -> list[_ShadowWork] | None:
         with self._lock:

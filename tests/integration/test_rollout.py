@@ -30,6 +30,8 @@ from flows.common import prefect_api
 from flows.judge import judge
 from tests.integration.conftest import PrefectServer
 from tests.integration.prefect_events import wait_for_event
+from tests.integration.test_grafana import TOKEN as GRAFANA_TOKEN
+from tests.integration.test_grafana import GrafanaDouble
 from tests.integration.test_inference import MODEL, SPEC, serve, url
 from tests.polling import eventually
 
@@ -100,12 +102,19 @@ def judged_here(
     project: Path,
     prefect_server: PrefectServer,
     monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[None]:
-    """The judge flow, run in this process over the same home and project as the service."""
+) -> Iterator[GrafanaDouble]:
+    """The judge flow, run in this process over the same home and project as the service, with
+    a Grafana to annotate (a double of its HTTP API: no Grafana server can run here)."""
+    grafana = GrafanaDouble()
     monkeypatch.setenv("DRIFTLOOP_HOME", str(versions.home))
     monkeypatch.setenv("DRIFTLOOP_PROJECT", str(project))
-    with prefect_api(prefect_server.access):
-        yield
+    monkeypatch.setenv("DRIFTLOOP_GRAFANA__URL", grafana.url)
+    monkeypatch.setenv("DRIFTLOOP_GRAFANA__TOKEN", GRAFANA_TOKEN)
+    try:
+        with prefect_api(prefect_server.access):
+            yield grafana
+    finally:
+        grafana.server.shutdown()
 
 
 def labelled_traffic(server: Component, rows: int, seed: int) -> list[dict[str, object]]:
@@ -143,7 +152,7 @@ def shadow_copies_logged(server: Component) -> bool:
 
 
 def test_a_better_shadow_is_promoted_by_the_judge_and_swapped_in_without_a_failed_request(
-    server: Component, versions: Versions, prefect_server: PrefectServer, judged_here: None
+    server: Component, versions: Versions, prefect_server: PrefectServer, judged_here: GrafanaDouble
 ) -> None:
     since = datetime.now(UTC).isoformat()
     start(versions, server, versions.good, "shadow")
@@ -198,7 +207,10 @@ def test_a_better_shadow_is_promoted_by_the_judge_and_swapped_in_without_a_faile
 
 
 def test_a_shadow_trained_on_corrupted_labels_is_withdrawn_and_never_answers(
-    server: Component, versions: Versions, prefect_server: PrefectServer, judged_here: None
+    server: Component,
+    versions: Versions,
+    prefect_server: PrefectServer,
+    judged_here: GrafanaDouble,
 ) -> None:
     since = datetime.now(UTC).isoformat()
     champion = str(model_info(server)["version"])
@@ -219,10 +231,18 @@ def test_a_shadow_trained_on_corrupted_labels_is_withdrawn_and_never_answers(
     )
     assert (event["payload"]["reason"], event["payload"]["role"]) == ("live", "shadow")
     assert event["payload"]["evidence"]["upper"] < 0
+    # The decision on the dashboards: an annotation tagged with the model.
+    ((text, tags),) = [
+        (body["text"], body["tags"])
+        for method, path, body, _ in judged_here.requests
+        if (method, path) == ("POST", "/api/annotations")
+    ]
+    assert tags == ["driftloop", "rejection", MODEL]
+    assert f"rejected {MODEL}:{versions.flipped}" in text and "live by" in text
 
 
 def test_a_worse_canary_answers_its_share_then_is_rolled_back(
-    server: Component, versions: Versions, judged_here: None
+    server: Component, versions: Versions, judged_here: GrafanaDouble
 ) -> None:
     champion = str(model_info(server)["version"])
     start(versions, server, versions.flipped, "canary")
