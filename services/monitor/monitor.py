@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +28,8 @@ import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from driftloop.datasets.spec import DatasetSpec
-from driftloop.drift import DriftResult, Reference, compute_drift
+from driftloop.drift import LABEL, SCORE, TRUE_LABEL, DriftResult, Reference, compute_drift
+from driftloop.estimation import Estimate, estimate_window
 from driftloop.events import (
     DRIFT_DETECTED,
     FEEDBACK_PROGRESS,
@@ -51,6 +52,8 @@ class ProductionModel:
     version: str
     data_commit: str
     threshold: float
+    calibration: dict[str, Any] = field(default_factory=dict)
+    """The version's holdout calibration (``driftloop.estimation``); {}: nothing to estimate."""
 
 
 @dataclass
@@ -72,6 +75,8 @@ class Status:
     windows_judged: int = 0  # windows with new traffic that were compared with the reference
     last_retrain: dict[str, Any] | None = None  # how the latest retrain run ended
     rollout: dict[str, Any] | None = None  # the challenger's live evidence, when one is out
+    label_coverage: float | None = None  # share of the latest window's rows that got a label
+    estimated: dict[str, Any] | None = None  # performance estimated from the scores, per metric
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -134,6 +139,27 @@ class MonitorMetrics:
             "driftloop_retrain_failed",
             "1 when the latest retrain run of the model that ended failed or crashed.",
             ["model"],
+            registry=registry,
+        )
+        # Delayed labels: how many came, how late, and what the scores say meanwhile.
+        self.label_coverage = Gauge(
+            "driftloop_label_coverage",
+            "Share of the latest window's predictions that got their true label.",
+            ["model"],
+            registry=registry,
+        )
+        self.label_delay = Histogram(
+            "driftloop_label_delay_seconds",
+            "Time from a prediction to its true label, per label as it arrives.",
+            ["model"],
+            buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 86400, 3 * 86400, 7 * 86400, 30 * 86400),
+            registry=registry,
+        )
+        self.estimated = Gauge(
+            "driftloop_estimated_performance",
+            "Performance of the latest window estimated from the model's calibrated scores, "
+            "before labels (bound: estimate, and the lower and upper ends of its 95 % band).",
+            ["model", "metric", "bound"],
             registry=registry,
         )
         # A rollout's live evidence (the judge's test, looked at by the monitor each check).
@@ -202,6 +228,13 @@ class MonitorMetrics:
             gauge.labels(*labels).set(value)
         self._rollout_series[model] = [(gauge, labels) for gauge, labels, _ in values]
 
+    def record_estimates(self, model: str, estimates: dict[str, Estimate]) -> None:
+        for metric, estimate in estimates.items():
+            for bound, value in (
+                ("estimate", estimate.value), ("lower", estimate.lower), ("upper", estimate.upper)
+            ):  # fmt: skip
+                self.estimated.labels(model, metric, bound).set(value)
+
     def record(self, model: str, result: DriftResult) -> None:
         for feature in result.features:
             self.feature_drift.labels(model, feature.feature, feature.method).set(feature.score)
@@ -244,6 +277,8 @@ class Monitor:
         metrics: MonitorMetrics | None = None,
         rollout: Callable[[], Judgement | None] | None = None,
         progress_step: int = 50,
+        label_delays: Callable[[datetime | None], tuple[list[float], datetime | None]]
+        | None = None,
     ) -> None:
         self.spec = spec
         self.model_name = model_name
@@ -256,6 +291,8 @@ class Monitor:
         self._annotate = annotate
         self._retrains = retrains
         self._rollout = rollout
+        self._label_delays = label_delays
+        self._labels_seen_until: datetime | None = None
         self.progress_step = progress_step
         self._reported: tuple[str, int] | None = None  # (challenger, labelled rows) last sent
         # Several monitors (one per model of a project) share one set of metrics.
@@ -274,6 +311,7 @@ class Monitor:
                 self._set("failed", problem=f"{type(problem).__name__}: {problem}")
             self._watch_retrains()
             self._watch_rollout()
+            self._watch_labels()
             self.status.checks += 1
             return self.status
 
@@ -293,6 +331,35 @@ class Monitor:
         self.status.last_retrain = None if run is None else dict(run.__dict__)
         if run is not None and run.failed and (previous or {}).get("id") != run.id:
             log.error("retrain run %s of %s %s: %s", run.name, model, run.state, run.message)
+
+    def _watch_labels(self) -> None:
+        """Observe the delay of every label that arrived since the last check, once each."""
+        if self._label_delays is None:
+            return
+        try:
+            delays, until = self._label_delays(self._labels_seen_until)
+        except Exception as problem:  # the log unreachable: the next check catches up
+            log.warning("could not read the label delays of %s: %s", self.model_name, problem)
+            return
+        histogram = self.metrics.label_delay.labels(self.model_name)
+        for delay in delays:
+            histogram.observe(delay)
+        self._labels_seen_until = until
+
+    def _estimate(self, model: ProductionModel, frame: pd.DataFrame) -> None:
+        """Label coverage of the window, and its performance estimated from the scores."""
+        if TRUE_LABEL in frame.columns:  # a window source that keeps labels
+            coverage = float(frame[TRUE_LABEL].notna().mean()) if len(frame) else 0.0
+            self.metrics.label_coverage.labels(model.name).set(coverage)
+            self.status.label_coverage = coverage
+        if not model.calibration or SCORE not in frame.columns or LABEL not in frame.columns:
+            self.status.estimated = None
+            return
+        estimates = estimate_window(
+            model.calibration, frame[SCORE].to_numpy(float), frame[LABEL].to_numpy(int)
+        )
+        self.metrics.record_estimates(model.name, estimates)
+        self.status.estimated = {name: asdict(found) for name, found in estimates.items()}
 
     def _watch_rollout(self) -> None:
         """Export the rollout's live evidence, and tell Prefect (``driftloop.feedback.progress``,
@@ -383,6 +450,7 @@ class Monitor:
             label_threshold=model.threshold,
         )
         self.metrics.record(model.name, result)
+        self._estimate(model, frame)
         if newest != episode.newest_judged:
             episode.newest_judged = newest
             self.status.windows_judged += 1

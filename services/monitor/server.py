@@ -63,7 +63,11 @@ class Dependencies:
             version=version.version,
             data_commit=version.data_commit,
             threshold=float(version.metrics.get("threshold", 0.5)),
+            calibration=version.calibration,
         )
+
+    def label_delays(self, since: datetime | None) -> tuple[list[float], datetime | None]:
+        return self.prediction_log.label_delays(self.model.name, since)
 
     def window(self, model: ProductionModel, rows: int) -> pd.DataFrame:
         return self.prediction_log.window(model.name, model.version, rows)
@@ -165,6 +169,7 @@ def build_app(settings: Settings | None = None) -> Starlette:
                 retrains=dependencies.latest_retrain,
                 metrics=metrics,
                 rollout=dependencies.rollout,
+                label_delays=dependencies.label_delays,
                 # Tell Prefect (and so the judge) about every quarter of the labels it needs.
                 progress_step=max(10, model.config.rollout.min_labels // 4),
             )

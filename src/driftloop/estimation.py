@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+Values = Sequence[float] | Sequence[int] | np.ndarray
 DRAWS = 400  # label draws behind a band
 LEVEL = 0.95  # the band's central share
 
@@ -76,12 +77,12 @@ class BinaryCalibration:
     threshold: float
 
     @classmethod
-    def fit(cls, scores: Sequence[float], labels: Sequence[int], threshold: float) -> Any:
+    def fit(cls, scores: Values, labels: Values, threshold: float) -> Any:
         """Fit on the holdout: the model's scores and the true labels (0/1)."""
         x, y = _isotonic(np.asarray(scores, float), np.asarray(labels, float))
         return cls(tuple(map(float, x)), tuple(map(float, y)), float(threshold))
 
-    def probabilities(self, scores: Sequence[float] | np.ndarray) -> np.ndarray:
+    def probabilities(self, scores: Values) -> np.ndarray:
         """Calibrated P(y = 1) of each score (linear between breakpoints, clipped outside)."""
         return np.interp(np.asarray(scores, float), self.x, self.y)
 
@@ -90,7 +91,7 @@ class BinaryCalibration:
 
     def estimate(
         self,
-        scores: Sequence[float] | np.ndarray,
+        scores: Values,
         *,
         draws: int = DRAWS,
         level: float = LEVEL,
@@ -175,9 +176,7 @@ class MulticlassCalibration:
     errors: tuple[tuple[float, ...], ...]
 
     @classmethod
-    def fit(
-        cls, scores: Sequence[float], answered: Sequence[int], truth: Sequence[int], classes: int
-    ) -> Any:
+    def fit(cls, scores: Values, answered: Values, truth: Values, classes: int) -> Any:
         answer, true = np.asarray(answered, int), np.asarray(truth, int)
         x, y = _isotonic(np.asarray(scores, float), (answer == true).astype(float))
         counts = np.full((classes, classes), 0.5)  # a half count each: no class is impossible
@@ -189,7 +188,7 @@ class MulticlassCalibration:
             tuple(map(float, x)), tuple(map(float, y)), tuple(tuple(map(float, r)) for r in shares)
         )
 
-    def correct(self, scores: Sequence[float] | np.ndarray) -> np.ndarray:
+    def correct(self, scores: Values) -> np.ndarray:
         return np.interp(np.asarray(scores, float), self.x, self.y)
 
     def as_dict(self) -> dict[str, Any]:
@@ -202,8 +201,8 @@ class MulticlassCalibration:
 
     def estimate(
         self,
-        scores: Sequence[float] | np.ndarray,
-        answered: Sequence[int] | np.ndarray,
+        scores: Values,
+        answered: Values,
         *,
         draws: int = DRAWS,
         level: float = LEVEL,
@@ -259,3 +258,14 @@ def calibration_from_dict(stored: dict[str, Any]) -> Calibration:
             tuple(stored["x"]), tuple(stored["y"]), tuple(tuple(r) for r in stored["errors"])
         )
     raise ValueError(f"not a stored calibration: task {stored.get('task')!r}")
+
+
+def estimate_window(
+    stored: dict[str, Any], scores: np.ndarray, answered: np.ndarray
+) -> dict[str, Estimate]:
+    """The metrics a stored calibration expects of a window: its scores and, for multiclass,
+    the classes answered (as the prediction log keeps them)."""
+    calibration = calibration_from_dict(stored)
+    if isinstance(calibration, BinaryCalibration):
+        return calibration.estimate(scores)
+    return calibration.estimate(scores, answered)

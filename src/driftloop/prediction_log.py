@@ -221,7 +221,8 @@ class PredictionLog:
         canary; not a shadow's copies), oldest first.
 
         One column per feature, then ``score``, ``label``, ``true_label`` (NaN where no feedback
-        came), ``created_at`` and ``prediction_id``.
+        came), ``created_at``, ``feedback_at`` (when the label came; NaT where none did) and
+        ``prediction_id``.
         """
         if not self._created:
             self.create()
@@ -233,6 +234,7 @@ class PredictionLog:
                 predictions.c.score,
                 predictions.c.label,
                 predictions.c.true_label,
+                predictions.c.feedback_at,
             )
             .where(
                 predictions.c.model_name == model_name,
@@ -250,8 +252,34 @@ class PredictionLog:
             label=[row.label for row in found],
             true_label=pd.array([row.true_label for row in found], dtype="Float64").astype(float),
             created_at=[row.created_at for row in found],
+            feedback_at=pd.to_datetime([row.feedback_at for row in found], utc=True),
             prediction_id=[row.id for row in found],
         )
+
+    def label_delays(
+        self, model_name: str, since: datetime | None
+    ) -> tuple[list[float], datetime | None]:
+        """How long each label of ``model_name`` that arrived after ``since`` took (seconds
+        from prediction to label), and when the newest of them arrived (``since`` when none
+        did): the monitor reports the delay of each label once."""
+        if not self._created:
+            self.create()
+        query = sa.select(predictions.c.created_at, predictions.c.feedback_at).where(
+            predictions.c.model_name == model_name,
+            predictions.c.feedback_at.is_not(None),
+            ANSWERED,
+        )
+        if since is not None:
+            query = query.where(predictions.c.feedback_at > since)
+        with self.engine.connect() as connection:
+            found = connection.execute(query).all()
+        if not found:
+            return [], since
+        delays = [
+            max((_aware(row.feedback_at) - _aware(row.created_at)).total_seconds(), 0.0)
+            for row in found
+        ]
+        return delays, max(_aware(row.feedback_at) for row in found)
 
     def labelled(self, model_name: str, since: datetime | None = None) -> pd.DataFrame:
         """Predictions of ``model_name`` (any version) that received their true label, made
@@ -414,6 +442,11 @@ class _Segment:
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
         os.close(self.fd)
+
+
+def _aware(moment: datetime) -> datetime:
+    """A time from the log in UTC (SQLite gives it back without its zone)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def spool_key(url: str) -> str:

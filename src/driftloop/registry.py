@@ -69,6 +69,8 @@ class ModelVersion:
     # What the model answers: the spec's target type, and a categorical target's classes.
     target_type: str = "binary"
     classes: list[str] = field(default_factory=list)
+    # The holdout calibration of a classifier's scores (driftloop.estimation); {}: none.
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     @property
     def task(self) -> str:
@@ -322,6 +324,7 @@ def describe(model: Any, stage: Stage = "candidate") -> ModelVersion:
         features=list(metadata.get("spec", {}).get("features", [])),
         target_type=str(metadata.get("spec", {}).get("target_type", "binary")),
         classes=[str(name) for name in metadata.get("spec", {}).get("classes") or []],
+        calibration=dict(metadata.get("calibration") or {}),
     )
 
 
@@ -365,6 +368,7 @@ class ModelRegistry:
         split: str,
         batches: list[BatchLineage],
         spec: dict[str, Any],
+        calibration: dict[str, Any] | None = None,
     ) -> ModelVersion:
         """Save ``pipeline`` as a new candidate version of ``name``.
 
@@ -391,6 +395,7 @@ class ModelRegistry:
                     {**batch.__dict__, "run_url": batch.run_url or ""} for batch in batches
                 ],
                 "spec": spec,
+                **({"calibration": calibration} if calibration else {}),
             },
             signatures={
                 method: {"batchable": True}
@@ -426,6 +431,7 @@ class ModelRegistry:
             split=trained.split,
             batches=batches,
             spec=spec.model_dump(mode="json", exclude_none=True),
+            calibration=trained.calibration,
         )
 
     # -- reading ---------------------------------------------------------------------------------

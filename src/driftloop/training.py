@@ -110,6 +110,9 @@ class TrainedModel:
     train_rows: int
     split: str
     extra: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
+    """How the model's scores map to outcomes on the holdout (``driftloop.estimation``): what
+    the monitor estimates performance from before labels arrive. None for regression."""
 
 
 def features_of(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
@@ -391,4 +394,27 @@ def train_model(
         params=params,
         train_rows=len(split.train),
         split=split.description,
+        calibration=holdout_calibration(pipeline, split.holdout, spec, params.threshold),
     )
+
+
+def holdout_calibration(
+    pipeline: Pipeline, holdout: pd.DataFrame, spec: DatasetSpec, threshold: float
+) -> dict[str, Any] | None:
+    """The calibration of a classifier's scores on its holdout, as stored with the version
+    (isotonic, ``driftloop.estimation``); None for a regressor, or when the holdout has a
+    single class (nothing to calibrate against)."""
+    from driftloop.estimation import BinaryCalibration, MulticlassCalibration
+
+    truth = labels_of(holdout, spec)
+    features = features_of(holdout, spec)
+    if spec.task == "multiclass":
+        probabilities = class_probabilities(pipeline, features, len(spec.classes or ()))
+        answered = probabilities.argmax(axis=1)
+        chosen = probabilities[np.arange(len(answered)), answered]
+        fitted = MulticlassCalibration.fit(chosen, answered, truth, probabilities.shape[1])
+        return dict(fitted.as_dict())
+    if spec.task != "binary" or len(set(truth.tolist())) < 2:
+        return None
+    scores = pipeline.predict_proba(features)[:, 1]
+    return dict(BinaryCalibration.fit(scores, truth, threshold).as_dict())

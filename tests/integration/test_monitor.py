@@ -148,6 +148,18 @@ def test_drift_is_declared_once_with_its_report_in_lakefs_and_its_event_in_prefe
         calm = judged(monitor, judged_so_far)
     assert calm["state"] == "in distribution", calm
     assert drift_events(world.prefect, world.version.version) == []
+    # No label came, yet the scores say how the model does (its holdout calibration, stored
+    # with the version by the train flow): near its holdout ROC AUC on in-distribution traffic.
+    estimate = calm["estimated"]["roc_auc"]
+    assert estimate["lower"] < estimate["value"] < estimate["upper"]
+    assert abs(estimate["value"] - world.version.metrics["roc_auc"]) < 0.1
+    assert calm["label_coverage"] == 0.0
+    shown = httpx.get(f"{base(monitor)}/metrics").text
+    assert (
+        f'driftloop_estimated_performance{{bound="estimate",metric="roc_auc",model="{MODEL_NAME}"}}'
+        in shown
+    )
+    assert f'driftloop_label_coverage{{model="{MODEL_NAME}"}} 0.0' in shown
 
     for judged_so_far, seed in enumerate((21, 22, 23), start=4):  # drifted: declared at the 2nd
         world.traffic(500, "covariate_shift", seed)

@@ -142,3 +142,25 @@ def test_rollout_evidence_pairs_shadow_rows_with_the_labelled_champion_rows(
     assert prediction_log.window("m", "v2", 100)["prediction_id"].tolist() == ["k0"]
     assert prediction_log.record_feedback("s1", 1) == FeedbackResult.UNKNOWN
     assert "s1" not in prediction_log.labelled("m")["prediction_id"].tolist()
+
+
+def test_label_delays_are_read_once_each_and_windows_say_when_labels_came(
+    prediction_log: PredictionLog,
+) -> None:
+    made = datetime.now(UTC) - timedelta(hours=2)
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    prediction_log.write([Prediction(i, made, "m", "1", dict(EXAMPLE_RECORD), 0.5, 1) for i in ids])
+    for prediction_id in ids[:2]:
+        prediction_log.record_feedback(prediction_id, 1)
+
+    delays, until = prediction_log.label_delays("m", None)
+    again, still = prediction_log.label_delays("m", until)
+    prediction_log.record_feedback(ids[2], 0)
+    later, _ = prediction_log.label_delays("m", still)
+    window = prediction_log.window("m", "1", 10)
+
+    assert len(delays) == 2 and all(7100 < delay < 7300 for delay in delays)
+    assert until is not None and again == [] and still == until
+    assert len(later) == 1  # only the label that came after the first look
+    assert window["feedback_at"].notna().sum() == 3
+    assert window["true_label"].notna().sum() == 3

@@ -54,6 +54,7 @@ def register(registry: ModelRegistry, trained: object, name: str, commit: str) -
         split=trained.split,  # type: ignore[attr-defined]
         batches=[BatchLineage("b1", "c" * 64, 3000, "http://prefect/runs/1")],
         spec=SPEC.model_dump(mode="json", exclude_none=True),
+        calibration=trained.calibration,  # type: ignore[attr-defined]
     )
     return version.version
 
@@ -78,6 +79,8 @@ def test_a_registered_version_carries_labels_metadata_and_lineage(
     }
     assert found.batches == [BatchLineage("b1", "c" * 64, 3000, "http://prefect/runs/1")]
     assert found.metrics["roc_auc"] == trained.metrics["roc_auc"]
+    assert found.calibration == trained.calibration  # type: ignore[attr-defined]
+    assert found.calibration["task"] == "binary" and len(found.calibration["x"]) > 2
     assert registry.load(name, version).predict_proba  # a fitted pipeline comes back
 
 

@@ -4,17 +4,20 @@ prediction log, lakeFS and Prefect are in tests/integration/test_monitor.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
 
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
 from driftloop.drift import DriftResult, Reference, prepare_reference
+from driftloop.estimation import BinaryCalibration
 from driftloop.events import ALERT_FIRING, ALERT_RESOLVED, DRIFT_DETECTED, Event, EventNotDelivered
 from driftloop.settings import MonitorSettings
 from services.monitor.app import create_app
@@ -22,6 +25,7 @@ from services.monitor.monitor import Monitor, ProductionModel
 
 SPEC = load_spec("transactions")
 MODEL = ProductionModel("transactions-classifier", "v1", "c" * 64, 0.25)
+NOW = datetime(2026, 11, 2, tzinfo=UTC)
 REFERENCE = prepare_reference(generate_transactions(5000, seed=1), SPEC)
 
 
@@ -32,10 +36,11 @@ class Traffic:
         self.frame = pd.DataFrame()
         self.clock = datetime(2026, 11, 1, tzinfo=UTC)
         self.seed = 100
+        self.transform: Callable[[pd.DataFrame], pd.DataFrame] = lambda frame: frame
 
     def send(self, rows: int, scenario: str = "baseline") -> None:
         self.seed += 1
-        batch = generate_transactions(rows, seed=self.seed, scenario=scenario)  # type: ignore[arg-type]
+        batch = self.transform(generate_transactions(rows, seed=self.seed, scenario=scenario))  # type: ignore[arg-type]
         times = [self.clock + timedelta(milliseconds=i) for i in range(rows)]
         self.clock = times[-1] + timedelta(seconds=1)
         self.frame = pd.concat([self.frame, batch.assign(created_at=times)], ignore_index=True)
@@ -58,7 +63,12 @@ class Prefect:
 
 
 class World:
-    def __init__(self, **settings: Any) -> None:
+    def __init__(
+        self,
+        label_delays: Callable[[datetime | None], tuple[list[float], datetime | None]]
+        | None = None,
+        **settings: Any,
+    ) -> None:
         self.traffic = Traffic()
         self.prefect = Prefect()
         self.model: ProductionModel | None = MODEL
@@ -83,6 +93,7 @@ class World:
             store_report=self.store_report,
             registry=self.registry,
             annotate=lambda text, tags: self.annotations.append((text, tags)),
+            label_delays=label_delays,
         )
 
     def reference(self, model: ProductionModel) -> Reference:
@@ -311,6 +322,73 @@ def test_status_and_metrics_show_the_latest_check() -> None:
     assert f'driftloop_drift_share{{model="{MODEL.name}"}}' in metrics
     assert http.get("/healthz").json() == {"status": "ok"}
     assert np.isfinite(status["result"]["features"][0]["score"])
+
+
+def scored(frame: pd.DataFrame) -> pd.DataFrame:
+    """A window as the prediction log gives it: a score per row (a fixed function of the
+    transaction, standing in for the model), the answer at 0.25, no label yet."""
+    risk = np.log(frame["amount"]) / 4 + frame["is_foreign"] + (frame["channel"] == "online")
+    score = 1 / (1 + np.exp(-(risk.to_numpy(float) - 2.5)))
+    return frame.assign(
+        score=score,
+        label=(score >= 0.25).astype(int),
+        true_label=np.nan,
+        is_fraud_later=frame["is_fraud"],
+    )
+
+
+def test_performance_is_estimated_before_labels_and_coverage_and_delays_follow_them() -> None:
+    history = scored(generate_transactions(5000, seed=3))
+    calibration = BinaryCalibration.fit(history["score"], history["is_fraud"], threshold=0.25)
+    arrivals: list[tuple[list[float], datetime | None]] = [([30.0, 90.0, 4000.0], NOW)]
+    asked: list[datetime | None] = []
+
+    def label_delays(since: datetime | None) -> tuple[list[float], datetime | None]:
+        asked.append(since)
+        return arrivals.pop() if arrivals else ([], since)
+
+    world = World(label_delays=label_delays)
+    world.model = replace(MODEL, calibration=calibration.as_dict())
+    world.traffic.transform = scored
+    world.windows(1)
+    estimated = world.monitor.status.estimated
+    window = world.traffic.window(MODEL, 500)
+    expected = calibration.estimate(window["score"].to_numpy())["roc_auc"]
+
+    assert estimated is not None and estimated["roc_auc"]["value"] == expected.value
+    assert world.metric(
+        "driftloop_estimated_performance", model=MODEL.name, metric="roc_auc", bound="estimate"
+    ) == pytest.approx(expected.value)
+    lower, upper = (
+        world.metric("driftloop_estimated_performance", model=MODEL.name, metric="f1", bound=bound)
+        for bound in ("lower", "upper")
+    )
+    assert lower is not None and upper is not None and lower < estimated["f1"]["value"] < upper
+    assert world.metric("driftloop_label_coverage", model=MODEL.name) == 0.0
+    # Labels for half of the window arrive; each delay is counted once.
+    world.traffic.frame.loc[world.traffic.frame.index[-250:], "true_label"] = 1.0
+    world.traffic.send(1)  # a new row: the window is judged again (499 old rows, 250 labelled)
+    world.monitor.check()
+    assert world.metric("driftloop_label_coverage", model=MODEL.name) == pytest.approx(250 / 500)
+    histogram = {"model": MODEL.name}
+    assert world.metric("driftloop_label_delay_seconds_count", **histogram) == 3
+    assert world.metric("driftloop_label_delay_seconds_bucket", le="60.0", **histogram) == 1
+    assert asked == [None, NOW]  # the second look starts where the first one ended
+
+
+def test_a_model_without_calibration_is_not_estimated() -> None:
+    world = World()
+    world.traffic.transform = scored
+    world.windows(1)
+
+    assert world.monitor.status.estimated is None
+    assert world.metric("driftloop_label_coverage", model=MODEL.name) == 0.0
+    assert (
+        world.metric(
+            "driftloop_estimated_performance", model=MODEL.name, metric="roc_auc", bound="estimate"
+        )
+        is None
+    )
 
 
 def test_an_alert_naming_no_model_is_refused_while_none_is_monitored() -> None:

@@ -27,6 +27,9 @@ def test_a_multiclass_model_records_macro_f1_accuracy_and_log_loss(estimator: st
     assert metrics["macro_f1"] > 0.85 and metrics["accuracy"] > 0.85
     assert 0 < metrics["log_loss"] < 0.5
     assert trained.pipeline.predict_proba(WINE[WINE_SPEC.feature_names].head(2)).shape == (2, 3)
+    # Calibrated on the holdout, for estimates before labels: where wrong answers went.
+    assert trained.calibration is not None and trained.calibration["task"] == "multiclass"
+    assert len(trained.calibration["errors"]) == 3
 
 
 @pytest.mark.parametrize("estimator", ["hist_gradient_boosting", "ridge"])
@@ -39,6 +42,7 @@ def test_a_regression_model_records_mae_rmse_and_r2(estimator: str) -> None:
     assert set(metrics) == {*METRICS["regression"], "rows"}
     assert 0.2 < metrics["r2"] < 0.7  # diabetes is hard: published baselines sit near 0.45
     assert 30 < metrics["mae"] < metrics["rmse"] < 80
+    assert trained.calibration is None  # regression is not estimated (driftloop.estimation)
 
 
 def test_a_builtin_estimator_of_another_task_is_refused() -> None:

@@ -43,6 +43,9 @@ def test_same_data_params_and_seed_give_identical_metrics_and_model_bytes(
     assert different.digest != first.digest
     assert set(first.metrics.as_dict()) >= set(METRICS["binary"])
     assert first.metrics["roc_auc"] > 0.8
+    # The holdout calibration the monitor estimates from: the same for the same fit.
+    assert first.calibration is not None and first.calibration == again.calibration
+    assert first.calibration["threshold"] == first.metrics["threshold"]
 
 
 def test_stratified_split_keeps_the_label_share(frame: pd.DataFrame) -> None:
