@@ -1,7 +1,9 @@
 """The retrain flow: labelled production traffic → a new batch → a new model, if it is better.
 
-Started by the Prefect automation on ``driftloop.drift.detected`` or ``driftloop.alert.firing``
-(see prefect.yaml: the event's payload arrives as the parameters), or by hand. Each step is its
+Started by the Prefect automation on ``driftloop.drift.detected``, ``driftloop.alert.firing``
+or ``driftloop.performance.degraded`` (see prefect.yaml: the event's payload arrives as the
+parameters), or by hand. Too few labels yet (a drop estimated before its labels): it waits for
+them up to ``wait_for_labels_minutes``, saying how many there are. Each step is its
 own task or subflow in the Prefect UI:
 
 1. export: predictions of the production model's name that got their true label, made after
@@ -18,6 +20,7 @@ own task or subflow in the Prefect UI:
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,6 +90,8 @@ def retrain(
     report: str | None = None,
     alertname: str | None = None,
     min_labelled_rows: int = 200,
+    wait_for_labels_minutes: float = 0.0,
+    label_poll_seconds: float = 30.0,
 ) -> RetrainOutcome | State:
     """Ingest the labelled production traffic since the production model's data, retrain, gate,
     package and promote.
@@ -100,6 +105,10 @@ def retrain(
         report: where the Evidently report of that drift is (lakefs://...).
         alertname: the Prometheus alert that started it, when an alert did.
         min_labelled_rows: fewer labelled rows than this: nothing to learn from yet.
+        wait_for_labels_minutes: with fewer, wait this long for them, looking again every
+            ``label_poll_seconds`` and saying how many there are (labels come late: an
+            estimated drop is declared before them); the automation passes
+            DRIFTLOOP_PREFECT__RETRAIN_LABEL_WAIT_MINUTES.
     """
     logger = get_run_logger()
     config = settings()
@@ -125,9 +134,22 @@ def retrain(
     data_commit = client.get_commit(production.data_commit)
     since = datetime.fromtimestamp(data_commit.creation_date, UTC)
     main = client.resolve(config.lakefs.default_branch)
-    exported = export_feedback(
-        config.prediction_log_url, declared, since, landed_feedback(client, main, dataset)
-    )
+    landed = landed_feedback(client, main, dataset)
+    exported = export_feedback(config.prediction_log_url, declared, since, landed)
+    deadline = time.monotonic() + wait_for_labels_minutes * 60
+    while len(exported.batch) < min_labelled_rows and time.monotonic() < deadline:
+        left = deadline - time.monotonic()
+        logger.info(
+            "waiting for labels: %d of %d new labelled predictions since %s; looking again "
+            "in %.0f s (for %.0f min more)",
+            len(exported.batch),
+            min_labelled_rows,
+            f"{since:%Y-%m-%d %H:%M:%S} UTC",
+            min(label_poll_seconds, left),
+            left / 60,
+        )
+        time.sleep(max(0.0, min(label_poll_seconds, left)))
+        exported = export_feedback(config.prediction_log_url, declared, since, landed)
     batch, quarantined = exported.batch, exported.quarantined
     if exported.already_landed:
         logger.info(
@@ -143,9 +165,12 @@ def retrain(
             "; ".join(f"{reason}: {n}" for reason, n in exported.quarantine_summary().items()),
         )
     if len(batch) < min_labelled_rows:
+        waited = (
+            f" after waiting {wait_for_labels_minutes:g} min" if wait_for_labels_minutes else ""
+        )
         message = (
             f"only {len(batch)} new labelled predictions since {since:%Y-%m-%d %H:%M:%S} UTC "
-            f"(at least {min_labelled_rows} wanted): nothing retrained"
+            f"(at least {min_labelled_rows} wanted){waited}: nothing retrained"
         )
         logger.warning(message)
         return Completed(message=message, data={"retrained": False, "labelled_rows": len(batch)})

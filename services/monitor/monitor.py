@@ -33,6 +33,7 @@ from driftloop.estimation import Estimate, estimate_window
 from driftloop.events import (
     DRIFT_DETECTED,
     FEEDBACK_PROGRESS,
+    PERFORMANCE_DEGRADED,
     Event,
     EventNotDelivered,
     model_resource,
@@ -40,6 +41,7 @@ from driftloop.events import (
 from driftloop.prefect_api import FlowRunOutcome
 from driftloop.rollout import Judgement
 from driftloop.settings import MonitorSettings
+from driftloop.tasks import LIVE_FLOOR
 
 log = logging.getLogger("driftloop.monitor")
 
@@ -255,6 +257,8 @@ class _Episode:
     declared: bool = False
     reference: Reference | None = None
     history: list[bool] = field(default_factory=list)
+    below_floor: int = 0  # windows in a row whose estimated band lies under the floor
+    drop_declared: bool = False
 
 
 class Monitor:
@@ -346,8 +350,10 @@ class Monitor:
             histogram.observe(delay)
         self._labels_seen_until = until
 
-    def _estimate(self, model: ProductionModel, frame: pd.DataFrame) -> None:
-        """Label coverage of the window, and its performance estimated from the scores."""
+    def _estimate(self, model: ProductionModel, frame: pd.DataFrame, new_window: bool) -> None:
+        """Label coverage of the window, and its performance estimated from the scores; with
+        ``declare_estimated_drop``, a drop declared once the estimated band of the primary
+        metric has stayed under its floor for ``consecutive_windows`` new windows."""
         if TRUE_LABEL in frame.columns:  # a window source that keeps labels
             coverage = float(frame[TRUE_LABEL].notna().mean()) if len(frame) else 0.0
             self.metrics.label_coverage.labels(model.name).set(coverage)
@@ -360,6 +366,62 @@ class Monitor:
         )
         self.metrics.record_estimates(model.name, estimates)
         self.status.estimated = {name: asdict(found) for name, found in estimates.items()}
+        metric, default_floor = LIVE_FLOOR[self.spec.task]
+        floor = self.settings.performance_floor
+        floor = default_floor if floor is None else floor
+        estimate = estimates.get(metric)
+        episode = self._episode
+        if estimate is None or not self.settings.declare_estimated_drop:
+            return
+        if new_window:
+            below = estimate.upper < floor  # the whole band: not a noisy window
+            episode.below_floor = episode.below_floor + 1 if below else 0
+            if not below:
+                episode.drop_declared = False
+        if episode.below_floor >= self.settings.consecutive_windows and not episode.drop_declared:
+            self._declare_drop(model, episode, estimate, floor, len(frame))
+
+    def _declare_drop(
+        self,
+        model: ProductionModel,
+        episode: _Episode,
+        estimate: Estimate,
+        floor: float,
+        window_rows: int,
+    ) -> None:
+        event = Event(
+            event=PERFORMANCE_DEGRADED,
+            resource_id=model_resource(model.name),
+            resource_labels={"driftloop.model.version": model.version},
+            payload={
+                "model": model.name,
+                "model_version": model.version,
+                "data_commit": model.data_commit,
+                "source": "estimated",
+                "metric": estimate.metric,
+                "estimate": estimate.value,
+                "lower": estimate.lower,
+                "upper": estimate.upper,
+                "floor": floor,
+                "window_rows": window_rows,
+                "label_coverage": self.status.label_coverage,
+                "consecutive_windows": episode.below_floor,
+            },
+        )
+        try:
+            self._send([event])
+        except EventNotDelivered as problem:
+            self.metrics.event_failures.inc()
+            log.error("estimated drop not delivered (sent again next check): %s", problem)
+            return
+        episode.drop_declared = True
+        self.metrics.retrain_triggered.inc()
+        text = (
+            f"estimated {estimate.metric} of {model.name}:{model.version} is {estimate.value:.3f} "
+            f"[{estimate.lower:.3f}, {estimate.upper:.3f}], under {floor:g}, before labels"
+        )
+        self._annotate(text, ["performance", model.name])
+        log.warning("performance drop declared: %s", text)
 
     def _watch_rollout(self) -> None:
         """Export the rollout's live evidence, and tell Prefect (``driftloop.feedback.progress``,
@@ -427,7 +489,12 @@ class Monitor:
             self._set("waiting for traffic", window_rows=len(frame), result=None)
             return
         newest = frame["created_at"].max() if "created_at" in frame else None
-        if newest is not None and newest == episode.newest_judged and not self._pending(episode):
+        if (
+            newest is not None
+            and newest == episode.newest_judged
+            and not self._pending(episode)
+            and not self._drop_pending(episode)
+        ):
             # Nothing new since the last verdict, which stands; the same rows count only once.
             self.status.checked_at = datetime.now(UTC).isoformat()
             return
@@ -450,7 +517,7 @@ class Monitor:
             label_threshold=model.threshold,
         )
         self.metrics.record(model.name, result)
-        self._estimate(model, frame)
+        self._estimate(model, frame, new_window=newest != episode.newest_judged)
         if newest != episode.newest_judged:
             episode.newest_judged = newest
             self.status.windows_judged += 1
@@ -466,6 +533,13 @@ class Monitor:
         )
         if self._pending(episode):
             self._declare(model, episode, frame, result)
+
+    def _drop_pending(self, episode: _Episode) -> bool:
+        return (
+            self.settings.declare_estimated_drop
+            and episode.below_floor >= self.settings.consecutive_windows
+            and not episode.drop_declared
+        )
 
     def _pending(self, episode: _Episode) -> bool:
         return episode.consecutive >= self.settings.consecutive_windows and not episode.declared

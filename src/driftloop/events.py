@@ -30,6 +30,7 @@ MODEL_PROMOTED = "driftloop.model.promoted"
 MODEL_REJECTED = "driftloop.model.rejected"
 ROLLOUT_STARTED = "driftloop.rollout.started"
 FEEDBACK_PROGRESS = "driftloop.feedback.progress"
+PERFORMANCE_DEGRADED = "driftloop.performance.degraded"
 
 
 class EventNotDelivered(RuntimeError):

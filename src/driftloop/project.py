@@ -87,6 +87,8 @@ class MonitorOverrides(BaseModel):
     drift_share_threshold: float | None = Field(default=None, gt=0, le=1)
     consecutive_windows: PositiveInt | None = None
     reference_rows: PositiveInt | None = None
+    declare_estimated_drop: bool | None = None
+    performance_floor: float | None = None
 
 
 class RolloutConfig(BaseModel):

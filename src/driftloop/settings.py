@@ -23,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
     SecretStr,
@@ -128,6 +129,11 @@ class PrefectSettings(_Area):
         default=600,
         description="After a model's drift event or alert starts a retrain, its further events "
         "start none for this long (measured between the events; manual runs do not count).",
+    )
+    retrain_label_wait_minutes: NonNegativeFloat = Field(
+        default=60.0,
+        description="A retrain an event started that finds too few new labels waits this long "
+        "for them, looking every 30 s (an estimated drop comes before its labels); 0: none.",
     )
     judge_cron: str = Field(
         default="*/5 * * * *",
@@ -239,6 +245,17 @@ class MonitorSettings(_Area):
     alert_token: Secret = Field(
         default=None,
         description="Bearer token Alertmanager must send to /alerts (secret: no default).",
+    )
+    declare_estimated_drop: bool = Field(
+        default=False,
+        description="Send driftloop.performance.degraded (which starts a retrain) when the "
+        "estimated primary metric's whole band lies below its floor for consecutive_windows "
+        "windows, before labels arrive.",
+    )
+    performance_floor: float | None = Field(
+        default=None,
+        description="Floor of the primary metric for that declaration; none: the task's "
+        "(ROC AUC 0.75, macro F1 0.6), the alert rules' own.",
     )
 
 

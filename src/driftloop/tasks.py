@@ -68,6 +68,16 @@ LIVE_METRICS: dict[Task, tuple[str, ...]] = {
     "regression": ("mae", "rmse", "r2"),
 }
 
+# The live quality a model should keep, per task: its primary metric and the floor below which
+# ModelPerformanceDrop (realized, on labels) and EstimatedPerformanceDrop (estimated, before
+# labels) fire in infra/prometheus/rules/driftloop.yml (a test holds the two together), and the
+# monitor's own declaration of an estimated drop. Regression is not estimated.
+LIVE_FLOOR: dict[Task, tuple[str, float]] = {
+    "binary": ("roc_auc", 0.75),
+    "multiclass": ("macro_f1", 0.6),
+    "regression": ("r2", 0.0),
+}
+
 
 def task_of_target(target_type: str) -> Task:
     """The task a target type asks for: binary, categorical -> multiclass, numeric -> regression."""

@@ -86,12 +86,18 @@ def test_deploy_applies_the_deployments_and_the_retrain_trigger(
     ]
     assert [a["name"] for a in automations] == ["retrain on drift or alert"]
     trigger = automations[0]["trigger"]
-    assert sorted(trigger["expect"]) == ["driftloop.alert.firing", "driftloop.drift.detected"]
+    assert sorted(trigger["expect"]) == [
+        "driftloop.alert.firing",
+        "driftloop.drift.detected",
+        "driftloop.performance.degraded",
+    ]
     assert trigger["posture"] == "Reactive" and trigger["threshold"] == 1
     assert trigger["for_each"] == ["prefect.resource.id"]
     assert trigger["within"] == 900
     assert trigger["match"] == {"prefect.resource.id": "driftloop.model.*"}
     assert automations[0]["actions"][0]["parameters"]["reason"] == "{{ event.event }}"
+    # A retrain an event started waits for late labels, as long as the setting says (default).
+    assert automations[0]["actions"][0]["parameters"]["wait_for_labels_minutes"] == "60"
 
     judge = deployments["judge"]
     (judged,) = judge["schedules"]

@@ -34,7 +34,7 @@ def test_prometheus_config_and_rules_load() -> None:
     checked = run(tool("promtool"), "check", "config", str(PROMETHEUS / "prometheus.yml"))
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 9 rules found" in checked.stdout + checked.stderr
+    assert "SUCCESS: 10 rules found" in checked.stdout + checked.stderr
 
 
 def test_every_alert_goes_pending_firing_resolved() -> None:
@@ -46,11 +46,11 @@ def test_every_alert_goes_pending_firing_resolved() -> None:
     rules = (PROMETHEUS / "rules" / "driftloop.yml").read_text()
     tests = (PROMETHEUS / "tests" / "driftloop_test.yml").read_text()
     alerts = [line.split(":", 1)[1].strip() for line in rules.splitlines() if "- alert:" in line]
-    assert len(alerts) == 9
+    assert len(alerts) == 10
     for alert in alerts:  # each one is tested not firing, firing, and not firing again
         assert tests.count(f"alertname: {alert}") >= 3, alert
     for part in ("summary:", "description:", "runbook_url:"):
-        assert rules.count(part) == 9, part
+        assert rules.count(part) == 10, part
 
 
 def test_alertmanager_routes_drift_and_performance_to_the_monitor() -> None:
@@ -64,9 +64,28 @@ def test_alertmanager_routes_drift_and_performance_to_the_monitor() -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert receiver("alertname=DatasetDrift", "kind=drift", "model=fraud") == "driftloop-monitor"
     assert receiver("alertname=ModelPerformanceDrop", "kind=performance") == "driftloop-monitor"
+    assert receiver("alertname=EstimatedPerformanceDrop", "kind=performance") == (
+        "driftloop-monitor"
+    )
     assert receiver("alertname=MonitorDown", "kind=service") == "log-only"
     # A failed retrain is for people: routed to the monitor it would start another retrain.
     assert receiver("alertname=RetrainFailed", "kind=pipeline", "model=fraud") == "log-only"
     assert receiver("alertname=RolloutOverdue", "kind=pipeline", "model=fraud") == "log-only"
     config = ALERTMANAGER.read_text()
     assert "credentials_file: alert-token" in config and "send_resolved: true" in config
+
+
+def test_the_performance_alerts_use_the_floors_the_monitor_uses() -> None:
+    """ModelPerformanceDrop, EstimatedPerformanceDrop and the monitor's own declaration of an
+    estimated drop (driftloop.tasks.LIVE_FLOOR) agree on each task's floor."""
+    from driftloop.tasks import LIVE_FLOOR
+
+    rules = (PROMETHEUS / "rules" / "driftloop.yml").read_text()
+    for task, (metric, floor) in LIVE_FLOOR.items():
+        realized = f'driftloop_model_performance{{metric="{metric}"}}) < {floor:g}'
+        assert realized in rules, (task, realized)
+        if task != "regression":  # not estimated
+            estimated = (
+                f'driftloop_estimated_performance{{metric="{metric}",bound="upper"}}) < {floor:g}'
+            )
+            assert estimated in rules, (task, estimated)

@@ -4,7 +4,10 @@ faces the gate, and a winner is packaged and promoted."""
 
 from __future__ import annotations
 
+import contextvars
 import io
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from prefect.states import State
 from sklearn.metrics import f1_score
 
 from driftloop.datasets.spec import load_spec
@@ -26,6 +30,7 @@ from flows.ingest import ingest
 from flows.retrain import RetrainOutcome, retrain
 from flows.train import train
 from tests.integration.conftest import LakeFSServer, PrefectServer
+from tests.polling import eventually
 
 SPEC = load_spec("transactions")
 MODEL_NAME = "transactions-classifier"
@@ -130,6 +135,49 @@ def test_too_few_labels_retrain_nothing(world: LakeFSClient) -> None:
 
     assert state.is_completed() and "only 50 new labelled predictions" in str(state.message)
     assert registry.production(MODEL_NAME) == before
+
+
+def test_a_retrain_waits_for_late_labels_and_says_so_in_its_run(
+    world: LakeFSClient, prefect_server: PrefectServer
+) -> None:
+    """Started on an estimated drop, before the labels: the run waits, logging how many labels
+    there are, and retrains once they have come."""
+    outcomes: list[State] = []
+    here = contextvars.copy_context()  # the Prefect server this test talks to
+    waiting = threading.Thread(
+        target=here.run,
+        args=(
+            lambda: outcomes.append(
+                retrain(
+                    reason="driftloop.performance.degraded",
+                    min_labelled_rows=300,
+                    wait_for_labels_minutes=3,
+                    label_poll_seconds=1,
+                    return_state=True,
+                )
+            ),
+        ),
+    )
+    waiting.start()
+    time.sleep(4)  # the run looks a few times, finds nothing
+    assert waiting.is_alive()
+    served_with_feedback(1500, "concept_drift", seed=17)  # the labels come
+    waiting.join(timeout=300)
+
+    (state,) = outcomes
+    outcome = state.result()
+    assert isinstance(outcome, RetrainOutcome) and outcome.labelled_rows == 1500
+    assert outcome.reason == "driftloop.performance.degraded"
+    run_id = str(state.state_details.flow_run_id)
+
+    def said() -> list[str]:
+        logs = prefect_server.access.post(
+            "/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}
+        ).json()
+        return [log["message"] for log in logs if log["message"].startswith("waiting for labels")]
+
+    messages = eventually(said, "the run's waiting messages in Prefect", timeout=30)
+    assert len(messages) >= 2 and messages[0].startswith("waiting for labels: 0 of 300")
 
 
 def ids_on_main(client: LakeFSClient) -> pd.Series:

@@ -18,7 +18,14 @@ from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
 from driftloop.drift import DriftResult, Reference, prepare_reference
 from driftloop.estimation import BinaryCalibration
-from driftloop.events import ALERT_FIRING, ALERT_RESOLVED, DRIFT_DETECTED, Event, EventNotDelivered
+from driftloop.events import (
+    ALERT_FIRING,
+    ALERT_RESOLVED,
+    DRIFT_DETECTED,
+    PERFORMANCE_DEGRADED,
+    Event,
+    EventNotDelivered,
+)
 from driftloop.settings import MonitorSettings
 from services.monitor.app import create_app
 from services.monitor.monitor import Monitor, ProductionModel
@@ -374,6 +381,49 @@ def test_performance_is_estimated_before_labels_and_coverage_and_delays_follow_t
     assert world.metric("driftloop_label_delay_seconds_count", **histogram) == 3
     assert world.metric("driftloop_label_delay_seconds_bucket", le="60.0", **histogram) == 1
     assert asked == [None, NOW]  # the second look starts where the first one ended
+
+
+def estimating_world(**settings: Any) -> World:
+    history = scored(generate_transactions(5000, seed=3))
+    calibration = BinaryCalibration.fit(history["score"], history["is_fraud"], threshold=0.25)
+    world = World(**settings)
+    world.model = replace(MODEL, calibration=calibration.as_dict())
+    world.traffic.transform = scored
+    return world
+
+
+def test_an_estimated_drop_is_declared_once_before_any_label_when_asked_to() -> None:
+    """Floor 0.99: every window's estimated ROC AUC band lies under it. Declared after
+    consecutive_windows (3) windows, once; sent again when Prefect was down."""
+    world = estimating_world(declare_estimated_drop=True, performance_floor=0.99)
+    world.prefect.down = True
+    world.windows(3)
+    assert world.prefect.events == []
+    world.prefect.down = False
+    world.monitor.check()  # no new traffic: the undelivered declaration is sent again
+    world.windows(2)
+
+    (event,) = [e for e in world.prefect.events if e.event == PERFORMANCE_DEGRADED]
+    payload = event.payload
+    assert (payload["source"], payload["metric"], payload["floor"]) == (
+        "estimated",
+        "roc_auc",
+        0.99,
+    )
+    assert payload["lower"] <= payload["estimate"] <= payload["upper"] < 0.99
+    assert payload["label_coverage"] == 0.0 and payload["model_version"] == MODEL.version
+    assert world.metric("driftloop_retrain_triggered_total") == 1
+    assert any("before labels" in text for text, _ in world.annotations)
+
+
+def test_no_drop_is_declared_above_the_floor_or_without_the_option() -> None:
+    above = estimating_world(declare_estimated_drop=True, performance_floor=0.5)
+    off = estimating_world(performance_floor=0.99)
+    above.windows(4)
+    off.windows(4)
+
+    assert above.prefect.events == [] and off.prefect.events == []
+    assert off.monitor.status.estimated is not None  # estimated all the same
 
 
 def test_a_model_without_calibration_is_not_estimated() -> None:
