@@ -90,7 +90,7 @@ def retrain(
     report: str | None = None,
     alertname: str | None = None,
     min_labelled_rows: int = 200,
-    wait_for_labels_minutes: float = 0.0,
+    wait_for_labels_minutes: float | None = None,
     label_poll_seconds: float = 30.0,
 ) -> RetrainOutcome | State:
     """Ingest the labelled production traffic since the production model's data, retrain, gate,
@@ -107,8 +107,8 @@ def retrain(
         min_labelled_rows: fewer labelled rows than this: nothing to learn from yet.
         wait_for_labels_minutes: with fewer, wait this long for them, looking again every
             ``label_poll_seconds`` and saying how many there are (labels come late: an
-            estimated drop is declared before them); the automation passes
-            DRIFTLOOP_PREFECT__RETRAIN_LABEL_WAIT_MINUTES.
+            estimated drop is declared before them). Default: a run an event started waits
+            DRIFTLOOP_PREFECT__RETRAIN_LABEL_WAIT_MINUTES, a manual one not at all.
     """
     logger = get_run_logger()
     config = settings()
@@ -136,6 +136,11 @@ def retrain(
     main = client.resolve(config.lakefs.default_branch)
     landed = landed_feedback(client, main, dataset)
     exported = export_feedback(config.prediction_log_url, declared, since, landed)
+    if wait_for_labels_minutes is None:
+        started_by_event = reason != "manual"
+        wait_for_labels_minutes = (
+            config.prefect.retrain_label_wait_minutes if started_by_event else 0.0
+        )
     deadline = time.monotonic() + wait_for_labels_minutes * 60
     while len(exported.batch) < min_labelled_rows and time.monotonic() < deadline:
         left = deadline - time.monotonic()

@@ -257,6 +257,7 @@ class _Episode:
     declared: bool = False
     reference: Reference | None = None
     history: list[bool] = field(default_factory=list)
+    labelled_judged: int = -1  # labelled rows of the window last judged
     below_floor: int = 0  # windows in a row whose estimated band lies under the floor
     drop_declared: bool = False
 
@@ -489,15 +490,19 @@ class Monitor:
             self._set("waiting for traffic", window_rows=len(frame), result=None)
             return
         newest = frame["created_at"].max() if "created_at" in frame else None
+        labelled = int(frame[TRUE_LABEL].notna().sum()) if TRUE_LABEL in frame else 0
         if (
             newest is not None
             and newest == episode.newest_judged
+            and labelled == episode.labelled_judged
             and not self._pending(episode)
             and not self._drop_pending(episode)
         ):
             # Nothing new since the last verdict, which stands; the same rows count only once.
+            # (Labels that came for the window's rows are news: the realized metrics fill in.)
             self.status.checked_at = datetime.now(UTC).isoformat()
             return
+        episode.labelled_judged = labelled
         if episode.reference is None:
             started = time.monotonic()
             episode.reference = self._reference(model)

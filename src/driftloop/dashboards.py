@@ -4,7 +4,8 @@
 
 Two dashboards over the Prometheus datasource provisioned as uid ``driftloop-prometheus``:
 "Model health" (drift share, per-feature drift, prediction drift, score distribution, live
-performance in each model's own metrics, the version serving, retrain triggers, and a rollout
+performance in each model's own metrics, performance estimated before labels with its band,
+label coverage and delay, the version serving, retrain triggers, and a rollout
 row: predictions and scores per role, the live loss per role, the judge's loss difference with
 its always-valid bounds, labels and age; a ``model`` variable picks one model, several or all)
 and "Service" (requests/s, p50 and p99 latency, error rate, prediction-log drops, monitor check
@@ -99,6 +100,38 @@ MODEL_HEALTH = (
         description="On the predictions in the latest window that got their true label, in the "
         "model's own metrics: F1 and ROC AUC (binary), macro F1 and accuracy (multiclass), MAE, "
         "RMSE and R² (regression).",
+    ),
+    Panel(
+        "Estimated performance (before labels)",
+        (
+            (
+                f"max by (model, metric, bound) (driftloop_estimated_performance{{{MODEL}}})",
+                "{{model}} {{metric}} {{bound}}",
+            ),
+        ),
+        description="What the model's calibrated scores predict for the latest window, with the "
+        "95 % band the realized value should fall in (confidence-based estimation): it holds "
+        "under covariate shift, not under concept drift, which needs labels.",
+    ),
+    Panel(
+        "Label coverage",
+        ((f"max by (model) (driftloop_label_coverage{{{MODEL}}})", "{{model}}"),),
+        unit="percentunit",
+        description="Share of the latest window's predictions that got their true label: "
+        "while it is low, Live performance is blind and the estimate is what there is.",
+    ),
+    Panel(
+        "Label delay (median, p90)",
+        tuple(
+            (
+                f"histogram_quantile({q}, sum by (model, le) "
+                f"(rate(driftloop_label_delay_seconds_bucket{{{MODEL}}}[1h])))",
+                f"{{{{model}}}} p{int(q * 100)}",
+            )
+            for q in (0.5, 0.9)
+        ),
+        unit="s",
+        description="Time from a prediction to its label, for the labels of the last hour.",
     ),
     Panel(
         "Model version serving",

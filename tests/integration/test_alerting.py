@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 
 from driftloop.dashboards import queries
@@ -200,6 +201,66 @@ def test_drifted_traffic_fires_the_alert_that_creates_a_retrain_run(stack: dict[
     assert runs[0]["parameters"]["alertname"] == "DatasetDrift"
     assert not httpx.get(f"{root(stack['monitor'])}/status").json()["drift_declared"]
     assert any(a["labels"]["alertname"] == "DatasetDrift" for a in alerts_now(stack))
+
+
+def cross_border(rows: int, seed: int) -> pd.DataFrame:
+    """A covariate shift that harms the fraud model: only online purchases abroad on young
+    accounts (a new cross-border marketplace, say), under the baseline's fraud rule. The
+    cases the model tells apart easily are gone; its ROC AUC falls from about 0.84 to 0.7."""
+    frame = generate_transactions(rows * 100, seed=seed, baseline_rule=True)
+    chosen = frame[
+        (frame["channel"] == "online") & frame["is_foreign"] & (frame["account_age_days"] < 1500)
+    ]
+    assert len(chosen) >= rows
+    return chosen.head(rows).reset_index(drop=True)
+
+
+def test_a_harmful_covariate_shift_raises_the_estimated_drop_before_any_label(
+    stack: dict[str, Any],
+) -> None:
+    """Labels delayed beyond the window: the estimate alone raises EstimatedPerformanceDrop;
+    when the labels come, the realized ROC AUC of the same window lies inside its band."""
+
+    def estimated_drop() -> list[dict[str, Any]]:
+        return [
+            a
+            for a in alerts_now(stack)
+            if a["labels"]["alertname"] == "EstimatedPerformanceDrop" and a["state"] == "firing"
+        ]
+
+    assert estimated_drop() == []
+    frame = cross_border(500, seed=41)
+    records = frame_records(frame, SPEC.feature_names)
+    base = root(stack["inference"])
+    with httpx.Client(timeout=30) as client:
+        answers: list[dict[str, Any]] = []
+        for start in range(0, 500, 50):
+            response = client.post(f"{base}/predict", json=records[start : start + 50])
+            response.raise_for_status()
+            answers += response.json()
+
+        (alert,) = eventually(estimated_drop, "EstimatedPerformanceDrop to fire", timeout=60)
+        before = monitor_status(stack)
+        estimate = before["estimated"]["roc_auc"]
+        assert before["label_coverage"] == 0.0  # no label has come: the estimate alone
+        assert alert["labels"]["metric"] == "roc_auc" and estimate["upper"] < 0.75
+
+        for answer, label in zip(answers, frame[SPEC.target].tolist(), strict=True):
+            client.post(
+                f"{base}/feedback",
+                json={"prediction_id": answer["prediction_id"], "label": int(label)},
+            ).raise_for_status()
+
+    def realized() -> dict[str, Any] | None:
+        status = monitor_status(stack)
+        performance = (status["result"] or {}).get("performance") or {}
+        return status if performance.get("rows") == 500 else None
+
+    after = eventually(realized, "the realized ROC AUC of the labelled window", timeout=60)
+    auc = after["result"]["performance"]["metrics"]["roc_auc"]
+    assert after["label_coverage"] == 1.0
+    assert after["estimated"]["roc_auc"] == estimate  # the same window, the same estimate
+    assert estimate["lower"] <= auc <= estimate["upper"], (auc, estimate)
 
 
 def test_every_dashboard_panel_query_returns_data(stack: dict[str, Any]) -> None:

@@ -96,8 +96,6 @@ def test_deploy_applies_the_deployments_and_the_retrain_trigger(
     assert trigger["within"] == 900
     assert trigger["match"] == {"prefect.resource.id": "driftloop.model.*"}
     assert automations[0]["actions"][0]["parameters"]["reason"] == "{{ event.event }}"
-    # A retrain an event started waits for late labels, as long as the setting says (default).
-    assert automations[0]["actions"][0]["parameters"]["wait_for_labels_minutes"] == "60"
 
     judge = deployments["judge"]
     (judged,) = judge["schedules"]

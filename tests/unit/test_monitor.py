@@ -372,11 +372,15 @@ def test_performance_is_estimated_before_labels_and_coverage_and_delays_follow_t
     )
     assert lower is not None and upper is not None and lower < estimated["f1"]["value"] < upper
     assert world.metric("driftloop_label_coverage", model=MODEL.name) == 0.0
-    # Labels for half of the window arrive; each delay is counted once.
-    world.traffic.frame.loc[world.traffic.frame.index[-250:], "true_label"] = 1.0
-    world.traffic.send(1)  # a new row: the window is judged again (499 old rows, 250 labelled)
+    # Labels for half of the window arrive, no new prediction: the same window is looked at
+    # again (its realized metrics fill in) without counting as a new one; each delay once.
+    late = world.traffic.frame.index[-250:]
+    world.traffic.frame.loc[late, "true_label"] = world.traffic.frame.loc[late, "is_fraud_later"]
     world.monitor.check()
     assert world.metric("driftloop_label_coverage", model=MODEL.name) == pytest.approx(250 / 500)
+    assert world.monitor.status.windows_judged == 1
+    result = world.monitor.status.result
+    assert result is not None and result["performance"]["rows"] == 250
     histogram = {"model": MODEL.name}
     assert world.metric("driftloop_label_delay_seconds_count", **histogram) == 3
     assert world.metric("driftloop_label_delay_seconds_bucket", le="60.0", **histogram) == 1

@@ -44,7 +44,6 @@ def deployment_env(settings: Settings, project: Path) -> dict[str, str]:
         "DRIFTLOOP_PREFECT__INGEST_SCHEDULE_ACTIVE": str(prefect.ingest_schedule_active).lower(),
         "DRIFTLOOP_PREFECT__RETRAIN_COOLDOWN_SECONDS": str(prefect.retrain_cooldown_seconds),
         "DRIFTLOOP_PREFECT__JUDGE_CRON": prefect.judge_cron,
-        "DRIFTLOOP_PREFECT__RETRAIN_LABEL_WAIT_MINUTES": f"{prefect.retrain_label_wait_minutes:g}",
     }
 
 
