@@ -63,6 +63,13 @@ def test_demo_closes_the_loop_from_a_fresh_copy(tmp_path: Path) -> None:
     assert "[dev] environment ready" in out  # it installed its own environment first
     assert "batch 'corrupted' rejected, main unchanged" in out
     assert "in distribution: no drift declared, no retrain" in out
+    # Each calm window: performance estimated before its labels, then realized beside it.
+    estimated = re.findall(r"estimated ROC AUC ([\d.]+) \[([\d.]+), ([\d.]+)\]", out)
+    realized = re.findall(r"labels in: realized ROC AUC ([\d.]+) \((\w+) the estimate", out)
+    assert len(estimated) == 3 and len(realized) == 3, out[-4000:]
+    for (value, lower, upper), (actual, where) in zip(estimated, realized, strict=True):
+        assert float(lower) < float(value) < float(upper)
+        assert where == ("inside" if float(lower) <= float(actual) <= float(upper) else "outside")
     assert "the monitor declared drift" in out
     # The timeline has every step, each after the onset, in the loop's order.
     offsets = {}

@@ -5,7 +5,10 @@
    declared after 2 drifted windows); its bootstrap lands a first batch through its branch and
    trains the first model, which the inference service serves.
 2. A corrupted batch is rejected and main does not move.
-3. In-distribution traffic with delayed labels: the monitor judges windows; nothing happens.
+3. In-distribution traffic with delayed labels: the monitor judges each window before its labels
+   come and shows the ROC AUC it estimates from the model's calibrated scores, with its band;
+   then the labels come (at once, or trickling in over ``--label-delay`` seconds) and the
+   realized ROC AUC fills in beside it. No drift, nothing else happens.
 4. Concept drift: the same features, a different fraud pattern, with labels. The monitor
    declares drift, sends ``driftloop.drift.detected``; Prefect's automation runs the retrain
    deployment on the worker; the gate promotes the retrained model; the service swaps to it.
@@ -74,7 +77,9 @@ class Timeline:
         ]
 
 
-def run_demo(settings: Settings, console: Console, *, keep_running: bool = False) -> None:
+def run_demo(
+    settings: Settings, console: Console, *, keep_running: bool = False, label_delay: float = 0.0
+) -> None:
     """Run the demo under ``<settings.home>/demo``; raise DemoFailed unless the loop closed."""
 
     def say(message: str) -> None:
@@ -107,7 +112,7 @@ def run_demo(settings: Settings, console: Console, *, keep_running: bool = False
     try:
         stack = LocalStack(demo_settings, code=code_dir(), say=say, extra_env=env)
         with stack.running_stack():
-            Demo(stack, console).run()
+            Demo(stack, console, label_delay=label_delay).run()
             closed = True
             if keep_running:
                 say("the stack keeps running for you to look around; Ctrl-C stops it")
@@ -123,8 +128,9 @@ def run_demo(settings: Settings, console: Console, *, keep_running: bool = False
 class Demo:
     """The demo's steps against a running stack."""
 
-    def __init__(self, stack: LocalStack, console: Console) -> None:
+    def __init__(self, stack: LocalStack, console: Console, label_delay: float = 0.0) -> None:
         self.stack = stack
+        self.label_delay = label_delay
         self.console = console
         self.settings = stack.settings
         self.model = example_project(DEMO_EXAMPLE).model()
@@ -175,12 +181,30 @@ class Demo:
         self.console.rule("traffic like the training data, with delayed labels")
         judged = self.monitor_status()["windows_judged"]
         for seed in (31, 32, 33):
-            self.traffic("baseline", seed)
+            labels = self.traffic("baseline", seed, labels=False)
             status = self.wait_for(
                 "the monitor to judge a window", partial(self.judged_after, judged), timeout=60
             )
             judged = status["windows_judged"]
             self.say(f"  window {judged}: {status['state']}, drift share {drift_share(status):.2f}")
+            estimate = (status.get("estimated") or {}).get("roc_auc")
+            if estimate:
+                self.say(
+                    f"    before its labels (coverage {status.get('label_coverage') or 0:.0%}): "
+                    f"estimated ROC AUC {estimate['value']:.3f} "
+                    f"[{estimate['lower']:.3f}, {estimate['upper']:.3f}]"
+                )
+            self.send_labels(labels)
+            status = self.wait_for(
+                "the window's labels to reach the monitor", self.labelled_window, timeout=60
+            )
+            realized = status["result"]["performance"]["metrics"].get("roc_auc")
+            if estimate and realized is not None:
+                inside = estimate["lower"] <= realized <= estimate["upper"]
+                self.say(
+                    f"    labels in: realized ROC AUC {realized:.3f} "
+                    f"({'inside' if inside else 'outside'} the estimate's band)"
+                )
         if self.monitor_status()["drift_declared"]:
             raise DemoFailed("the monitor declared drift on in-distribution traffic")
         self.say("[green]✓[/] in distribution: no drift declared, no retrain")
@@ -270,8 +294,11 @@ class Demo:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def traffic(self, scenario: str, seed: int, rows: int = 500) -> None:
-        """``rows`` transactions in requests of 50, then each one's true label as feedback."""
+    def traffic(
+        self, scenario: str, seed: int, rows: int = 500, labels: bool = True
+    ) -> list[dict[str, Any]]:
+        """``rows`` transactions in requests of 50, then each one's true label as feedback; with
+        ``labels`` False, the feedback is returned to send later instead."""
         frame = generate_transactions(rows, seed=seed, scenario=scenario)  # type: ignore[arg-type]
         records = frame_records(frame, self.spec.feature_names)
         truth = frame[self.spec.target].astype(int).tolist()
@@ -281,10 +308,34 @@ class Demo:
                 response = client.post("/predict", json=records[start : start + 50])
                 response.raise_for_status()
                 answers += response.json()
-            for answer, label in zip(answers, truth, strict=True):
-                client.post(
-                    "/feedback", json={"prediction_id": answer["prediction_id"], "label": label}
-                ).raise_for_status()
+        feedback = [
+            {"prediction_id": answer["prediction_id"], "label": label}
+            for answer, label in zip(answers, truth, strict=True)
+        ]
+        if labels:
+            self.send_labels(feedback, over_seconds=0.0)
+            return []
+        return feedback
+
+    def send_labels(
+        self, feedback: list[dict[str, Any]], over_seconds: float | None = None
+    ) -> None:
+        """Send ``feedback``, trickling in 10 parts over ``over_seconds`` (default: the
+        demo's label delay)."""
+        spread = self.label_delay if over_seconds is None else over_seconds
+        parts = 10 if spread > 0 else 1
+        size = -(-len(feedback) // parts)
+        with httpx.Client(base_url=self.inference, timeout=30) as client:
+            for part in range(parts):
+                if part:
+                    time.sleep(spread / parts)
+                for given in feedback[part * size : (part + 1) * size]:
+                    client.post("/feedback", json=given).raise_for_status()
+
+    def labelled_window(self) -> dict[str, Any] | None:
+        """The monitor's status once every row of its window has its label."""
+        status = self.monitor_status()
+        return status if status.get("label_coverage") == 1.0 and status.get("result") else None
 
     def serving_version(self) -> str:
         return str(httpx.get(f"{self.inference}/model", timeout=10).json()["version"])
