@@ -390,30 +390,24 @@ class Monitor:
         floor: float,
         window_rows: int,
     ) -> None:
-        event = Event(
-            event=PERFORMANCE_DEGRADED,
-            resource_id=model_resource(model.name),
-            resource_labels={"driftloop.model.version": model.version},
-            payload={
-                "model": model.name,
-                "model_version": model.version,
-                "data_commit": model.data_commit,
-                "source": "estimated",
-                "metric": estimate.metric,
-                "estimate": estimate.value,
-                "lower": estimate.lower,
-                "upper": estimate.upper,
-                "floor": floor,
-                "window_rows": window_rows,
-                "label_coverage": self.status.label_coverage,
-                "consecutive_windows": episode.below_floor,
-            },
-        )
         try:
-            self._send([event])
-        except EventNotDelivered as problem:
-            self.metrics.event_failures.inc()
-            log.error("estimated drop not delivered (sent again next check): %s", problem)
+            self._announce(
+                model,
+                PERFORMANCE_DEGRADED,
+                {
+                    "source": "estimated",
+                    "metric": estimate.metric,
+                    "estimate": estimate.value,
+                    "lower": estimate.lower,
+                    "upper": estimate.upper,
+                    "floor": floor,
+                    "window_rows": window_rows,
+                    "label_coverage": self.status.label_coverage,
+                    "consecutive_windows": episode.below_floor,
+                },
+                "estimated drop",
+            )
+        except EventNotDelivered:
             return
         episode.drop_declared = True
         self.metrics.retrain_triggered.inc()
@@ -423,6 +417,31 @@ class Monitor:
         )
         self._annotate(text, ["performance", model.name])
         log.warning("performance drop declared: %s", text)
+
+    def _announce(
+        self, model: ProductionModel, name: str, details: dict[str, Any], what: str
+    ) -> Event:
+        """Send event ``name`` about ``model`` (its name, version and data commit, and
+        ``details``). Raises EventNotDelivered when Prefect did not take it, counted and logged
+        as ``what`` (the caller sends it again at the next check)."""
+        event = Event(
+            event=name,
+            resource_id=model_resource(model.name),
+            resource_labels={"driftloop.model.version": model.version},
+            payload={
+                "model": model.name,
+                "model_version": model.version,
+                "data_commit": model.data_commit,
+                **details,
+            },
+        )
+        try:
+            self._send([event])
+        except EventNotDelivered as problem:
+            self.metrics.event_failures.inc()
+            log.error("%s not delivered (sent again next check): %s", what, problem)
+            raise
+        return event
 
     def _watch_rollout(self) -> None:
         """Export the rollout's live evidence, and tell Prefect (``driftloop.feedback.progress``,
@@ -554,32 +573,28 @@ class Monitor:
     ) -> None:
         assert episode.reference is not None
         report = self._store_report(model, episode.reference, frame, result)
-        event = Event(
-            event=DRIFT_DETECTED,
-            resource_id=model_resource(model.name),
-            resource_labels={"driftloop.model.version": model.version},
-            payload={
-                "model": model.name,
-                "model_version": model.version,
-                "data_commit": model.data_commit,
-                "window_rows": result.window_rows,
-                "drift_share": result.drifted_share,
-                "share_threshold": result.share_threshold,
-                "drifted_features": result.drifted_features,
-                "feature_scores": {f.feature: f.score for f in result.features},
-                "prediction_drift": None if result.prediction is None else result.prediction.score,
-                "performance": None
-                if result.performance is None
-                else dict(result.performance.metrics),
-                "consecutive_windows": episode.consecutive,
-                "report": report,
-            },
-        )
         try:
-            self._send([event])
+            event = self._announce(
+                model,
+                DRIFT_DETECTED,
+                {
+                    "window_rows": result.window_rows,
+                    "drift_share": result.drifted_share,
+                    "share_threshold": result.share_threshold,
+                    "drifted_features": result.drifted_features,
+                    "feature_scores": {f.feature: f.score for f in result.features},
+                    "prediction_drift": None
+                    if result.prediction is None
+                    else result.prediction.score,
+                    "performance": None
+                    if result.performance is None
+                    else dict(result.performance.metrics),
+                    "consecutive_windows": episode.consecutive,
+                    "report": report,
+                },
+                "drift declared but",
+            )
         except EventNotDelivered as problem:
-            self.metrics.event_failures.inc()
-            log.error("drift declared but not delivered (sent again next check): %s", problem)
             self.status.problem = str(problem)
             self.status.last_report = report
             return

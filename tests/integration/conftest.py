@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -29,6 +30,7 @@ from driftloop.stack.servers import (
     start_monitor_server,
     start_prefect_server,
     start_process_worker,
+    start_prometheus,
 )
 from flows.common import prefect_api
 from tests.integration.databases import fresh_database
@@ -330,3 +332,37 @@ def served_world(
         for component in reversed(components):
             component.stop()
         patch.undo()
+
+
+def root(component: Component) -> str:
+    """http://host:port of a component, from its health URL."""
+    scheme, _, rest = component.health_url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+def scraping_prometheus(
+    home: Path, world: ServedWorld, alertmanager: str, **config: Any
+) -> Component:
+    """A Prometheus (the project's config and rules, ``config`` for write_prometheus_config:
+    intervals, ``rule_for``) scraping ``world``'s service and monitor every second, sending
+    alerts to ``alertmanager`` (host:port), its data and log under ``home``; started (the caller
+    waits for it to be healthy and stops it)."""
+    from driftloop.observability import Targets, write_prometheus_config
+
+    prometheus = start_prometheus(
+        config=write_prometheus_config(
+            home / "prometheus",
+            Targets(
+                inference=root(world.inference).removeprefix("http://"),
+                monitor=root(world.monitor).removeprefix("http://"),
+                prefect=None,
+                alertmanager=alertmanager,
+            ),
+            **{"scrape_interval": "1s", "evaluation_interval": "1s", **config},
+        ),
+        host="127.0.0.1",
+        port=free_port(),
+        data=home / "prometheus" / "data",
+        log_path=home / "prometheus.log",
+    )
+    return prometheus

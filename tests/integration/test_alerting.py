@@ -21,26 +21,25 @@ import pytest
 from driftloop.dashboards import queries
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
-from driftloop.observability import Targets, write_alertmanager_config, write_prometheus_config
+from driftloop.observability import write_alertmanager_config
 from driftloop.serving import frame_records
 from driftloop.settings import fast_monitor_env
 from driftloop.stack.processes import Component, free_port
 from driftloop.stack.servers import (
     start_alertmanager,
-    start_prometheus,
 )
-from tests.integration.conftest import LakeFSServer, PrefectServer, served_world
+from tests.integration.conftest import (
+    LakeFSServer,
+    PrefectServer,
+    root,
+    scraping_prometheus,
+    served_world,
+)
 from tests.polling import eventually
 
 SPEC = load_spec("transactions")
 PROJECT = Path(__file__).resolve().parents[2]
 TOKEN = uuid.uuid4().hex
-
-
-def root(component: Component) -> str:
-    """http://host:port of a component, from its health URL."""
-    scheme, _, rest = component.health_url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 @pytest.fixture(scope="module")
@@ -75,26 +74,14 @@ def stack(
                 log_path=home / "alertmanager.log",
             )
             components.append(alertmanager)
-            prometheus = start_prometheus(
-                config=write_prometheus_config(
-                    home / "prometheus",
-                    Targets(
-                        inference=root(world.inference).removeprefix("http://"),
-                        monitor=root(world.monitor).removeprefix("http://"),
-                        prefect=None,
-                        alertmanager=f"127.0.0.1:{alertmanager_port}",
-                    ),
-                    scrape_interval="1s",
-                    evaluation_interval="1s",
-                    rule_for="1s",
-                    # One feature's distance on a 500-row calm window can cross FeatureDrift's
-                    # threshold; its 10 minutes of `for` absorb that in production, and here.
-                    keep_for=frozenset({"FeatureDrift"}),
-                ),
-                host="127.0.0.1",
-                port=free_port(),
-                data=home / "prometheus" / "data",
-                log_path=home / "prometheus.log",
+            prometheus = scraping_prometheus(
+                home,
+                world,
+                f"127.0.0.1:{alertmanager_port}",
+                rule_for="1s",
+                # One feature's distance on a 500-row calm window can cross FeatureDrift's
+                # threshold; its 10 minutes of `for` absorb that in production, and here.
+                keep_for=frozenset({"FeatureDrift"}),
             )
             components.append(prometheus)
             for component in components:
@@ -127,20 +114,33 @@ def retrain_runs(stack: dict[str, Any], since: datetime) -> list[dict[str, Any]]
 def send(stack: dict[str, Any], scenario: str, seed: int, labels: bool = False) -> None:
     """500 transactions through /predict; with ``labels``, each one's true label as feedback."""
     frame = generate_transactions(500, seed=seed, scenario=scenario)  # type: ignore[arg-type]
+    answers = predict(stack, frame)
+    if labels:
+        label(stack, answers, frame)
+
+
+def predict(stack: dict[str, Any], frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The service's answers to ``frame``'s transactions, sent 50 to a request."""
     records = frame_records(frame, SPEC.feature_names)
-    base = root(stack["inference"])
+    answers: list[dict[str, Any]] = []
     with httpx.Client(timeout=30) as client:
-        answers: list[dict[str, Any]] = []
-        for start in range(0, 500, 50):
-            response = client.post(f"{base}/predict", json=records[start : start + 50])
+        for start in range(0, len(records), 50):
+            response = client.post(
+                f"{root(stack['inference'])}/predict", json=records[start : start + 50]
+            )
             response.raise_for_status()
             answers += response.json()
-        if labels:
-            for answer, label in zip(answers, frame[SPEC.target].tolist(), strict=True):
-                client.post(
-                    f"{base}/feedback",
-                    json={"prediction_id": answer["prediction_id"], "label": int(label)},
-                ).raise_for_status()
+    return answers
+
+
+def label(stack: dict[str, Any], answers: list[dict[str, Any]], frame: pd.DataFrame) -> None:
+    """Each answer's true label (``frame``'s target) as feedback."""
+    with httpx.Client(timeout=30) as client:
+        for answer, truth in zip(answers, frame[SPEC.target].tolist(), strict=True):
+            client.post(
+                f"{root(stack['inference'])}/feedback",
+                json={"prediction_id": answer["prediction_id"], "label": int(truth)},
+            ).raise_for_status()
 
 
 def monitor_status(stack: dict[str, Any]) -> dict[str, Any]:
@@ -230,26 +230,15 @@ def test_a_harmful_covariate_shift_raises_the_estimated_drop_before_any_label(
 
     assert estimated_drop() == []
     frame = cross_border(500, seed=41)
-    records = frame_records(frame, SPEC.feature_names)
-    base = root(stack["inference"])
-    with httpx.Client(timeout=30) as client:
-        answers: list[dict[str, Any]] = []
-        for start in range(0, 500, 50):
-            response = client.post(f"{base}/predict", json=records[start : start + 50])
-            response.raise_for_status()
-            answers += response.json()
+    answers = predict(stack, frame)
 
-        (alert,) = eventually(estimated_drop, "EstimatedPerformanceDrop to fire", timeout=60)
-        before = monitor_status(stack)
-        estimate = before["estimated"]["roc_auc"]
-        assert before["label_coverage"] == 0.0  # no label has come: the estimate alone
-        assert alert["labels"]["metric"] == "roc_auc" and estimate["upper"] < 0.75
+    (alert,) = eventually(estimated_drop, "EstimatedPerformanceDrop to fire", timeout=60)
+    before = monitor_status(stack)
+    estimate = before["estimated"]["roc_auc"]
+    assert before["label_coverage"] == 0.0  # no label has come: the estimate alone
+    assert alert["labels"]["metric"] == "roc_auc" and estimate["upper"] < 0.75
 
-        for answer, label in zip(answers, frame[SPEC.target].tolist(), strict=True):
-            client.post(
-                f"{base}/feedback",
-                json={"prediction_id": answer["prediction_id"], "label": int(label)},
-            ).raise_for_status()
+    label(stack, answers, frame)  # the labels come
 
     def realized() -> dict[str, Any] | None:
         status = monitor_status(stack)

@@ -134,6 +134,37 @@ def labelled_traffic(server: Component, rows: int, seed: int) -> list[dict[str, 
     return answers
 
 
+class Asking:
+    """Inside its block, one transaction sent to ``predict_url`` again and again from a thread:
+    the version of every answer, in order, and every failure."""
+
+    def __init__(self, predict_url: str) -> None:
+        self.url = predict_url
+        self.answered: list[str] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._ask)
+
+    def __enter__(self) -> Asking:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _ask(self) -> None:
+        record = frame_records(generate_transactions(1, seed=1), SPEC.feature_names)[0]
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                answer = client.post(self.url, json=record)
+                if answer.status_code != 200:
+                    self.failures.append(f"{answer.status_code} {answer.text}")
+                else:
+                    self.answered.append(answer.json()["model_version"])
+                self._stop.wait(0.01)
+
+
 def model_info(server: Component) -> dict[str, object]:
     return httpx.get(url(server, "/model")).json()  # type: ignore[no-any-return]
 
@@ -158,33 +189,16 @@ def test_a_better_shadow_is_promoted_by_the_judge_and_swapped_in_without_a_faile
     start(versions, server, versions.good, "shadow")
     answers = labelled_traffic(server, LABELLED, seed=31)
     eventually(lambda: shadow_copies_logged(server), "every shadow copy scored", timeout=30)
-    failures: list[str] = []
-    answered: list[str] = []
-    stop = threading.Event()
-
-    def keep_asking() -> None:
-        record = frame_records(generate_transactions(1, seed=1), SPEC.feature_names)[0]
-        with httpx.Client(timeout=10) as client:
-            while not stop.is_set():
-                answer = client.post(url(server, "/predict"), json=record)
-                if answer.status_code != 200:
-                    failures.append(f"{answer.status_code} {answer.text}")
-                else:
-                    answered.append(answer.json()["model_version"])
-
-    traffic = threading.Thread(target=keep_asking)
-    traffic.start()
-    try:
+    with Asking(url(server, "/predict")) as asking:
         (outcome,) = judge()
         eventually(
             lambda: model_info(server)["version"] == versions.good,
             "the promoted shadow answering",
             timeout=30,
         )
-        eventually(lambda: len(answered) > 50, "requests after the swap", timeout=30)
-    finally:
-        stop.set()
-        traffic.join()
+        asked = len(asking.answered)
+        eventually(lambda: len(asking.answered) > asked + 50, "requests after the swap", timeout=30)
+    failures, answered = asking.failures, asking.answered
 
     assert {answer["model_version"] for answer in answers} == {versions.noise}
     assert outcome.decision == "promote", outcome.reason

@@ -9,7 +9,6 @@ rollout panels, empty outside a rollout, are evaluated on what it stored during 
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -19,17 +18,21 @@ import pytest
 
 from driftloop.dashboards import queries
 from driftloop.datasets.transactions import generate_transactions
-from driftloop.observability import Targets, write_prometheus_config
 from driftloop.project import example_project
 from driftloop.registry import ModelRegistry
 from driftloop.serving import frame_records
 from driftloop.settings import fast_monitor_env, get_settings
 from driftloop.stack.processes import Component, free_port
-from driftloop.stack.servers import start_prometheus
-from tests.integration.conftest import LakeFSServer, PrefectServer, ServedWorld, served_world
+from tests.integration.conftest import (
+    LakeFSServer,
+    PrefectServer,
+    ServedWorld,
+    root,
+    scraping_prometheus,
+    served_world,
+)
 from tests.integration.prefect_events import wait_for_event
-from tests.integration.test_alerting import root
-from tests.integration.test_rollout import FRAUD_RATE, MODEL, SPEC, train_version
+from tests.integration.test_rollout import FRAUD_RATE, MODEL, SPEC, Asking, train_version
 from tests.polling import eventually
 
 NEVER_SOON = "0 0 1 1 *"  # the judge's cron: once a year, on 1 January
@@ -54,23 +57,8 @@ def world(
     with served_world(
         prefect_server, lakefs_server, home, rows=4000, settings=settings, worker=True
     ) as served:
-        prometheus = start_prometheus(
-            config=write_prometheus_config(
-                home / "prometheus",
-                Targets(
-                    inference=root(served.inference).removeprefix("http://"),
-                    monitor=root(served.monitor).removeprefix("http://"),
-                    prefect=None,
-                    alertmanager=f"127.0.0.1:{free_port()}",  # none: no alert is tested here
-                ),
-                scrape_interval="1s",
-                evaluation_interval="1s",
-            ),
-            host="127.0.0.1",
-            port=free_port(),
-            data=home / "prometheus" / "data",
-            log_path=home / "prometheus.log",
-        )
+        # No Alertmanager: no alert is tested here.
+        prometheus = scraping_prometheus(home, served, f"127.0.0.1:{free_port()}")
         try:
             prometheus.wait_healthy(timeout=120)
             yield served, prometheus
@@ -130,34 +118,15 @@ def test_the_judge_deployment_alone_promotes_a_better_shadow_and_the_panels_show
     )
     rollout_began = datetime.now(UTC)
 
-    failures: list[str] = []
-    answered: list[str] = []
-    stop = threading.Event()
-
-    def keep_asking() -> None:
-        record = frame_records(generate_transactions(1, seed=1), SPEC.feature_names)[0]
-        with httpx.Client(timeout=10) as client:
-            while not stop.is_set():
-                answer = client.post(f"{root(served.inference)}/predict", json=record)
-                if answer.status_code != 200:
-                    failures.append(f"{answer.status_code} {answer.text}")
-                else:
-                    answered.append(answer.json()["model_version"])
-                stop.wait(0.02)
-
-    traffic = threading.Thread(target=keep_asking)
-    traffic.start()
     answering: set[str] = set()
-    try:
+    with Asking(f"{root(served.inference)}/predict") as asking:
         # Labelled traffic keeps coming, as it would, until the stack has decided.
-        seed = 40
+        seeds = iter(range(41, 1000))
 
         def promoted() -> bool:
-            nonlocal seed
             if registry.stages.production_version(MODEL) == good:
                 return True
-            seed += 1
-            answering.update(send_labelled(served, 300, seed))
+            answering.update(send_labelled(served, 300, next(seeds)))
             return False
 
         eventually(promoted, "the judge deployment to promote the shadow", timeout=240)
@@ -166,11 +135,9 @@ def test_the_judge_deployment_alone_promotes_a_better_shadow_and_the_panels_show
             "the promoted shadow answering",
             timeout=30,
         )
-        count = len(answered)
-        eventually(lambda: len(answered) > count + 50, "requests after the swap", timeout=30)
-    finally:
-        stop.set()
-        traffic.join()
+        asked = len(asking.answered)
+        eventually(lambda: len(asking.answered) > asked + 50, "requests after the swap", timeout=30)
+    failures, answered = asking.failures, asking.answered
     decided = datetime.now(UTC)
 
     # Only the automation can have run the judge (its schedule is once a year).

@@ -12,6 +12,7 @@ from driftloop.estimation import (
     BinaryCalibration,
     MulticlassCalibration,
     calibration_from_dict,
+    estimate_window,
     expected_roc_auc,
 )
 
@@ -135,3 +136,21 @@ def test_a_calibration_survives_being_stored(calibration: BinaryCalibration) -> 
     assert stored.estimate(scores) == calibration.estimate(scores)
     with pytest.raises(ValueError, match="not a stored calibration"):
         calibration_from_dict({"task": "regression"})
+
+
+def test_a_stored_calibration_estimates_a_window_as_the_log_keeps_it() -> None:
+    """What the monitor does: the stored dict, the window's scores and answered classes."""
+    score, answered, truth = multiclass_world(5000, seed=2)
+    stored = MulticlassCalibration.fit(score, answered, truth, classes=3).as_dict()
+    window_score, window_answered, window_truth = multiclass_world(1000, seed=3)
+
+    multiclass = estimate_window(stored, window_score, window_answered)
+    scores, labels = world(2000, seed=4)
+    binary = estimate_window(
+        BinaryCalibration.fit(scores, labels, threshold=0.1).as_dict(), scores, scores >= 0.1
+    )
+
+    assert set(multiclass) == {"accuracy", "macro_f1"}
+    accuracy = multiclass["accuracy"]
+    assert accuracy.lower <= accuracy_score(window_truth, window_answered) <= accuracy.upper
+    assert set(binary) == {"roc_auc", "f1", "precision", "recall", "accuracy"}

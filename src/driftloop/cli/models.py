@@ -331,7 +331,7 @@ def change_stage(
         warn_undelivered(problem)
         version, change = after(), None
     if as_json:
-        print_json(change or version)
+        print_json(change.payload() if change else version)
         return
     console.print(said(version), highlight=False)
 
