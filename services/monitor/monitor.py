@@ -12,6 +12,13 @@ gauges. After ``consecutive_windows`` drifted windows in a row, drift is declare
 episode: the Evidently report is stored, ``driftloop.drift.detected`` is sent, and the episode
 ends when a window is no longer drifted or another version becomes production. If the event
 cannot be delivered the declaration is retried at the next check: an event is never dropped.
+
+Labels come late: each check also reports the window's label coverage and every new label's
+delay, and estimates the window's performance from the version's calibrated scores before its
+labels (``driftloop.estimation``); a window whose labels came is judged again (its realized
+metrics fill in), without counting as a new window. With ``declare_estimated_drop``, a drop of
+the estimate under the task's floor for ``consecutive_windows`` windows is declared once, as
+``driftloop.performance.degraded``.
 """
 
 from __future__ import annotations
@@ -367,19 +374,19 @@ class Monitor:
         )
         self.metrics.record_estimates(model.name, estimates)
         self.status.estimated = {name: asdict(found) for name, found in estimates.items()}
-        metric, default_floor = LIVE_FLOOR[self.spec.task]
-        floor = self.settings.performance_floor
-        floor = default_floor if floor is None else floor
+        metric, floor = LIVE_FLOOR[self.spec.task]
+        if self.settings.performance_floor is not None:
+            floor = self.settings.performance_floor
         estimate = estimates.get(metric)
-        episode = self._episode
         if estimate is None or not self.settings.declare_estimated_drop:
             return
+        episode = self._episode
         if new_window:
             below = estimate.upper < floor  # the whole band: not a noisy window
             episode.below_floor = episode.below_floor + 1 if below else 0
             if not below:
                 episode.drop_declared = False
-        if episode.below_floor >= self.settings.consecutive_windows and not episode.drop_declared:
+        if self._drop_pending(episode):
             self._declare_drop(model, episode, estimate, floor, len(frame))
 
     def _declare_drop(

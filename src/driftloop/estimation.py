@@ -77,7 +77,7 @@ class BinaryCalibration:
     threshold: float
 
     @classmethod
-    def fit(cls, scores: Values, labels: Values, threshold: float) -> Any:
+    def fit(cls, scores: Values, labels: Values, threshold: float) -> BinaryCalibration:
         """Fit on the holdout: the model's scores and the true labels (0/1)."""
         x, y = _isotonic(np.asarray(scores, float), np.asarray(labels, float))
         return cls(tuple(map(float, x)), tuple(map(float, y)), float(threshold))

@@ -45,7 +45,8 @@ predictions = sa.Table(
     sa.Column("score", sa.Float, nullable=False),
     sa.Column("label", sa.Integer, nullable=False),
     sa.Column("true_label", sa.Float, nullable=True),
-    sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=True),
+    # When the label came (None: not yet); indexed: the monitor reads the labels since a time.
+    sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=True, index=True),
     # A rollout's challenger answers too: role "canary" (it answered the client) or "shadow" (it
     # scored a copy; ``paired_with`` is the champion's prediction of the same record, which
     # carries the label and the features: a shadow row's own are empty). NULL: the champion
@@ -118,10 +119,19 @@ class PredictionLog:
 
     def _upgrade(self) -> None:
         """Bring a log written by an older driftloop up to date: the rollout columns are added
-        (empty: every older row is the champion's); ``true_label`` was an integer column before
-        regression targets: on PostgreSQL it becomes double precision (SQLite stores a float in
-        it as it is)."""
-        columns = {c["name"]: c for c in sa.inspect(self.engine).get_columns("predictions")}
+        (empty: every older row is the champion's), ``feedback_at`` gets its index;
+        ``true_label`` was an integer column before regression targets: on PostgreSQL it
+        becomes double precision (SQLite stores a float in it as it is)."""
+        inspector = sa.inspect(self.engine)
+        columns = {c["name"]: c for c in inspector.get_columns("predictions")}
+        indexes = {index["name"] for index in inspector.get_indexes("predictions")}
+        if "ix_predictions_feedback_at" not in indexes:
+            with self.engine.begin() as connection:
+                connection.exec_driver_sql(
+                    "CREATE INDEX IF NOT EXISTS ix_predictions_feedback_at "
+                    "ON predictions (feedback_at)"
+                )
+            log.info("prediction log: indexed feedback_at")
         missing = [name for name in ROLLOUT_COLUMNS if name not in columns]
         if missing:
             with self.engine.begin() as connection:

@@ -61,7 +61,7 @@ def test_racing_conflicting_labels_have_exactly_one_winner(prediction_log: Predi
         assert row is not None and row["true_label"] == winner
 
 
-def test_a_log_of_an_older_driftloop_gains_the_rollout_columns_and_keeps_its_rows(
+def test_a_log_of_an_older_driftloop_gains_the_new_columns_and_indexes_and_keeps_its_rows(
     prediction_log: PredictionLog,
 ) -> None:
     # The table as driftloop wrote it before rollouts: no role, no paired_with.
@@ -96,7 +96,7 @@ def test_a_log_of_an_older_driftloop_gains_the_rollout_columns_and_keeps_its_row
     assert prediction_log.get("old")["role"] is None  # type: ignore[index]
     assert prediction_log.get("new")["paired_with"] == "old"  # type: ignore[index]
     indexes = {i["name"] for i in sa.inspect(prediction_log.engine).get_indexes("predictions")}
-    assert "ix_predictions_paired_with" in indexes
+    assert {"ix_predictions_paired_with", "ix_predictions_feedback_at"} <= indexes
 
 
 def test_rollout_evidence_pairs_shadow_rows_with_the_labelled_champion_rows(
