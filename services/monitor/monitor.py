@@ -304,7 +304,9 @@ class Monitor:
         self._retrains = retrains
         self._rollout = rollout
         self._label_delays = label_delays
-        self._labels_seen_until: datetime | None = None
+        # Label delays are observed from the monitor's start on: the first look does not read
+        # every label the log ever got (a restarted counter starts empty anyway).
+        self._labels_seen_until: datetime | None = datetime.now(UTC)
         self.progress_step = progress_step
         self._reported: tuple[str, int] | None = None  # (challenger, labelled rows) last sent
         # Several monitors (one per model of a project) share one set of metrics.

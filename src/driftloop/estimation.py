@@ -59,6 +59,12 @@ def _isotonic(scores: np.ndarray, outcomes: np.ndarray) -> tuple[np.ndarray, np.
     return fitted.X_thresholds_, fitted.y_thresholds_
 
 
+def _calibrated(scores: Values, x: tuple[float, ...], y: tuple[float, ...]) -> np.ndarray:
+    """The isotonic fit at ``scores``: linear between its breakpoints, clipped outside them (as
+    scikit-learn's IsotonicRegression predicts)."""
+    return np.interp(np.asarray(scores, float), x, y)
+
+
 def _band(values: np.ndarray, level: float) -> tuple[float, float]:
     finite = values[np.isfinite(values)]
     if finite.size == 0:
@@ -83,8 +89,8 @@ class BinaryCalibration:
         return cls(tuple(map(float, x)), tuple(map(float, y)), float(threshold))
 
     def probabilities(self, scores: Values) -> np.ndarray:
-        """Calibrated P(y = 1) of each score (linear between breakpoints, clipped outside)."""
-        return np.interp(np.asarray(scores, float), self.x, self.y)
+        """Calibrated P(y = 1) of each score."""
+        return _calibrated(scores, self.x, self.y)
 
     def as_dict(self) -> dict[str, Any]:
         return {"task": "binary", "x": list(self.x), "y": list(self.y), "threshold": self.threshold}
@@ -176,7 +182,9 @@ class MulticlassCalibration:
     errors: tuple[tuple[float, ...], ...]
 
     @classmethod
-    def fit(cls, scores: Values, answered: Values, truth: Values, classes: int) -> Any:
+    def fit(
+        cls, scores: Values, answered: Values, truth: Values, classes: int
+    ) -> MulticlassCalibration:
         answer, true = np.asarray(answered, int), np.asarray(truth, int)
         x, y = _isotonic(np.asarray(scores, float), (answer == true).astype(float))
         counts = np.full((classes, classes), 0.5)  # a half count each: no class is impossible
@@ -189,7 +197,8 @@ class MulticlassCalibration:
         )
 
     def correct(self, scores: Values) -> np.ndarray:
-        return np.interp(np.asarray(scores, float), self.x, self.y)
+        """Calibrated P(the answer is right) of each answered class's probability."""
+        return _calibrated(scores, self.x, self.y)
 
     def as_dict(self) -> dict[str, Any]:
         return {
