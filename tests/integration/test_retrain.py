@@ -161,12 +161,15 @@ def test_a_retrain_waits_for_late_labels_and_says_so_in_its_run(
     waiting.start()
     time.sleep(4)  # the run looks a few times, finds nothing
     assert waiting.is_alive()
-    served_with_feedback(1500, "concept_drift", seed=17)  # the labels come
+    served_with_feedback(1500, "concept_drift", seed=17)  # the labels come, one at a time
     waiting.join(timeout=300)
 
     (state,) = outcomes
     outcome = state.result()
-    assert isinstance(outcome, RetrainOutcome) and outcome.labelled_rows == 1500
+    # The run goes on once min_labelled_rows have come: labels are recorded one by one, so it
+    # may start while the rest are still arriving (on PostgreSQL it took 527 of the 1,500).
+    assert isinstance(outcome, RetrainOutcome) and 300 <= outcome.labelled_rows <= 1500
+    assert world.resolve("main") == outcome.data_commit  # the labelled batch landed
     assert outcome.reason == "driftloop.performance.degraded"
     run_id = str(state.state_details.flow_run_id)
 
