@@ -1,6 +1,6 @@
 """Serving benchmark: driftloop's inference service beside bare BentoML and bare FastAPI.
 
-    .venv/bin/python bench/serve.py [--seconds 20] [--repeat 3]
+    .venv/bin/python bench/serve.py [--seconds 20] [--repeat 3] [--fraud-only]
 
 Same model (the fraud pipeline, trained here, loaded and scored by every server through
 `driftloop.serving.load_version`, so each does the same scoring work), same load: single-row
@@ -69,6 +69,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=20, help="length of each wrk run")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--fraud-only",
+        action="store_true",
+        help="only the fraud model's servers (leave out the multiclass and regression lines)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/serve.py needs wrk: apt-get install wrk")
@@ -79,7 +84,7 @@ def main() -> None:
     os.environ["BENTOML_HOME"] = str(work / "bentoml")
     tag = prepare_model(work)
     print(f"[bench] model {tag}; working in {work}", flush=True)
-    variants = make_variants(work, tag) + task_variants(work)
+    variants = make_variants(work, tag) + ([] if args.fraud_only else task_variants(work))
     from driftloop.stack.processes import free_port
 
     ports = [free_port() for _ in variants]  # free ones: 3306 is MySQL's on many machines
@@ -103,6 +108,8 @@ def main() -> None:
                         flush=True,
                     )
         report(variants, results)
+        shadowed = ports[[v.label for v in variants].index("driftloop, logging on, shadow")]
+        print(f"shadow: {shadow_dropped(shadowed)} copies dropped (its queue full) in all the runs")
     finally:
         for process in processes.values():
             process.terminate()
@@ -257,6 +264,15 @@ def start(variant: Variant, port: int, work: Path) -> subprocess.Popen[bytes]:
         cwd=PROJECT,
         stdout=log,
         stderr=subprocess.STDOUT,
+    )
+
+
+def shadow_dropped(port: int) -> int:
+    """Copies of requests the shadow server's shadow had no room to score."""
+    import httpx
+
+    return int(
+        httpx.get(f"http://127.0.0.1:{port}/model", timeout=5).json()["rollout"]["shadow_dropped"]
     )
 
 

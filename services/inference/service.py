@@ -37,7 +37,6 @@ import logging
 import os
 import secrets
 import signal
-import uuid
 from collections import Counter as Counter_
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,7 +55,13 @@ from starlette.routing import Route, Router
 
 from driftloop.datasets.spec import DatasetSpec
 from driftloop.http_bodies import BodyTooLarge, read_body
-from driftloop.prediction_log import FeedbackResult, Prediction, PredictionLog, PredictionWriter
+from driftloop.prediction_log import (
+    FeedbackResult,
+    Prediction,
+    PredictionLog,
+    PredictionWriter,
+    prediction_ids,
+)
 from driftloop.project import find_project
 from driftloop.registry import StageStore
 from driftloop.serving import (
@@ -156,9 +161,10 @@ app = Router()
 
 
 @functools.cache
+@functools.cache
 def answered(model: str, version: str, label: int | str, role: str = "champion") -> Any:
-    """The predictions counter of one (model, version, label, role); ``labels()`` costs a lock
-    each."""
+    """The predictions counter of one (model, version, label, role), kept: ``labels()`` costs
+    a lock and a lookup each, twice per request."""
     return PREDICTIONS.labels(model, version, str(label), role)
 
 
@@ -420,9 +426,10 @@ class InferenceService:
             return self._answers_of_any_task(model, records, now, role)
         scores = model.score(records)
         answers, logged = [], []
-        for record, score in zip(records, scores.tolist(), strict=True):
+        for record, score, prediction_id in zip(
+            records, scores.tolist(), prediction_ids(len(records)), strict=True
+        ):
             label = int(score >= model.threshold)
-            prediction_id = str(uuid.uuid4())
             answers.append(
                 {
                     "prediction_id": prediction_id,
@@ -452,10 +459,15 @@ class InferenceService:
         answers: list[dict[str, Any]] = []
         logged = []
         shown_role = role or "champion"
-        for index, (record, score, label) in enumerate(
-            zip(records, result.scores.tolist(), result.labels.tolist(), strict=True)
+        for index, (record, score, label, prediction_id) in enumerate(
+            zip(
+                records,
+                result.scores.tolist(),
+                result.labels.tolist(),
+                prediction_ids(len(records)),
+                strict=True,
+            )
         ):
-            prediction_id = str(uuid.uuid4())
             if model.task == "multiclass":
                 assert result.probabilities is not None
                 shown: int | str = model.classes[label]
@@ -522,8 +534,8 @@ class InferenceService:
         return shown
 
     def _log_shadow(self, rows: list[Prediction]) -> None:
-        if self.writer is not None:
-            self.writer.submit(*rows)
+        if self.writer is not None:  # not spooled: a shadow's copy answered nobody
+            self.writer.submit(*rows, spool=False)
 
     def _count_shadow(self, model: LoadedModel, rows: list[Prediction]) -> None:
         """Count a shadow's predictions by the label each would have answered."""

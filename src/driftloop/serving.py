@@ -18,7 +18,6 @@ import logging
 import random
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, create_model
 
 from driftloop.datasets.spec import DatasetSpec
-from driftloop.prediction_log import Prediction
+from driftloop.prediction_log import Prediction, prediction_ids
 from driftloop.registry import Role, StageStore, describe
 from driftloop.scoring import CompiledModel, compile_pipeline, probe_records
 from driftloop.tasks import class_probabilities
@@ -545,7 +544,7 @@ class ShadowScorer:
         *,
         capacity: int = 10_000,
         batch_rows: int = 512,
-        linger_seconds: float = 0.02,
+        linger_seconds: float = 0.05,
         on_drop: Callable[[str, int], None] = lambda model, count: None,
         on_scored: Callable[[LoadedModel, list[Prediction]], None] = lambda model, rows: None,
     ) -> None:
@@ -629,12 +628,15 @@ class ShadowScorer:
         scores, labels = answers.scores.tolist(), answers.labels.tolist()
         pairs = [(work.created_at, champion) for work in taken for champion in work.champion_ids]
         # No features: they are the paired champion row's (one copy in the log).
+        ids = prediction_ids(len(pairs))
         rows = [
             Prediction(
-                str(uuid.uuid4()), created_at, model.name, model.version, {}, score, int(label),
-                "shadow", champion,
+                own, created_at, model.name, model.version, {}, score, int(label), "shadow",
+                champion,
             )
-            for (created_at, champion), score, label in zip(pairs, scores, labels, strict=True)
+            for own, (created_at, champion), score, label in zip(
+                ids, pairs, scores, labels, strict=True
+            )
         ]  # fmt: skip
         self.submit(rows)
         self.scored += len(rows)

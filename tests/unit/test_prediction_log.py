@@ -21,6 +21,7 @@ from driftloop.prediction_log import (
     Prediction,
     PredictionLog,
     PredictionWriter,
+    prediction_ids,
     spooled_predictions,
 )
 
@@ -42,6 +43,24 @@ class CountingLog(PredictionLog):
 
 def prediction() -> Prediction:
     return Prediction(str(uuid.uuid4()), datetime.now(UTC), "m", "1", dict(EXAMPLE_RECORD), 0.3, 1)
+
+
+def test_prediction_ids_are_uuidv7_in_the_order_they_were_made() -> None:
+    """Time-ordered ids (RFC 9562 version 7): a later prediction's id sorts after an earlier
+    one's, so the log's indexes grow at their right edge."""
+    before = time.time_ns() // 1_000_000
+    first = prediction_ids(1000)
+    time.sleep(0.002)
+    later = prediction_ids(3)
+    after = time.time_ns() // 1_000_000
+
+    assert len(set(first + later)) == 1003
+    for text in first + later:
+        made = uuid.UUID(text)
+        assert str(made) == text
+        assert made.version == 7 and made.variant == uuid.RFC_4122
+        assert before <= made.int >> 80 <= after  # the millisecond it was made
+    assert max(first) < min(later)
 
 
 def test_a_burst_of_predictions_is_written_in_a_few_transactions(tmp_path: Path) -> None:
@@ -92,6 +111,28 @@ def test_a_full_buffer_drops_and_counts_and_the_rest_survives_the_outage(tmp_pat
     writer.close()
     assert store.count() == 50
     assert all(store.get(item.id) is not None for item in kept)
+
+
+def test_unspooled_rows_wait_out_an_outage_in_memory_and_never_touch_the_spool(
+    tmp_path: Path,
+) -> None:
+    """A shadow's rows (``spool=False``): not on disk, so a killed worker loses them, but a
+    database outage does not."""
+    store = CountingLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    store.create()
+    store.down = True
+    writer = PredictionWriter(store, tmp_path / "spool", interval_seconds=0.05)
+    spooled, unspooled = prediction(), [prediction() for _ in range(5)]
+    writer.submit(spooled)
+    writer.submit(*unspooled, spool=False)
+
+    assert writer.queued == 6
+    assert spooled_predictions(tmp_path / "spool") == 1  # only the client's prediction
+    assert not writer.flush(0.3)
+    store.down = False
+    assert writer.flush(15)
+    writer.close()
+    assert all(store.get(item.id) is not None for item in [spooled, *unspooled])
 
 
 def test_close_writes_what_is_buffered(tmp_path: Path) -> None:
