@@ -161,10 +161,9 @@ app = Router()
 
 
 @functools.cache
-@functools.cache
 def answered(model: str, version: str, label: int | str, role: str = "champion") -> Any:
-    """The predictions counter of one (model, version, label, role), kept: ``labels()`` costs
-    a lock and a lookup each, twice per request."""
+    """The predictions counter of one (model, version, label, role); ``labels()`` costs a lock
+    each."""
     return PREDICTIONS.labels(model, version, str(label), role)
 
 

@@ -381,8 +381,14 @@ def test_the_loop_closes_while_the_worker_inference_and_monitor_are_killed(place
             return version if version not in (None, old) else None
 
         serving = eventually(new_version, "a new version serving", timeout=300, interval=1)
-        finished = prefect.get(f"/flow_runs/{run['id']}").json()
-        assert finished["state_type"] == "COMPLETED", finished["state"]
+
+        def finished() -> dict[str, Any] | None:
+            state = prefect.get(f"/flow_runs/{run['id']}").json()
+            return state if state["state_type"] not in ("RUNNING", "PENDING") else None
+
+        # The new version serves once the run has promoted it; the run reports its end after.
+        ended = eventually(finished, "the retrain run to end", timeout=60, interval=1)
+        assert ended["state_type"] == "COMPLETED", ended["state"]
         rows = status_rows(place)
         for name in killed:
             assert " 1 (last: killed by SIGKILL" in rows[name], rows[name]
