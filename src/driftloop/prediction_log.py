@@ -55,6 +55,11 @@ predictions = sa.Table(
     sa.Column("paired_with", sa.String(36), nullable=True, index=True),
 )
 ROLLOUT_COLUMNS = {"role": "VARCHAR(10)", "paired_with": "VARCHAR(36)"}
+# The columns a prediction is written with (the label and its time come later, by feedback).
+INSERTED = (
+    "id", "created_at", "model_name", "model_version", "features", "score", "label", "role",
+    "paired_with",
+)  # fmt: skip
 # Rows a client was answered with (production's and a canary's), not a shadow's copies.
 ANSWERED = sa.or_(predictions.c.role.is_(None), predictions.c.role != "shadow")
 
@@ -138,6 +143,14 @@ class PredictionLog:
             )
 
         self._created = False
+        self._sqlite = self.engine.dialect.name == "sqlite"
+        if self.engine.dialect.name not in ("sqlite", "postgresql"):
+            raise ValueError(f"the prediction log supports SQLite and PostgreSQL, not {url}")
+        mark = "?" if self._sqlite else "%s"  # sqlite3's paramstyle, and psycopg's
+        self._insert = (
+            f"INSERT INTO predictions ({', '.join(INSERTED)}) "
+            f"VALUES ({', '.join([mark] * len(INSERTED))}) ON CONFLICT (id) DO NOTHING"
+        )
 
     def create(self) -> None:
         """Create the table if it is not there, and bring an older one up to date."""
@@ -182,23 +195,38 @@ class PredictionLog:
             log.info("prediction log: true_label is now a float column")
 
     def write(self, rows: Sequence[Prediction]) -> None:
-        """Insert ``rows``; a prediction id already in the log is left as it is (a replay)."""
+        """Insert ``rows``; a prediction id already in the log is left as it is (a replay).
+
+        One ``executemany`` of the driver's own SQL, with the values already in the form the
+        column stores: SQLAlchemy's per-value processing cost the writer about 8 µs a row, as
+        much as SQLite's insert itself (bench/serve.py, logging on)."""
         if not self._created:
             self.create()
-        if rows:
-            with self.engine.begin() as connection:
-                connection.execute(self._insert_new(), [row.row() for row in rows])
+        if not rows:
+            return
+        stamps: dict[datetime, Any] = {}  # a request's rows (and its shadow's) share one time
+        values = []
+        for row in rows:
+            created = stamps.get(row.created_at)
+            if created is None:
+                created = stamps[row.created_at] = self._stored_time(row.created_at)
+            values.append(
+                (
+                    row.id, created, row.model_name, row.model_version,
+                    orjson.dumps(row.features).decode(), row.score, row.label, row.role,
+                    row.paired_with,
+                )  # fmt: skip
+            )
+        with self.engine.begin() as connection:
+            connection.exec_driver_sql(self._insert, values)
 
-    def _insert_new(self) -> Any:
-        if self.engine.dialect.name == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            return sqlite_insert(predictions).on_conflict_do_nothing(index_elements=["id"])
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-            return postgresql_insert(predictions).on_conflict_do_nothing(index_elements=["id"])
-        raise ValueError(f"the prediction log supports SQLite and PostgreSQL, not {self.url}")
+    def _stored_time(self, moment: datetime) -> Any:
+        """SQLite: the text SQLAlchemy's DateTime reads back (and compares as text)."""
+        if not self._sqlite:
+            return moment
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        return moment.isoformat(" ", "microseconds")
 
     def record_feedback(
         self, prediction_id: str, true_label: float, model_name: str | None = None

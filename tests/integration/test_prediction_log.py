@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -164,3 +164,42 @@ def test_label_delays_are_read_once_each_and_windows_say_when_labels_came(
     assert len(later) == 1  # only the label that came after the first look
     assert window["feedback_at"].notna().sum() == 3
     assert window["true_label"].notna().sum() == 3
+
+
+def test_predictions_read_back_at_the_instant_they_were_made_in_any_time_zone(
+    prediction_log: PredictionLog,
+) -> None:
+    """The writer hands the driver its own values (no SQLAlchemy processing): times in another
+    zone or on a whole second, features and a shadow's pairing come back as they went in, and a
+    replay of the same ids writes nothing twice."""
+    whole_second = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    elsewhere = (whole_second + timedelta(seconds=1, microseconds=250)).astimezone(
+        timezone(timedelta(hours=5, minutes=30))
+    )
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    rows = [
+        Prediction(ids[0], whole_second, "m", "1", dict(EXAMPLE_RECORD), 0.25, 0),
+        Prediction(ids[1], elsewhere, "m", "1", {**EXAMPLE_RECORD, "channel": "póst"}, 0.75, 1),
+        Prediction(ids[2], elsewhere, "m", "2", {}, 0.5, 1, "shadow", ids[1]),
+    ]
+    prediction_log.write(rows)
+    prediction_log.write(rows)  # a replay after a crash mid-drain
+
+    stored = [prediction_log.get(prediction_id) for prediction_id in ids]
+    window = prediction_log.window("m", "1", 10)
+
+    assert prediction_log.count() == 3
+    # SQLite gives a time back without its zone (UTC)
+    made = [row["created_at"] for row in stored if row]
+    assert [moment if moment.tzinfo else moment.replace(tzinfo=UTC) for moment in made] == [
+        whole_second,
+        elsewhere,
+        elsewhere,
+    ]
+    assert stored[1] is not None and stored[1]["features"]["channel"] == "póst"
+    assert stored[2] is not None and (stored[2]["role"], stored[2]["paired_with"]) == (
+        "shadow",
+        ids[1],
+    )
+    assert list(window["prediction_id"]) == ids[:2]  # oldest first; the shadow's copy not in it
+    assert list(window["score"]) == [0.25, 0.75]
