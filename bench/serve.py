@@ -21,7 +21,13 @@ with taskset and wrk to core 1. Servers:
   boosting (the compiled path applies: its check passes) and with ridge (scikit-learn).
 
 It prints requests/s and p50/p90/p99 latency side by side, and each one's ratio to bare FastAPI
-(which scores the fraud model: the other tasks' lines compare a different model's work).
+(which scores the fraud model: the other tasks' lines compare a different model's work). Beside
+them, the CPU time each server's processes spent per request (user + system, read from the
+kernel before and after each run; about 1 / throughput when the server saturates its core, so
+a gap between the two means it waited on something else) and the share of the core the host
+took away during the run (steal). On a shared virtual machine a core's speed also drifts from
+minute to minute with its neighbours' load: compare ratios within one run of this script, and
+prefer more, shorter repetitions (`--seconds 5 --repeat 7`) to fewer long ones.
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ class Run:
     p90: float
     p99: float
     errors: int
+    cpu_us: float  # the server's CPU time per request, microseconds
+    steal: float  # the share of the server's core the host took away during the run
 
 
 def main() -> None:
@@ -99,11 +107,13 @@ def main() -> None:
             for concurrency in (8, 32):
                 for index, variant in enumerate(variants):
                     url = f"http://127.0.0.1:{ports[index]}/predict"
-                    run = load(url, variant.body, concurrency, args.seconds, work)
+                    server = processes[variant.label]
+                    run = load(url, variant.body, concurrency, args.seconds, work, server.pid)
                     results.setdefault((variant.label, concurrency), []).append(run)
                     print(
                         f"[bench] rep {repetition + 1} c={concurrency:<2} {variant.label:<34} "
                         f"{run.rps:8.0f} req/s  p50 {run.p50:6.2f} ms  p99 {run.p99:6.2f} ms  "
+                        f"CPU {run.cpu_us:5.0f} µs/req  steal {run.steal:4.0%}  "
                         f"({run.requests} requests, {run.errors} errors)",
                         flush=True,
                     )
@@ -290,7 +300,33 @@ def wait_ready(url: str, label: str, timeout: float = 180) -> None:
     raise SystemExit(f"{label} did not become ready at {url}")
 
 
-def load(url: str, body: dict[str, object], concurrency: int, seconds: int, work: Path) -> Run:
+def cpu_seconds(pid: int) -> float:
+    """User and system time of ``pid`` and every process under it (a server's workers)."""
+    import psutil  # BentoML's dependency
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def core_times(core: int) -> tuple[int, int]:
+    """All the ticks of ``core`` so far, and those the host took away (steal)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            ticks = [int(value) for value in line.split()[1:]]
+            return sum(ticks[:8]), ticks[7]
+    raise SystemExit(f"no cpu{core} line in /proc/stat")
+
+
+def load(
+    url: str, body: dict[str, object], concurrency: int, seconds: int, work: Path, server: int
+) -> Run:
     script = work / "post.lua"
     script.write_text(
         'wrk.method = "POST"\n'
@@ -302,6 +338,7 @@ def load(url: str, body: dict[str, object], concurrency: int, seconds: int, work
         capture_output=True,
         check=False,
     )
+    cpu_before, (ticks_before, steal_before) = cpu_seconds(server), core_times(0)
     finished = subprocess.run(
         [
             "taskset",
@@ -320,7 +357,10 @@ def load(url: str, body: dict[str, object], concurrency: int, seconds: int, work
         text=True,
         check=True,
     )
-    return parse(finished.stdout)
+    cpu, (ticks, steal) = cpu_seconds(server) - cpu_before, core_times(0)
+    run = parse(finished.stdout)
+    stolen = (steal - steal_before) / max(ticks - ticks_before, 1)
+    return Run(**{**run.__dict__, "cpu_us": cpu / max(run.requests, 1) * 1e6, "steal": stolen})
 
 
 def parse(output: str) -> Run:
@@ -339,7 +379,7 @@ def parse(output: str) -> Run:
     errors = int(errors_match.group(1)) if errors_match else 0
     if socket_errors:
         errors += sum(int(n) for n in socket_errors.groups())
-    return Run(requests, rps, latency("50"), latency("90"), latency("99"), errors)
+    return Run(requests, rps, latency("50"), latency("90"), latency("99"), errors, 0.0, 0.0)
 
 
 def report(variants: list[Variant], results: dict[tuple[str, int], list[Run]]) -> None:
@@ -351,6 +391,8 @@ def report(variants: list[Variant], results: dict[tuple[str, int], list[Run]]) -
         "p99 ms",
         "x rps",
         "x p50",
+        "CPU µs",
+        "x CPU",
         "requests",
         "errors",
     )
@@ -359,7 +401,11 @@ def report(variants: list[Variant], results: dict[tuple[str, int], list[Run]]) -
         base = results[("bare FastAPI + uvicorn", concurrency)]
         base_rps = statistics.median(r.rps for r in base)
         base_p50 = statistics.median(r.p50 for r in base)
-        print(f"concurrency {concurrency}: medians of {len(base)} runs; ratios to bare FastAPI")
+        base_cpu = statistics.median(r.cpu_us for r in base)
+        print(
+            f"concurrency {concurrency}: medians of {len(base)} runs; ratios to bare FastAPI "
+            "(x CPU: its CPU per request over this one's)"
+        )
         print(f"{header[0]:34}" + "".join(f"{h:>9}" for h in header[1:]))
         for variant in variants:
             runs = results[(variant.label, concurrency)]
@@ -367,26 +413,36 @@ def report(variants: list[Variant], results: dict[tuple[str, int], list[Run]]) -
             p50 = statistics.median(r.p50 for r in runs)
             p90 = statistics.median(r.p90 for r in runs)
             p99 = statistics.median(r.p99 for r in runs)
+            cpu = statistics.median(r.cpu_us for r in runs)
             fewest = min(r.requests for r in runs)
             errors = sum(r.errors for r in runs)
             print(
                 f"{variant.label:34}{rps:9.0f}{p50:9.2f}{p90:9.2f}{p99:9.2f}"
-                f"{rps / base_rps:9.2f}{p50 / base_p50:9.2f}{fewest:9d}{errors:9d}"
+                f"{rps / base_rps:9.2f}{p50 / base_p50:9.2f}{cpu:9.0f}{base_cpu / cpu:9.2f}"
+                f"{fewest:9d}{errors:9d}"
             )
         print()
-    ours = results[("driftloop, logging on", 8)]
-    base = results[("bare FastAPI + uvicorn", 8)]
-    ratio = statistics.median(r.rps for r in ours) / statistics.median(r.rps for r in base)
+    steal = statistics.median(run.steal for runs in results.values() for run in runs)
+    print(f"the host took {steal:.0%} of the servers' core away (median over the runs)")
+
+    def ratios(label: str) -> tuple[float, float]:
+        ours, base = results[(label, 8)], results[("bare FastAPI + uvicorn", 8)]
+        rps = statistics.median(r.rps for r in ours) / statistics.median(r.rps for r in base)
+        cpu = statistics.median(r.cpu_us for r in base) / statistics.median(r.cpu_us for r in ours)
+        return rps, cpu
+
+    ours, base = results[("driftloop, logging on", 8)], results[("bare FastAPI + uvicorn", 8)]
     p50_ratio = statistics.median(r.p50 for r in ours) / statistics.median(r.p50 for r in base)
+    rps, cpu = ratios("driftloop, logging on")
     print(
-        f"target (logging on, c=8): throughput >= 0.80x bare FastAPI -> {ratio:.2f}x; "
-        f"p50 <= 1.5x -> {p50_ratio:.2f}x"
+        f"target (logging on, c=8): throughput >= 0.80x bare FastAPI -> {rps:.2f}x "
+        f"(CPU per request: {cpu:.2f}x); p50 <= 1.5x -> {p50_ratio:.2f}x"
     )
-    shadowed = results[("driftloop, logging on, shadow", 8)]
-    shadow_ratio = statistics.median(r.rps for r in shadowed) / statistics.median(
-        r.rps for r in base
+    rps, cpu = ratios("driftloop, logging on, shadow")
+    print(
+        f"target (shadow on, c=8): throughput >= 0.75x bare FastAPI -> {rps:.2f}x "
+        f"(CPU per request: {cpu:.2f}x)"
     )
-    print(f"target (shadow on, c=8): throughput >= 0.75x bare FastAPI -> {shadow_ratio:.2f}x")
 
 
 if __name__ == "__main__":

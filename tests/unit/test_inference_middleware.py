@@ -88,7 +88,7 @@ def test_install_trims_only_the_named_service_and_keeps_bentomls_metrics() -> No
 
     trimmed, untouched = stack(Trimmed), stack(Untouched)
 
-    assert {"RunnerTrafficMetricsMiddleware", "RequestTimeout"} <= set(trimmed)
+    assert {"RequestMetrics", "RequestTimeout"} <= set(trimmed)
     assert not {"ContextMiddleware", "OpenTelemetryMiddleware", "TimeoutMiddleware"} & set(trimmed)
     assert {"ContextMiddleware", "OpenTelemetryMiddleware", "TimeoutMiddleware"} <= set(untouched)
     assert "RunnerTrafficMetricsMiddleware" in untouched
