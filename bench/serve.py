@@ -1,11 +1,11 @@
 """Serving benchmark: driftloop's inference service beside bare BentoML and bare FastAPI.
 
-    .venv/bin/python bench/serve.py [--seconds 20] [--repeat 3] [--fraud-only]
+    .venv/bin/python bench/serve.py [--seconds 5] [--repeat 7] [--fraud-only]
 
 Same model (the fraud pipeline, trained here, loaded and scored by every server through
 `driftloop.serving.load_version`, so each does the same scoring work), same load: single-row
-JSON POSTs from wrk (Debian package `wrk`) at concurrency 8 and 32, each run at least 3,000
-requests, the four servers interleaved in every repetition. Every server is pinned to core 0
+JSON POSTs from wrk (Debian package `wrk`) at concurrency 8 and 32 after a 2 s warm-up, the
+servers interleaved in every repetition. Every server is pinned to core 0
 with taskset and wrk to core 1. Servers:
 
 - driftloop, logging on: `bentoml serve services.inference.service:InferenceService`, every
@@ -26,8 +26,10 @@ them, the CPU time each server's processes spent per request (user + system, rea
 kernel before and after each run; about 1 / throughput when the server saturates its core, so
 a gap between the two means it waited on something else) and the share of the core the host
 took away during the run (steal). On a shared virtual machine a core's speed also drifts from
-minute to minute with its neighbours' load: compare ratios within one run of this script, and
-prefer more, shorter repetitions (`--seconds 5 --repeat 7`) to fewer long ones.
+minute to minute with its neighbours' load (one run of bare FastAPI here: 1,657 to 2,304 req/s
+over ten minutes): compare ratios within one run of this script; many short repetitions (the
+default) beat a few long ones, and the targets print each repetition's own ratio beside the
+ratio of the medians.
 """
 
 from __future__ import annotations
@@ -75,8 +77,8 @@ class Run:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=20, help="length of each wrk run")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
+    parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument(
         "--fraud-only",
         action="store_true",
@@ -392,7 +394,6 @@ def report(variants: list[Variant], results: dict[tuple[str, int], list[Run]]) -
         "x rps",
         "x p50",
         "CPU µs",
-        "x CPU",
         "requests",
         "errors",
     )
@@ -401,11 +402,7 @@ def report(variants: list[Variant], results: dict[tuple[str, int], list[Run]]) -
         base = results[("bare FastAPI + uvicorn", concurrency)]
         base_rps = statistics.median(r.rps for r in base)
         base_p50 = statistics.median(r.p50 for r in base)
-        base_cpu = statistics.median(r.cpu_us for r in base)
-        print(
-            f"concurrency {concurrency}: medians of {len(base)} runs; ratios to bare FastAPI "
-            "(x CPU: its CPU per request over this one's)"
-        )
+        print(f"concurrency {concurrency}: medians of {len(base)} runs; ratios to bare FastAPI")
         print(f"{header[0]:34}" + "".join(f"{h:>9}" for h in header[1:]))
         for variant in variants:
             runs = results[(variant.label, concurrency)]
@@ -418,31 +415,30 @@ def report(variants: list[Variant], results: dict[tuple[str, int], list[Run]]) -
             errors = sum(r.errors for r in runs)
             print(
                 f"{variant.label:34}{rps:9.0f}{p50:9.2f}{p90:9.2f}{p99:9.2f}"
-                f"{rps / base_rps:9.2f}{p50 / base_p50:9.2f}{cpu:9.0f}{base_cpu / cpu:9.2f}"
+                f"{rps / base_rps:9.2f}{p50 / base_p50:9.2f}{cpu:9.0f}"
                 f"{fewest:9d}{errors:9d}"
             )
         print()
     steal = statistics.median(run.steal for runs in results.values() for run in runs)
     print(f"the host took {steal:.0%} of the servers' core away (median over the runs)")
 
-    def ratios(label: str) -> tuple[float, float]:
+    def ratios(label: str) -> tuple[float, str]:
+        """The ratio of medians, and the spread of each repetition's own ratio (the two runs
+        of a repetition are a minute apart at most: the core's drift mostly cancels)."""
         ours, base = results[(label, 8)], results[("bare FastAPI + uvicorn", 8)]
         rps = statistics.median(r.rps for r in ours) / statistics.median(r.rps for r in base)
-        cpu = statistics.median(r.cpu_us for r in base) / statistics.median(r.cpu_us for r in ours)
-        return rps, cpu
+        each = [mine.rps / theirs.rps for mine, theirs in zip(ours, base, strict=True)]
+        return rps, f"each repetition {min(each):.2f}-{max(each):.2f}x"
 
     ours, base = results[("driftloop, logging on", 8)], results[("bare FastAPI + uvicorn", 8)]
     p50_ratio = statistics.median(r.p50 for r in ours) / statistics.median(r.p50 for r in base)
-    rps, cpu = ratios("driftloop, logging on")
+    rps, spread = ratios("driftloop, logging on")
     print(
-        f"target (logging on, c=8): throughput >= 0.80x bare FastAPI -> {rps:.2f}x "
-        f"(CPU per request: {cpu:.2f}x); p50 <= 1.5x -> {p50_ratio:.2f}x"
+        f"target (logging on, c=8): throughput >= 0.90x bare FastAPI -> {rps:.2f}x ({spread}); "
+        f"p50 <= 1.5x -> {p50_ratio:.2f}x"
     )
-    rps, cpu = ratios("driftloop, logging on, shadow")
-    print(
-        f"target (shadow on, c=8): throughput >= 0.75x bare FastAPI -> {rps:.2f}x "
-        f"(CPU per request: {cpu:.2f}x)"
-    )
+    rps, spread = ratios("driftloop, logging on, shadow")
+    print(f"target (shadow on, c=8): throughput >= 0.75x bare FastAPI -> {rps:.2f}x ({spread})")
 
 
 if __name__ == "__main__":
