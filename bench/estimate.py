@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,8 +40,8 @@ from driftloop.estimation import BinaryCalibration
 from driftloop.training import TrainParams, features_of, split_frame, train_model
 
 PROJECT = Path(__file__).resolve().parents[1]
-NANNYML = "nannyml==0.13.1"
-ENVIRONMENT = Path.home() / ".cache" / "driftloop-bench" / "nannyml-0.13.1"
+# statsmodels: nannyml 0.13.1 imports it without declaring it.
+NANNYML = ["nannyml==0.13.1", "pyarrow", "statsmodels"]
 SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
 TARGET_MAE = 0.03  # covariate shift, ROC AUC
 TARGET_GAP = 0.01  # driftloop vs NannyML
@@ -70,24 +69,6 @@ print(json.dumps(found))
 
 def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def nannyml_python() -> Path:
-    """The Python of NannyML's own environment, created with uv on first use."""
-    python = ENVIRONMENT / "bin" / "python"
-    if python.exists():
-        return python
-    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
-    say(f"creating NannyML's environment in {ENVIRONMENT} (once; about a minute)")
-    started = time.monotonic()
-    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(ENVIRONMENT)], check=True)
-    subprocess.run(
-        # statsmodels: nannyml 0.13.1 imports it without declaring it.
-        [uv, "pip", "install", "-q", "--python", str(python), NANNYML, "pyarrow", "statsmodels"],
-        check=True,
-    )
-    say(f"NannyML installed in {time.monotonic() - started:.0f} s")
-    return python
 
 
 def windows(size: int) -> list[tuple[str, str, float, pd.DataFrame]]:
@@ -174,8 +155,10 @@ def main() -> None:
         if not args.skip_nannyml:
             Path(folder, "windows.json").write_text(json.dumps(names))
             say("NannyML CBPE on the same reference and windows")
+            from bench.environments import python_of
+
             answer = subprocess.run(
-                [str(nannyml_python()), "-c", NANNYML_SCRIPT, folder],
+                [str(python_of("nannyml-0.13.1", NANNYML)), "-c", NANNYML_SCRIPT, folder],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -223,4 +206,5 @@ def report(rows: list[dict[str, object]], theirs: dict[str, float], size: int) -
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(PROJECT))
     main()

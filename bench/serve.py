@@ -57,10 +57,18 @@ RECORD = EXAMPLE_RECORD
 @dataclass(frozen=True)
 class Variant:
     label: str
-    command: list[str]
+    command: list[str]  # "{port}" in it is the port; otherwise --host/--port are added
     env: dict[str, str]
-    body: dict[str, object]
+    body: object  # one record, in the server's own protocol
     ready_path: str
+    path: str = "/predict"
+    many: object = None  # ROWS records in one request (None: not in the many-rows table)
+    many_path: str = ""  # where they go, when not to ``path``
+
+
+ROWS = 100  # records in each request of the many-rows table
+# What each load is: its name, the concurrency, and whether requests carry ROWS records.
+LOADS = (("c=8", 8, False), ("c=32", 32, False), (f"{ROWS} rows, c=8", 8, True))
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,11 @@ def main() -> None:
         action="store_true",
         help="only the fraud model's servers (leave out the multiclass and regression lines)",
     )
+    parser.add_argument(
+        "--no-peers",
+        action="store_true",
+        help="leave out KServe and MLServer (their environments take a minute to create)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/serve.py needs wrk: apt-get install wrk")
@@ -94,7 +107,11 @@ def main() -> None:
     os.environ["BENTOML_HOME"] = str(work / "bentoml")
     tag = prepare_model(work)
     print(f"[bench] model {tag}; working in {work}", flush=True)
-    variants = make_variants(work, tag) + ([] if args.fraud_only else task_variants(work))
+    variants = make_variants(work, tag)
+    if not args.no_peers:
+        variants += peer_variants(work, tag)
+    if not args.fraud_only:
+        variants += task_variants(work)
     from driftloop.stack.processes import free_port
 
     ports = [free_port() for _ in variants]  # free ones: 3306 is MySQL's on many machines
@@ -104,16 +121,20 @@ def main() -> None:
             processes[variant.label] = start(variant, ports[index], work)
         for index, variant in enumerate(variants):
             wait_ready(f"http://127.0.0.1:{ports[index]}{variant.ready_path}", variant.label)
-        results: dict[tuple[str, int], list[Run]] = {}
+        results: dict[tuple[str, str], list[Run]] = {}
         for repetition in range(args.repeat):
-            for concurrency in (8, 32):
+            for name, concurrency, many in LOADS:
                 for index, variant in enumerate(variants):
-                    url = f"http://127.0.0.1:{ports[index]}/predict"
+                    body = variant.many if many else variant.body
+                    if body is None:
+                        continue
+                    path = (many and variant.many_path) or variant.path
+                    url = f"http://127.0.0.1:{ports[index]}{path}"
                     server = processes[variant.label]
-                    run = load(url, variant.body, concurrency, args.seconds, work, server.pid)
-                    results.setdefault((variant.label, concurrency), []).append(run)
+                    run = load(url, body, concurrency, args.seconds, work, server.pid)
+                    results.setdefault((variant.label, name), []).append(run)
                     print(
-                        f"[bench] rep {repetition + 1} c={concurrency:<2} {variant.label:<34} "
+                        f"[bench] rep {repetition + 1} {name:<14} {variant.label:<34} "
                         f"{run.rps:8.0f} req/s  p50 {run.p50:6.2f} ms  p99 {run.p99:6.2f} ms  "
                         f"CPU {run.cpu_us:5.0f} µs/req  steal {run.steal:4.0%}  "
                         f"({run.requests} requests, {run.errors} errors)",
@@ -181,8 +202,9 @@ def make_variants(work: Path, tag: str) -> list[Variant]:
         "OMP_NUM_THREADS": "1",
     }
     ours = [str(BIN / "bentoml"), "serve", "services.inference.service:InferenceService"]
+    many = [RECORD] * ROWS
     return [
-        Variant("driftloop, logging on", ours, common, RECORD, "/readyz"),
+        Variant("driftloop, logging on", ours, common, RECORD, "/readyz", many=many),
         Variant(
             "driftloop, logging on, shadow",
             ours,
@@ -210,8 +232,138 @@ def make_variants(work: Path, tag: str) -> list[Variant]:
             common,
             RECORD,
             "/docs",
+            many=many,
+            many_path="/predict/many",
         ),
     ]
+
+
+KSERVE = "kserve==0.21.0"
+MLSERVER = "mlserver==1.7.1"
+
+
+def peer_variants(work: Path, tag: str) -> list[Variant]:
+    """KServe's and MLServer's servers, each in an environment of its own with the project's
+    scikit-learn, numpy, pandas and scipy, serving the same model file with a custom model: once
+    through driftloop's scoring function, once through plain scikit-learn ``predict_proba``.
+
+    Both run as their users would run them for throughput on one core, with their per-request
+    logs off as driftloop's are: KServe with gRPC off and its access and timing logs at WARNING;
+    MLServer with ``parallel_workers: 0`` (inference in the server's process: with its default
+    of one worker process, each request crosses a process boundary on the same core) and
+    uvicorn's access log at WARNING.
+    """
+    import bentoml
+    import numpy
+    import pandas
+    import scipy
+    import sklearn
+    from bench.environments import python_of
+
+    from driftloop.stack.processes import free_port
+
+    model_file = Path(bentoml.models.get(tag).path) / "saved_model.pkl"  # joblib, BentoML's
+    pins = [
+        f"scikit-learn=={sklearn.__version__}",
+        f"numpy=={numpy.__version__}",
+        f"pandas=={pandas.__version__}",
+        f"scipy=={scipy.__version__}",
+    ]
+    quiet = work / "peer-logging.json"
+    quiet.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "handlers": {"err": {"class": "logging.StreamHandler"}},
+                "root": {"level": "INFO", "handlers": ["err"]},
+                "loggers": {
+                    name: {"level": "WARNING"}
+                    for name in ("uvicorn.access", "kserve.trace", "mlserver.rest")
+                },
+            }
+        )
+    )
+    kserve = python_of(KSERVE.replace("==", "-"), [KSERVE, *pins])
+    mlserver = python_of(MLSERVER.replace("==", "-"), [MLSERVER, *pins])
+    env = {
+        "BENCH_MODEL_FILE": str(model_file),
+        "PYTHONPATH": f"{PROJECT}:{PROJECT / 'src'}",  # bench.servers, driftloop.scoring
+        "OMP_NUM_THREADS": "1",
+    }
+    made = []
+    for scoring, shown in (("compiled", "driftloop's scoring"), ("sklearn", "scikit-learn")):
+        made.append(
+            Variant(
+                f"KServe 0.21, {shown}",
+                [
+                    str(kserve),
+                    str(PROJECT / "bench" / "servers" / "kserve_server.py"),
+                    "--http_port={port}",
+                    "--enable_grpc=false",
+                    "--model_name=fraud",
+                    "--enable_latency_logging=false",
+                    f"--log_config_file={quiet}",
+                ],
+                {**env, "BENCH_SCORING": scoring},
+                {"instances": [RECORD]},
+                "/v1/models/fraud",
+                path="/v1/models/fraud:predict",
+                many={"instances": [RECORD] * ROWS},
+            )
+        )
+        folder = work / f"mlserver-{scoring}"
+        (folder / "fraud").mkdir(parents=True)
+        (folder / "fraud" / "model-settings.json").write_text(
+            json.dumps({"name": "fraud", "implementation": "bench.servers.mlserver_model.Fraud"})
+        )
+        settings = {
+            "host": "127.0.0.1",
+            "grpc_port": free_port(),
+            "metrics_port": free_port(),
+            "parallel_workers": 0,
+            "logging_settings": str(quiet),
+        }
+        (folder / "settings.json").write_text(json.dumps(settings))
+        made.append(
+            Variant(
+                f"MLServer 1.7.1, {shown}",
+                [str(mlserver.parent / "mlserver"), "start", str(folder)],
+                # The port in MLServer's own setting, given by the environment.
+                {**env, "BENCH_SCORING": scoring, "MLSERVER_HTTP_PORT": "{port}"},
+                v2_request([RECORD]),
+                "/v2/models/fraud/ready",
+                path="/v2/models/fraud/infer",
+                many=v2_request([RECORD] * ROWS),
+            )
+        )
+    return made
+
+
+def v2_request(records: list[dict[str, object]]) -> dict[str, object]:
+    """``records`` as an Open Inference Protocol (V2) request: one input per feature, decoded by
+    MLServer's PandasCodec into a frame (strings as ``str``, not bytes)."""
+    inputs = []
+    for name, value in records[0].items():
+        kind = (
+            "BOOL"
+            if isinstance(value, bool)
+            else "INT64"
+            if isinstance(value, int)
+            else "FP64"
+            if isinstance(value, float)
+            else "BYTES"
+        )
+        entry: dict[str, object] = {
+            "name": name,
+            "shape": [len(records)],
+            "datatype": kind,
+            "data": [record[name] for record in records],
+        }
+        if kind == "BYTES":
+            entry["parameters"] = {"content_type": "str"}
+        inputs.append(entry)
+    return {"parameters": {"content_type": "pd"}, "inputs": inputs}
 
 
 def task_variants(work: Path) -> list[Variant]:
@@ -268,11 +420,16 @@ def task_variants(work: Path) -> list[Variant]:
 
 
 def start(variant: Variant, port: int, work: Path) -> subprocess.Popen[bytes]:
-    command = [*variant.command, "--host", "127.0.0.1", "--port", str(port)]
+    given = [*variant.command, *variant.env.values()]
+    if any("{port}" in part for part in given):
+        command = [part.replace("{port}", str(port)) for part in variant.command]
+    else:
+        command = [*variant.command, "--host", "127.0.0.1", "--port", str(port)]
+    env = {name: value.replace("{port}", str(port)) for name, value in variant.env.items()}
     log = (work / f"{variant.label.replace(' ', '_').replace(',', '')}.log").open("wb")
     return subprocess.Popen(
         ["taskset", "-c", "0", *command],
-        env={**os.environ, **variant.env},
+        env={**os.environ, **env},
         cwd=PROJECT,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -326,9 +483,7 @@ def core_times(core: int) -> tuple[int, int]:
     raise SystemExit(f"no cpu{core} line in /proc/stat")
 
 
-def load(
-    url: str, body: dict[str, object], concurrency: int, seconds: int, work: Path, server: int
-) -> Run:
+def load(url: str, body: object, concurrency: int, seconds: int, work: Path, server: int) -> Run:
     script = work / "post.lua"
     script.write_text(
         'wrk.method = "POST"\n'
@@ -384,62 +539,67 @@ def parse(output: str) -> Run:
     return Run(requests, rps, latency("50"), latency("90"), latency("99"), errors, 0.0, 0.0)
 
 
-def report(variants: list[Variant], results: dict[tuple[str, int], list[Run]]) -> None:
-    header = (
-        "server",
-        "req/s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "x rps",
-        "x p50",
-        "CPU µs",
-        "requests",
-        "errors",
-    )
+def report(variants: list[Variant], results: dict[tuple[str, str], list[Run]]) -> None:
+    header = "server req/s p50_ms p90_ms p99_ms x_rps x_p50 CPU_µs requests errors".split()
+    header = [name.replace("_", " ") for name in header]
+    bare = "bare FastAPI + uvicorn"
+
+    def median(label: str, load: str, field: str) -> float:
+        return statistics.median(getattr(run, field) for run in results[(label, load)])
+
     print()
-    for concurrency in (8, 32):
-        base = results[("bare FastAPI + uvicorn", concurrency)]
-        base_rps = statistics.median(r.rps for r in base)
-        base_p50 = statistics.median(r.p50 for r in base)
-        print(f"concurrency {concurrency}: medians of {len(base)} runs; ratios to bare FastAPI")
+    for load, _, many in LOADS:
+        base_rps, base_p50 = median(bare, load, "rps"), median(bare, load, "p50")
+        unit = f"; rows/s = req/s x {ROWS}" if many else ""
+        runs_of = len(results[(bare, load)])
+        print(f"{load}: medians of {runs_of} runs; ratios to bare FastAPI{unit}")
         print(f"{header[0]:34}" + "".join(f"{h:>9}" for h in header[1:]))
         for variant in variants:
-            runs = results[(variant.label, concurrency)]
-            rps = statistics.median(r.rps for r in runs)
-            p50 = statistics.median(r.p50 for r in runs)
-            p90 = statistics.median(r.p90 for r in runs)
-            p99 = statistics.median(r.p99 for r in runs)
-            cpu = statistics.median(r.cpu_us for r in runs)
+            if (variant.label, load) not in results:
+                continue
+            runs = results[(variant.label, load)]
+            rps = median(variant.label, load, "rps")
+            p50, p90 = median(variant.label, load, "p50"), median(variant.label, load, "p90")
+            p99, cpu = median(variant.label, load, "p99"), median(variant.label, load, "cpu_us")
             fewest = min(r.requests for r in runs)
             errors = sum(r.errors for r in runs)
             print(
                 f"{variant.label:34}{rps:9.0f}{p50:9.2f}{p90:9.2f}{p99:9.2f}"
-                f"{rps / base_rps:9.2f}{p50 / base_p50:9.2f}{cpu:9.0f}"
-                f"{fewest:9d}{errors:9d}"
+                f"{rps / base_rps:9.2f}{p50 / base_p50:9.2f}{cpu:9.0f}{fewest:9d}{errors:9d}"
             )
         print()
     steal = statistics.median(run.steal for runs in results.values() for run in runs)
     print(f"the host took {steal:.0%} of the servers' core away (median over the runs)")
 
-    def ratios(label: str) -> tuple[float, str]:
+    def ratios(label: str, load: str = "c=8") -> tuple[float, str]:
         """The ratio of medians, and the spread of each repetition's own ratio (the two runs
         of a repetition are a minute apart at most: the core's drift mostly cancels)."""
-        ours, base = results[(label, 8)], results[("bare FastAPI + uvicorn", 8)]
-        rps = statistics.median(r.rps for r in ours) / statistics.median(r.rps for r in base)
+        ours, base = results[(label, load)], results[(bare, load)]
+        rps = median(label, load, "rps") / median(bare, load, "rps")
         each = [mine.rps / theirs.rps for mine, theirs in zip(ours, base, strict=True)]
         return rps, f"each repetition {min(each):.2f}-{max(each):.2f}x"
 
-    ours, base = results[("driftloop, logging on", 8)], results[("bare FastAPI + uvicorn", 8)]
-    p50_ratio = statistics.median(r.p50 for r in ours) / statistics.median(r.p50 for r in base)
-    rps, spread = ratios("driftloop, logging on")
+    ours = "driftloop, logging on"
+    p50_ratio = median(ours, "c=8", "p50") / median(bare, "c=8", "p50")
+    rps, spread = ratios(ours)
     print(
         f"target (logging on, c=8): throughput >= 0.90x bare FastAPI -> {rps:.2f}x ({spread}); "
         f"p50 <= 1.5x -> {p50_ratio:.2f}x"
     )
-    rps, spread = ratios("driftloop, logging on, shadow")
+    rps, spread = ratios(f"{ours}, shadow")
     print(f"target (shadow on, c=8): throughput >= 0.75x bare FastAPI -> {rps:.2f}x ({spread})")
+    rows = LOADS[2][0]
+    rps, spread = ratios(ours, rows)
+    print(f"target ({rows}): rows/s >= 0.90x bare FastAPI -> {rps:.2f}x ({spread})")
+    peers = [v.label for v in variants if v.label.startswith(("KServe", "MLServer"))]
+    for load, _, _ in LOADS:
+        if not peers:
+            break
+        best = max(peers, key=lambda label: median(label, load, "rps"))
+        ahead = median(ours, load, "rps") / median(best, load, "rps")
+        print(f"target ({load}): ahead of every peer -> {ahead:.2f}x the fastest, {best}")
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(PROJECT))
     main()

@@ -14,3 +14,9 @@ MODEL = load_model()
 @app.post("/predict")
 async def predict(record: dict[str, Any]) -> dict[str, float]:
     return {"score": score(MODEL, record)}
+
+
+@app.post("/predict/many")
+async def predict_many(records: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Many records in one request: scored in one call, as driftloop scores a list."""
+    return [{"score": value} for value in MODEL.score(records).tolist()]

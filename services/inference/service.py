@@ -72,6 +72,7 @@ from driftloop.serving import (
     canary_picks,
     feedback_label,
     label_description,
+    observe_many,
     openapi_for,
     record_model,
 )
@@ -165,6 +166,16 @@ def answered(model: str, version: str, label: int | str, role: str = "champion")
     """The predictions counter of one (model, version, label, role); ``labels()`` costs a lock
     each."""
     return PREDICTIONS.labels(model, version, str(label), role)
+
+
+def count_answers(model: LoadedModel, labels: list[int | str], role: str) -> None:
+    """Count predictions by the label each answered: one increment per label, not per row (an
+    increment of a multiprocess counter is a locked write to its file, ~1.4 µs)."""
+    if len(labels) == 1:
+        answered(model.name, model.version, labels[0], role).inc()
+        return
+    for label, count in Counter_(labels).items():
+        answered(model.name, model.version, label, role).inc(count)
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -423,12 +434,14 @@ class InferenceService:
         the champion, "canary" for a canary)."""
         if model.task != "binary" or role is not None:
             return self._answers_of_any_task(model, records, now, role)
-        scores = model.score(records)
+        scores = model.score(records).tolist()
+        labels: list[int | str] = []
         answers, logged = [], []
         for record, score, prediction_id in zip(
-            records, scores.tolist(), prediction_ids(len(records)), strict=True
+            records, scores, prediction_ids(len(records)), strict=True
         ):
             label = int(score >= model.threshold)
+            labels.append(label)
             answers.append(
                 {
                     "prediction_id": prediction_id,
@@ -440,8 +453,8 @@ class InferenceService:
             logged.append(
                 Prediction(prediction_id, now, model.name, model.version, record, score, label)
             )
-            answered(model.name, model.version, label).inc()
-            CHAMPION_SCORES.observe(score)
+        count_answers(model, labels, "champion")
+        observe_many(CHAMPION_SCORES, scores)
         return answers, logged
 
     def _answers_of_any_task(
@@ -458,14 +471,10 @@ class InferenceService:
         answers: list[dict[str, Any]] = []
         logged = []
         shown_role = role or "champion"
+        labels: list[int | str] = []
+        scores = result.scores.tolist()
         for index, (record, score, label, prediction_id) in enumerate(
-            zip(
-                records,
-                result.scores.tolist(),
-                result.labels.tolist(),
-                prediction_ids(len(records)),
-                strict=True,
-            )
+            zip(records, scores, result.labels.tolist(), prediction_ids(len(records)), strict=True)
         ):
             if model.task == "multiclass":
                 assert result.probabilities is not None
@@ -483,14 +492,16 @@ class InferenceService:
             else:
                 shown = label
                 body = {"prediction_id": prediction_id, "score": score, "label": label}
-                SCORES.labels(shown_role).observe(score)
+            labels.append(shown)
             answers.append({**body, "model_version": model.version})
             logged.append(
                 Prediction(
                     prediction_id, now, model.name, model.version, record, score, label, role
                 )
             )
-            answered(model.name, model.version, shown, shown_role).inc()
+        count_answers(model, labels, shown_role)
+        if model.task == "binary":
+            observe_many(SCORES.labels(shown_role), scores)
         return answers, logged
 
     def _answer_with_canary(
@@ -538,16 +549,17 @@ class InferenceService:
 
     def _count_shadow(self, model: LoadedModel, rows: list[Prediction]) -> None:
         """Count a shadow's predictions by the label each would have answered."""
-        shown = Counter_(
-            model.classes[row.label] if model.task == "multiclass" else row.label for row in rows
-        )
-        for label, count in shown.items():
-            answered(
-                model.name, model.version, "" if model.task == "regression" else label, "shadow"
-            ).inc(count)
+        labels: list[int | str] = [
+            model.classes[row.label]
+            if model.task == "multiclass"
+            else ""
+            if model.task == "regression"
+            else row.label
+            for row in rows
+        ]
+        count_answers(model, labels, "shadow")
         if model.task == "binary":
-            for row in rows:
-                SHADOW_SCORES.observe(row.score)
+            observe_many(SHADOW_SCORES, [row.score for row in rows])
 
     async def feedback(self, request: Request, served: Served) -> Response:
         body, refused = await self._json_body(request)

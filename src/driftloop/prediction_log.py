@@ -212,8 +212,14 @@ class PredictionLog:
                 created = stamps[row.created_at] = self._stored_time(row.created_at)
             values.append(
                 (
-                    row.id, created, row.model_name, row.model_version,
-                    orjson.dumps(row.features).decode(), row.score, row.label, row.role,
+                    row.id,
+                    created,
+                    row.model_name,
+                    row.model_version,
+                    orjson.dumps(row.features).decode(),
+                    row.score,
+                    row.label,
+                    row.role,
                     row.paired_with,
                 )  # fmt: skip
             )
