@@ -39,6 +39,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -103,6 +104,8 @@ def main() -> None:
     if shutil.which("taskset") is None:
         sys.exit("bench/serve.py needs taskset (util-linux)")
 
+    # Stopped with SIGTERM, still stop the servers (the finally below).
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(f"[bench] stopped ({number})"))
     work = Path(tempfile.mkdtemp(prefix="driftloop-bench-serve-"))
     os.environ["BENTOML_HOME"] = str(work / "bentoml")
     tag = prepare_model(work)
@@ -488,7 +491,8 @@ def load(url: str, body: object, concurrency: int, seconds: int, work: Path, ser
     script.write_text(
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = [[{json.dumps(body)}]]\n"
+        # A long bracket of level 1: a JSON list of records ends in "]]", which closes level 0.
+        f"wrk.body = [=[{json.dumps(body)}]=]\n"
     )
     subprocess.run(  # warm-up, not measured
         ["taskset", "-c", "1", "wrk", "-t1", f"-c{concurrency}", "-d2s", "-s", str(script), url],
