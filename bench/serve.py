@@ -221,6 +221,7 @@ def make_variants(work: Path, tag: str) -> list[Variant]:
             {**common, "DRIFTLOOP_SERVING__LOG_PREDICTIONS": "false"},
             RECORD,
             "/readyz",
+            many=many,  # the serving alone: every row logged costs an insert into SQL
         ),
         Variant(
             "bare BentoML",

@@ -154,6 +154,16 @@ def test_up_detached_serves_predictions_and_down_stops_everything(place: Place) 
     for name in COMPONENTS:
         assert name in status
     assert "✗" not in status and "serving transactions-classifier:" in status
+    # Each component's memory and CPU, its processes' and their workers' (the inference
+    # service's BentoML worker, Prefect's own): what a laptop pays to keep the stack up.
+    assert "memory of all components:" in status
+    shown = json.loads(place.run("status", "--json").stdout)
+    memory = {c["name"].split("[")[0]: c["rss_bytes"] for c in shown["components"]}
+    assert set(memory) == COMPONENTS and all(held > 10 * 2**20 for held in memory.values())
+    assert shown["rss_bytes"] == sum(memory.values())
+    assert all(c["cpu_seconds"] > 0 and c["cpu_percent"] >= 0 for c in shown["components"])
+    inference = next(c for c in shown["components"] if c["name"] == "inference")
+    assert inference["processes"] >= 2  # `bentoml serve` and its worker
     # Secrets were made for the embedded stack, kept in .env (0600), never printed.
     dotenv = (place.folder / ".env").read_text()
     secrets = [line.split("=", 1)[1] for line in dotenv.splitlines() if "=" in line]

@@ -42,4 +42,4 @@ def test_an_empty_batch_changes_nothing() -> None:
     registry = CollectorRegistry()
     child = Histogram("scores", "Scores.", buckets=BUCKETS, registry=registry)
     observe_many(child, [])
-    assert 'scores_count 0.0' in generate_latest(registry).decode()
+    assert "scores_count 0.0" in generate_latest(registry).decode()

@@ -26,10 +26,10 @@ from driftloop.settings import Settings
 from driftloop.stack.deploy import DeployError, apply, code_dir
 from driftloop.stack.errors import StackError, Stop
 from driftloop.stack.health import status as stack_status
-from driftloop.stack.processes import pid_alive
+from driftloop.stack.processes import Usage, pid_alive, usage
 from driftloop.stack.servers import driftloop_executable
+from driftloop.stack.state import Record, last_stop, read_state
 from driftloop.stack.state import down as stop_stack
-from driftloop.stack.state import last_stop, read_state
 
 
 @app.command()
@@ -121,15 +121,22 @@ def status(as_json: JsonOption = False) -> None:
         )
     if as_json:
         rows = stack_status(settings) or []
+        used = resources([record for record, _ in rows])
         print_json(
             {
                 "home": str(settings.home.resolve()),
                 "supervisor": state["supervisor"],
                 "ready": state["ready"],
                 "components": [
-                    {**dataclasses.asdict(record), **dataclasses.asdict(health)}
+                    {
+                        **dataclasses.asdict(record),
+                        **dataclasses.asdict(health),
+                        **dataclasses.asdict(used[record.name][0]),
+                        "cpu_percent": round(used[record.name][1], 1),
+                    }
                     for record, health in rows
                 ],
+                "rss_bytes": sum(usage.rss_bytes for usage, _ in used.values()),
             }
         )
         healthy = bool(rows) and all(health.healthy for _, health in rows)
@@ -151,9 +158,27 @@ def down() -> None:
         console.print(f"no stack is running under {settings.home.resolve()}", highlight=False)
 
 
+SAMPLE_SECONDS = 0.3
+
+
+def resources(running: list[Record]) -> dict[str, tuple[Usage, float]]:
+    """Each component's memory and CPU time (its processes and theirs), and the share of one
+    core it used over the next ``SAMPLE_SECONDS`` (percent)."""
+    first = {record.name: usage([record.pid, *record.children]) for record in running}
+    time.sleep(SAMPLE_SECONDS)
+    shown = {}
+    for record in running:
+        now = usage([record.pid, *record.children])
+        busy = max(now.cpu_seconds - first[record.name].cpu_seconds, 0.0)
+        shown[record.name] = (now, 100 * busy / SAMPLE_SECONDS)
+    return shown
+
+
 def show_stack(settings: Settings) -> bool:
-    """Print the stack's components with their health now; whether all are healthy."""
+    """Print the stack's components with their health now, memory and CPU; whether all are
+    healthy."""
     rows = stack_status(settings) or []
+    used = resources([record for record, _ in rows])
     table = Table(
         title=f"driftloop stack (state and logs under {settings.home.resolve()})",
         title_justify="left",
@@ -161,6 +186,8 @@ def show_stack(settings: Settings) -> bool:
     table.add_column("component", no_wrap=True)
     table.add_column("health", overflow="fold")
     table.add_column("url", no_wrap=True)
+    table.add_column("memory", justify="right", no_wrap=True)
+    table.add_column("CPU now / so far", justify="right", no_wrap=True)
     table.add_column("restarts", overflow="fold")
     table.add_column("log", no_wrap=True)
     home = settings.home.resolve()
@@ -170,8 +197,18 @@ def show_stack(settings: Settings) -> bool:
         shown = str(log.relative_to(home)) if log.is_relative_to(home) else str(log)
         last = f" (last: {record.last_exit})" if record.last_exit else ""
         restarts = f"{record.restarts}{last}"
-        table.add_row(record.name, f"{mark} {health.detail}", record.url, restarts, shown)
+        taken, busy = used[record.name]
+        memory = f"{taken.rss_bytes / 2**20:.0f} MB" if taken.processes else "-"
+        cpu = f"{busy:.0f} % / {taken.cpu_seconds:.0f} s" if taken.processes else "-"
+        table.add_row(
+            record.name, f"{mark} {health.detail}", record.url, memory, cpu, restarts, shown
+        )
     show_table(table)
+    total = sum(taken.rss_bytes for taken, _ in used.values())
+    console.print(
+        f"memory of all components: {total / 2**20:.0f} MB (resident, summed over processes)",
+        highlight=False,
+    )
     return bool(rows) and all(health.healthy for _, health in rows)
 
 
