@@ -198,8 +198,8 @@ class PredictionLog:
         """Insert ``rows``; a prediction id already in the log is left as it is (a replay).
 
         One ``executemany`` of the driver's own SQL, with the values already in the form the
-        column stores: SQLAlchemy's per-value processing cost the writer about 8 µs a row, as
-        much as SQLite's insert itself (bench/serve.py, logging on)."""
+        column stores: SQLAlchemy's per-value processing cost about as much as SQLite's insert
+        itself (measured in the writer: 20 µs of CPU a row through it, 10 µs without)."""
         if not self._created:
             self.create()
         if not rows:
@@ -221,7 +221,7 @@ class PredictionLog:
                     row.label,
                     row.role,
                     row.paired_with,
-                )  # fmt: skip
+                )
             )
         with self.engine.begin() as connection:
             connection.exec_driver_sql(self._insert, values)
