@@ -35,6 +35,7 @@ ratio of the medians.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -349,15 +350,7 @@ def v2_request(records: list[dict[str, object]]) -> dict[str, object]:
     MLServer's PandasCodec into a frame (strings as ``str``, not bytes)."""
     inputs = []
     for name, value in records[0].items():
-        kind = (
-            "BOOL"
-            if isinstance(value, bool)
-            else "INT64"
-            if isinstance(value, int)
-            else "FP64"
-            if isinstance(value, float)
-            else "BYTES"
-        )
+        kind = {bool: "BOOL", int: "INT64", float: "FP64"}.get(type(value), "BYTES")
         entry: dict[str, object] = {
             "name": name,
             "shape": [len(records)],
@@ -463,21 +456,6 @@ def wait_ready(url: str, label: str, timeout: float = 180) -> None:
     raise SystemExit(f"{label} did not become ready at {url}")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system time of ``pid`` and every process under it (a server's workers)."""
-    import psutil  # BentoML's dependency
-
-    root = psutil.Process(pid)
-    total = 0.0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
 def core_times(core: int) -> tuple[int, int]:
     """All the ticks of ``core`` so far, and those the host took away (steal)."""
     for line in Path("/proc/stat").read_text().splitlines():
@@ -500,7 +478,9 @@ def load(url: str, body: object, concurrency: int, seconds: int, work: Path, ser
         capture_output=True,
         check=False,
     )
-    cpu_before, (ticks_before, steal_before) = cpu_seconds(server), core_times(0)
+    from driftloop.stack.processes import usage  # a server's processes and its workers'
+
+    cpu_before, (ticks_before, steal_before) = usage([server]).cpu_seconds, core_times(0)
     finished = subprocess.run(
         [
             "taskset",
@@ -519,10 +499,10 @@ def load(url: str, body: object, concurrency: int, seconds: int, work: Path, ser
         text=True,
         check=True,
     )
-    cpu, (ticks, steal) = cpu_seconds(server) - cpu_before, core_times(0)
+    cpu, (ticks, steal) = usage([server]).cpu_seconds - cpu_before, core_times(0)
     run = parse(finished.stdout)
     stolen = (steal - steal_before) / max(ticks - ticks_before, 1)
-    return Run(**{**run.__dict__, "cpu_us": cpu / max(run.requests, 1) * 1e6, "steal": stolen})
+    return dataclasses.replace(run, cpu_us=cpu / max(run.requests, 1) * 1e6, steal=stolen)
 
 
 def parse(output: str) -> Run:

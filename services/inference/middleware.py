@@ -83,18 +83,23 @@ def request_metrics(base: type[Any]) -> type[Any]:
             self._kept: dict[str, tuple[Any, Any]] = {}
             self._outcomes: dict[tuple[str, int], tuple[Any, Any]] = {}
 
+        @staticmethod
+        def _service() -> dict[str, str | None]:
+            """The labels BentoML puts on every series: which service and Bento."""
+            from bentoml._internal.context import server_context
+
+            return {
+                "service_name": server_context.bento_name,
+                "service_version": server_context.bento_version,
+                "runner_name": server_context.service_name,
+            }
+
         def _children(self, endpoint: str) -> tuple[Any, Any]:
             """The last-request time (None for a skipped path) and in-progress gauges."""
             found = self._kept.get(endpoint)
             if found is not None:
                 return found  # type: ignore[no-any-return]
-            from bentoml._internal.context import server_context
-
-            names = {
-                "service_name": server_context.bento_name,
-                "service_version": server_context.bento_version,
-                "runner_name": server_context.service_name,
-            }
+            names = self._service()
             last = (
                 None
                 if endpoint.startswith(tuple(self.skip_paths))
@@ -110,15 +115,7 @@ def request_metrics(base: type[Any]) -> type[Any]:
             found = self._outcomes.get((endpoint, status))
             if found is not None:
                 return found  # type: ignore[no-any-return]
-            from bentoml._internal.context import server_context
-
-            names = {
-                "endpoint": endpoint,
-                "service_name": server_context.bento_name,
-                "service_version": server_context.bento_version,
-                "http_response_code": status,
-                "runner_name": server_context.service_name,
-            }
+            names = {**self._service(), "endpoint": endpoint, "http_response_code": status}
             found = (
                 self.metrics_request_total.labels(**names),
                 self.metrics_request_duration.labels(**names),
