@@ -6,7 +6,7 @@ import os
 import sys
 
 
-def _write_output_to_own_log() -> None:
+def write_output_to_own_log() -> None:
     """Send this flow run's output to ``DRIFTLOOP_STACK__FLOW_RUN_LOG`` (appended) when a worker
     started it and that setting names a file.
 
@@ -15,7 +15,8 @@ def _write_output_to_own_log() -> None:
     SystemExit: a retrain crashed a second after its worker was killed. Written to a file, the
     run carries on (and still reports to Prefect). The output before this module is imported
     (the deployment's pull step) still goes through the worker. Read from the environment, not
-    the settings: this runs on import, before anything else of driftloop is loaded.
+    the settings: this runs on import, before anything else of driftloop is loaded, and again
+    in each run the warm flow runner forks (``driftloop.stack.flow_runner``).
     """
     path = os.environ.get("DRIFTLOOP_STACK__FLOW_RUN_LOG")
     if not path or not os.environ.get("PREFECT__FLOW_RUN_ID"):
@@ -28,4 +29,4 @@ def _write_output_to_own_log() -> None:
     os.close(descriptor)
 
 
-_write_output_to_own_log()
+write_output_to_own_log()

@@ -145,8 +145,10 @@ def train(
 
     ``model`` names the project's model (default: its only one); ``estimator``, ``seed`` and
     ``holdout`` override what the project declares for it.
-    With ``package``, a winning challenger is packaged as a Bento before it is promoted, so the
-    version that goes to production always has its Bento. ``judge_on="newest_batch"`` judges
+    With ``package``, a winning challenger is packaged as a Bento once it is promoted: the
+    inference service swaps it in from the registry while the Bento builds (about 10 s), and a
+    build that fails fails the run after the promotion, saying so (``driftloop package`` builds
+    it again). ``judge_on="newest_batch"`` judges
     challenger and production on the holdout rows of the batch that landed last (retraining on
     drift asks which model is better on today's traffic, not on last month's). ``started_by``
     names the automation trigger when one started the run (the retrain flow passes it on).
@@ -192,33 +194,32 @@ def train(
             else Actor("flow_run", str(flow_run.name), run_url())
         )
         if decision.promote:
-            if package:
-                bento_tag = bento([version.tag], str(config.bentoml_home), str(declared.root))
-                logger.info("packaged %s as Bento %s", version.tag, bento_tag)
             rollout = declared.config.rollout
             if (
                 rollout.mode == "direct"
                 or registry.stages.production_version(declared.name) is None
             ):
                 version, _ = promotions.promote(
-                    version, trigger="gate", actor=actor, reasons=decision.reasons, bento=bento_tag
+                    version, trigger="gate", actor=actor, reasons=decision.reasons
                 )
                 logger.info("promoted %s to production", version.tag)
             else:
                 # Passed offline: now judged on live traffic beside production.
                 version, _ = promotions.start_rollout(
-                    version, rollout.mode, trigger="gate", actor=actor,
-                    reasons=decision.reasons, bento=bento_tag,
-                )  # fmt: skip
+                    version, rollout.mode, trigger="gate", actor=actor, reasons=decision.reasons
+                )
                 logger.info(
                     "%s passed the gate and is on live traffic as a %s; the live judge decides",
                     version.tag, rollout.mode,
                 )  # fmt: skip
+            if package:  # after the promotion: the service swaps from the registry meanwhile
+                bento_tag = bento([version.tag], str(config.bentoml_home), str(declared.root))
+                logger.info("packaged %s as Bento %s", version.tag, bento_tag)
         else:
             promotions.reject(version, trigger="gate", actor=actor, reasons=decision.reasons)
             logger.warning("rejected %s: %s", version.tag, "; ".join(decision.reasons))
     create_markdown_artifact(
-        training_report(version, decision, production_metrics, compared, compared_on),
+        training_report(version, decision, production_metrics, compared, compared_on, bento_tag),
         key=f"training-{declared.name}".replace("_", "-").lower(),
         description=f"{version.tag}: {version.stage}",
     )

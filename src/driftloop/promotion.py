@@ -62,7 +62,6 @@ class StageChange:
     previous_version: str | None
     reasons: list[str]
     metrics: dict[str, float] = field(default_factory=dict)
-    bento: str | None = None
     role: Role | None = None
     """A rollout's challenger: shadow or canary (the version's role on live traffic)."""
     evidence: dict[str, Any] = field(default_factory=dict)
@@ -103,14 +102,11 @@ class Promotions:
         trigger: Trigger,
         actor: Actor,
         reasons: list[str],
-        bento: str | None = None,
     ) -> tuple[ModelVersion, StageChange]:
         """Make ``version`` the one production version of its model."""
         previous = self.registry.stages.production_version(version.name)
         promoted = self.registry.promote(version.name, version.version, "; ".join(reasons))
-        return promoted, self._changed(
-            MODEL_PROMOTED, promoted, previous, trigger, actor, reasons, bento
-        )
+        return promoted, self._changed(MODEL_PROMOTED, promoted, previous, trigger, actor, reasons)
 
     def reject(
         self, version: ModelVersion, *, trigger: Trigger, actor: Actor, reasons: list[str]
@@ -118,11 +114,11 @@ class Promotions:
         """Record that ``version`` was refused; it stays a candidate."""
         previous = self.registry.stages.production_version(version.name)
         self.registry.reject(version.name, version.version, reasons)
-        return self._changed(MODEL_REJECTED, version, previous, trigger, actor, reasons, None)
+        return self._changed(MODEL_REJECTED, version, previous, trigger, actor, reasons)
 
     def start_rollout(
         self, version: ModelVersion, role: Role, *, trigger: Trigger, actor: Actor,
-        reasons: list[str], bento: str | None = None,
+        reasons: list[str],
     ) -> tuple[ModelVersion, StageChange]:  # fmt: skip
         """Put ``version`` beside production as a shadow or a canary, to be judged live."""
         previous = self.registry.stages.production_version(version.name)
@@ -130,7 +126,7 @@ class Promotions:
             version.name, version.version, role, "; ".join(reasons)
         )
         return started, self._changed(
-            ROLLOUT_STARTED, started, previous, trigger, actor, reasons, bento, role=role
+            ROLLOUT_STARTED, started, previous, trigger, actor, reasons, role=role
         )
 
     def promote_challenger(
@@ -142,7 +138,7 @@ class Promotions:
         previous = self.registry.stages.production_version(version.name)
         promoted = self.registry.promote(version.name, version.version, "; ".join(reasons))
         return promoted, self._changed(
-            MODEL_PROMOTED, promoted, previous, trigger, actor, reasons, None,
+            MODEL_PROMOTED, promoted, previous, trigger, actor, reasons,
             role=role, evidence=evidence,
         )  # fmt: skip
 
@@ -155,7 +151,7 @@ class Promotions:
         previous = self.registry.stages.production_version(version.name)
         withdrawn = self.registry.withdraw(version.name, version.version, "; ".join(reasons))
         return self._changed(
-            MODEL_REJECTED, withdrawn, previous, trigger, actor, reasons, None,
+            MODEL_REJECTED, withdrawn, previous, trigger, actor, reasons,
             role=role, evidence=evidence,
         )  # fmt: skip
 
@@ -165,7 +161,7 @@ class Promotions:
         restored = self.registry.rollback(name)
         reasons = [f"rollback from {previous}" if previous else "rollback"]
         return restored, self._changed(
-            MODEL_PROMOTED, restored, previous, "rollback", actor, reasons, None
+            MODEL_PROMOTED, restored, previous, "rollback", actor, reasons
         )
 
     def _changed(
@@ -176,7 +172,6 @@ class Promotions:
         trigger: Trigger,
         actor: Actor,
         reasons: list[str],
-        bento: str | None,
         *,
         role: Role | None = None,
         evidence: dict[str, Any] | None = None,
@@ -190,7 +185,6 @@ class Promotions:
             previous_version=previous,
             reasons=list(reasons),
             metrics=dict(version.metrics),
-            bento=bento,
             role=role,
             evidence=dict(evidence or {}),
         )

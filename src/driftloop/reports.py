@@ -13,8 +13,10 @@ def training_report(
     production_metrics: dict[str, float] | None,
     compared: dict[str, float] | None = None,
     compared_on: str = "",
+    bento: str | None = None,
 ) -> str:
-    """Metrics (beside production's on the same rows), the verdict, and the lineage.
+    """Metrics (beside production's on the same rows), the verdict, the Bento it was packaged
+    as (if it was), and the lineage.
 
     ``compared`` are this version's metrics on the rows the gate judged, when those are not the
     whole holdout (``compared_on`` says which rows).
@@ -39,6 +41,8 @@ def training_report(
     if decision is not None:
         verdict = "**promoted to production**" if decision.promote else "**rejected**"
         lines += ["", f"Gate: {verdict}.", ""] + [f"- {reason}" for reason in decision.reasons]
+    if bento:
+        lines += ["", f"Packaged as Bento `{bento}` (`bentoml serve {bento}`)."]
     lines += [
         "",
         "## Lineage",

@@ -144,6 +144,12 @@ class PrefectSettings(_Area):
     worker_query_seconds: PositiveFloat = Field(
         default=2.0, description="How often the process worker polls for runs."
     )
+    warm_runner: bool = Field(
+        default=True,
+        description="The stack's worker forks each flow run from a process that imported the "
+        "flows once: a run starts in a fraction of a second instead of ~8 s, for ~250 MB held "
+        "while idle. false: each run is a new interpreter, as Prefect's own worker starts it.",
+    )
     ingest_schedule_active: bool = Field(
         default=False,
         description="Whether the ingest deployment's cron schedule runs (paused in the embedded "

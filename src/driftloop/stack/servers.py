@@ -115,15 +115,20 @@ def start_process_worker(
     pool: str,
     log_path: Path,
     query_seconds: float = 2.0,
+    warm: bool = True,
     cwd: Path | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> Component:
-    """Start a process worker on ``pool``; it polls the server every ``query_seconds``.
+    """Start the stack's process worker on ``pool`` (``driftloop.stack.worker``: Prefect's, with
+    each flow run forked from a warm flow runner unless ``warm`` is false); it polls the server
+    every ``query_seconds``.
 
     Its health URL is the server's: the worker has no HTTP endpoint of its own; check
     ``process.poll()`` for its liveness.
     """
-    command = [prefect_executable(), "worker", "start", "--pool", pool, "--type", "process"]
+    command = [sys.executable, "-m", "driftloop.stack.worker", "--pool", pool]
+    if not warm:
+        command.append("--cold")
     env = {
         **prefect.client_env(),
         "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds),

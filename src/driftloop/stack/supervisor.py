@@ -420,6 +420,7 @@ class LocalStack:
                 pool=pool,
                 log_path=self.logs / "worker.log",
                 query_seconds=settings.prefect.worker_query_seconds,
+                warm=settings.prefect.warm_runner,
                 cwd=self.code,
                 extra_env={
                     **self.env_with(*LAKEFS_KEYS, *PREFECT_KEYS, "DRIFTLOOP_GRAFANA__TOKEN"),

@@ -1,0 +1,332 @@
+"""The flow runner: every flow run of the worker forked from a process that imported the flows.
+
+    python -m driftloop.stack.flow_runner ADDRESS
+
+Prefect's process worker starts each flow run as ``python -m prefect.engine``: a new interpreter
+that imports Prefect, pandas, scikit-learn and the flows before the run's first step (about 8 s
+on this project's two-core machine, 15 s while it serves traffic; Prefect's own supervisor
+process adds more, prefect#21944). The flow runner imports all of that once, when the worker
+starts, and then waits on the abstract Unix socket ``ADDRESS``. For each flow run the worker
+starts :mod:`driftloop.stack.flow_client`, which hands over the run's environment, working folder
+and standard streams; the runner forks, and the child runs Prefect's engine for the run exactly
+as ``python -m prefect.engine`` would, in a process of its own: Prefect proposes its states,
+sends its logs, keeps its artifacts, enforces the deployment's concurrency limit and cancels it
+with SIGTERM as for any run. A run that crashes or is killed takes nothing else with it, and
+every run starts from the same freshly imported state (nothing one run leaves in memory reaches
+the next).
+
+The runner itself runs nothing but ``fork``: one thread, no Prefect client, no event loop, so a
+fork is safe. It answers only processes of its own user (``SO_PEERCRED``). A run outlives the
+runner (it is a child, not a thread), and the runner ends when the worker that started it does,
+once its running children have ended.
+"""
+
+from __future__ import annotations
+
+import array
+import importlib
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+
+from driftloop.stack.flow_client import MAX_REQUEST_BYTES
+
+log = logging.getLogger("driftloop.flow_runner")
+
+
+def say_to_stderr(logger: logging.Logger) -> None:
+    """``logger``'s INFO lines on stderr, timed, and nothing else changed: the root logger stays
+    as Prefect sets it up (a forked run, or the worker's own requests, would otherwise log every
+    HTTP call)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+# What a flow run imports, imported once. Each is what a run would import itself: a module
+# missing here only costs that run its import, and a module here that a run never needs costs
+# memory only.
+WARM_MODULES = (
+    "prefect.engine",
+    "prefect.flow_engine",
+    "prefect.task_engine",
+    "flows.ingest",
+    "flows.train",
+    "flows.retrain",
+    "flows.judge",
+    "flows.package",
+    "bentoml",
+    "bentoml.sklearn",
+    "pyarrow.parquet",
+    "sklearn.ensemble",
+    "sklearn.linear_model",
+    "sklearn.isotonic",
+    "driftloop.estimation",
+    "driftloop.reports",
+)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What a flow run's process is to be: its working folder, environment, engine arguments and
+    standard streams (descriptors received from the client)."""
+
+    cwd: str
+    env: dict[str, str]
+    argv: list[str]
+    streams: list[int]
+
+
+def warm(modules: tuple[str, ...] = WARM_MODULES) -> list[str]:
+    """Import ``modules``; the ones that could not be imported, with why."""
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # a run that needs it fails with its own traceback
+            missing.append(f"{name} ({type(error).__name__}: {error})")
+    return missing
+
+
+def serve(address: str) -> RunRequest | None:
+    """Start a flow run for each request on ``address`` until SIGTERM, SIGINT or the end of the
+    parent process, then return None once every run has ended. In each forked child it returns
+    at once, with the request that child is to run."""
+    return _Server(address).loop()
+
+
+class _Server:
+    """The runner's one thread: a listening socket, a pipe that signals wake, and one connection
+    per running run (to its client)."""
+
+    def __init__(self, address: str) -> None:
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.listener.bind("\0" + address)
+        self.listener.listen(16)
+        self.listener.setblocking(False)
+        self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_read, False)
+        os.set_blocking(self.wake_write, False)
+        self.previous_wakeup = signal.set_wakeup_fd(self.wake_write)
+        self.stopping = False
+        self.handlers = {
+            signal.SIGTERM: signal.signal(signal.SIGTERM, self._stop),
+            signal.SIGINT: signal.signal(signal.SIGINT, self._stop),
+            signal.SIGCHLD: signal.signal(signal.SIGCHLD, lambda number, frame: None),
+        }
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ)
+        self.selector.register(self.wake_read, selectors.EVENT_READ)
+        self.runs: dict[int, socket.socket | None] = {}  # run pid -> its client's connection
+        self.parent = os.getppid()
+
+    def _stop(self, number: int, frame: object) -> None:
+        self.stopping = True
+
+    def loop(self) -> RunRequest | None:
+        try:
+            while not (self.stopping and not self.runs):
+                if self.stopping and self.listener.fileno() != -1:
+                    self.selector.unregister(self.listener)
+                    self.listener.close()
+                for key, _ in self.selector.select(timeout=1.0):
+                    if key.fileobj is self.listener:
+                        request = self._start_run()
+                        if request is not None:  # this is the forked child
+                            return request
+                    elif key.fileobj == self.wake_read:
+                        self._drain_wake()
+                    else:
+                        self._client_closed(key.data)
+                self._reap()
+                if os.getppid() != self.parent:  # the worker is gone
+                    self.stopping = True
+        finally:
+            if self.listener.fileno() != -1:
+                self.listener.close()
+        return None
+
+    def _start_run(self) -> RunRequest | None:
+        """Fork a run for the next request; the request in the child, None in the runner."""
+        accepted = _accept(self.listener)
+        if accepted is None:
+            return None
+        connection, request = accepted
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            connection.close()
+            self._forget()
+            return request
+        for stream in request.streams:
+            os.close(stream)
+        connection.send(f"pid {pid}".encode())
+        self.runs[pid] = connection
+        self.selector.register(connection, selectors.EVENT_READ, pid)
+        return None
+
+    def _forget(self) -> None:
+        """In a forked child: drop the runner's sockets and signal handling."""
+        self.selector.close()
+        self.listener.close()
+        for connection in self.runs.values():
+            if connection is not None:
+                connection.close()
+        os.close(self.wake_read)
+        os.close(self.wake_write)
+        signal.set_wakeup_fd(self.previous_wakeup)
+        for number, handler in self.handlers.items():
+            signal.signal(number, handler)
+
+    def _drain_wake(self) -> None:
+        while True:
+            try:
+                if not os.read(self.wake_read, 512):
+                    return
+            except BlockingIOError:
+                return
+
+    def _client_closed(self, pid: int) -> None:
+        """A client's connection is readable: it only ever closes (its process is gone)."""
+        connection = self.runs.get(pid)
+        if connection is None:
+            return
+        try:
+            closed = not connection.recv(64)
+        except OSError:
+            closed = True
+        if closed:
+            self.selector.unregister(connection)
+            connection.close()
+            self.runs[pid] = None
+            # Prefect killed the client (SIGKILL ends a cancelled run that ignored SIGTERM):
+            # the run goes with it.
+            _kill(pid)
+
+    def _reap(self) -> None:
+        """Tell each ended run's client how it ended."""
+        while self.runs:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            connection = self.runs.pop(pid, None)
+            if connection is None:
+                continue
+            self.selector.unregister(connection)
+            try:
+                connection.send(f"exit {os.waitstatus_to_exitcode(status)}".encode())
+            except OSError:
+                pass  # the client is gone
+            connection.close()
+
+
+def _accept(listener: socket.socket) -> tuple[socket.socket, RunRequest] | None:
+    """The next request, from a process of this user; None when there is none or it is not."""
+    try:
+        connection, _ = listener.accept()
+    except BlockingIOError:
+        return None
+    credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    _, uid, _ = struct.unpack("3i", credentials)
+    if uid != os.getuid():
+        log.warning("refused a request from uid %d (this runner's is %d)", uid, os.getuid())
+        connection.close()
+        return None
+    connection.setblocking(True)
+    data, ancillary, _, _ = connection.recvmsg(
+        MAX_REQUEST_BYTES, socket.CMSG_SPACE(3 * array.array("i").itemsize)
+    )
+    streams = array.array("i")
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            streams.frombytes(payload[: len(payload) - len(payload) % streams.itemsize])
+    try:
+        body = json.loads(data)
+        request = RunRequest(str(body["cwd"]), dict(body["env"]), list(body["argv"]), [*streams])
+        if len(request.streams) != 3:
+            raise ValueError(f"{len(request.streams)} standard streams attached, not 3")
+    except (ValueError, KeyError, TypeError) as problem:
+        for stream in streams:
+            os.close(stream)
+        connection.send(f"refused: {problem}".encode()[:64])
+        connection.close()
+        return None
+    return connection, request
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run(request: RunRequest) -> int:
+    """In a forked child: become the flow run's process and run Prefect's engine for it, as
+    ``python -m prefect.engine`` does; the engine's exit code."""
+    import runpy
+
+    for number, stream in enumerate(request.streams):
+        os.dup2(stream, number)
+        if stream > 2:
+            os.close(stream)
+    os.chdir(request.cwd)
+    os.environ.clear()
+    os.environ.update(request.env)
+    sys.argv = [sys.argv[0], *request.argv]
+    if "numpy" in sys.modules:  # the runner's random state would repeat in every run
+        sys.modules["numpy"].random.seed()
+    if "flows" in sys.modules:  # its output goes where a cold run's would
+        sys.modules["flows"].write_output_to_own_log()
+
+    from prefect.context import SettingsContext, get_settings_context
+    from prefect.settings import Settings
+
+    # Settings from the run's environment, as Prefect's own subprocess runs read them.
+    with SettingsContext(profile=get_settings_context().profile, settings=Settings()):
+        try:
+            with warnings.catch_warnings():  # run as __main__ although imported: that is the point
+                warnings.filterwarnings("ignore", "'prefect.engine' found in sys.modules")
+                runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+        except SystemExit as ended:
+            code = ended.code
+            if code is None or isinstance(code, int):
+                return code or 0
+            sys.stderr.write(f"{code}\n")
+            return 1
+    return 0
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m driftloop.stack.flow_runner ADDRESS")
+    say_to_stderr(log)
+    started = time.monotonic()
+    for problem in warm():
+        log.warning("could not import %s", problem)
+    log.info(
+        "pid %d: flows imported in %.1f s; each flow run is forked from here",
+        os.getpid(),
+        time.monotonic() - started,
+    )
+    request = serve(sys.argv[1])
+    if request is not None:
+        sys.exit(run(request))
+
+
+if __name__ == "__main__":
+    main()

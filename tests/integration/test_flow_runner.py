@@ -1,0 +1,205 @@
+"""The stack's worker forks each flow run from its warm flow runner, and the run stays a Prefect
+run in every way that shows: its state, result and logs, cancellation, a crash of its process,
+and the runner's own death (real Prefect server, real worker, real processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect import Flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.deployments import run_deployment
+from prefect.states import Cancelling
+
+from driftloop.stack.processes import Component, descendants, pid_alive
+from driftloop.stack.servers import ensure_process_pool, start_process_worker
+from flows.common import prefect_api
+from tests.integration.conftest import PrefectServer
+from tests.polling import eventually
+
+FLOWS = Path(__file__).parent / "flows"
+POOL = "driftloop-flow-runner"
+RUN_TIMEOUT = 120.0
+
+
+@pytest.fixture(scope="module")
+def worker(
+    prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Component]:
+    """The stack's worker (warm) on a pool of its own, with the test flows deployed to it."""
+    folder = tmp_path_factory.mktemp("flow-runner")
+    ensure_process_pool(prefect_server.access, POOL)
+    component = start_process_worker(
+        prefect=prefect_server.access,
+        pool=POOL,
+        log_path=folder / "worker.log",
+        query_seconds=0.5,
+        extra_env={
+            "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+            "PREFECT_LOCAL_STORAGE_PATH": str(folder / "results"),
+        },
+    )
+    try:
+        with prefect_api(prefect_server.access):
+            for entrypoint in ("processes.py:where", "processes.py:sleepy"):
+                flow: Flow[..., object] = Flow.from_source(source=str(FLOWS), entrypoint=entrypoint)
+                flow.deploy(name="test", work_pool_name=POOL, print_next_steps=False)
+            runner_ready(component)
+            yield component
+    finally:
+        component.stop()
+
+
+def runner_pid(worker: Component) -> int | None:
+    """The worker's flow runner: its child running driftloop.stack.flow_runner (the runs it
+    forks carry the same command line one level further down)."""
+    for pid in descendants(worker.process.pid):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if b"driftloop.stack.flow_runner" in command and parent == worker.process.pid:
+            return pid
+    return None
+
+
+def runner_ready(worker: Component) -> int:
+    """Wait until the flow runner has imported the flows; its pid."""
+    eventually(
+        lambda: "each flow run is forked from here" in worker.log_tail(200),
+        "the flow runner to have imported the flows",
+        timeout=120,
+    )
+    pid = runner_pid(worker)
+    assert pid is not None, worker.log_tail(50)
+    return pid
+
+
+def run(name: str, **parameters: Any) -> Any:
+    return run_deployment(
+        f"{name}/test", parameters=parameters, timeout=RUN_TIMEOUT, poll_interval=0.5
+    )
+
+
+def start(name: str, **parameters: Any) -> UUID:
+    """Create a run and return at once (timeout 0)."""
+    return run_deployment(f"{name}/test", parameters=parameters, timeout=0).id
+
+
+def state_of(run_id: UUID) -> str:
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run_id).state
+    return state.type.value if state else ""
+
+
+def test_a_run_is_forked_warm_and_reports_like_any_other(
+    prefect_server: PrefectServer, worker: Component
+) -> None:
+    runner = runner_pid(worker)
+    with prefect_api(prefect_server.access):
+        finished = run("runner-where")
+        assert finished.state is not None and finished.state.is_completed(), finished.state
+        where = finished.state.result()
+        # Forked by the runner, with the project's flows and scikit-learn already imported.
+        assert where["ppid"] == runner and where["warm"] is True, where
+        # The run's process ends once the run has reported its end, its logs sent.
+        eventually(lambda: not pid_alive(where["pid"]), "the run's process to end", timeout=30)
+
+        def logged() -> bool:
+            with get_client(sync_client=True) as client:
+                logs = client.read_logs(
+                    LogFilter(flow_run_id=LogFilterFlowRunId(any_=[finished.id]))
+                )
+            return any(f"running in process {where['pid']}" in log.message for log in logs)
+
+        eventually(logged, "the run's log line in Prefect", timeout=30)
+
+
+def test_cancelling_a_forked_run_ends_its_process(
+    prefect_server: PrefectServer, worker: Component, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    with prefect_api(prefect_server.access):
+        run_id = start("runner-sleepy", seconds=300, pid_file=str(pid_file))
+        pid = eventually(
+            lambda: pid_file.exists() and int(pid_file.read_text()), "the run to start", timeout=60
+        )
+        assert state_of(run_id) == "RUNNING"
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(run_id, Cancelling(), force=True)
+        eventually(lambda: state_of(run_id) == "CANCELLED", "the run to be cancelled", timeout=60)
+    eventually(lambda: not pid_alive(pid), "the run's process to end", timeout=30)
+
+
+def test_a_run_whose_process_is_killed_is_reported_crashed(
+    prefect_server: PrefectServer, worker: Component, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    with prefect_api(prefect_server.access):
+        run_id = start("runner-sleepy", seconds=300, pid_file=str(pid_file))
+        pid = eventually(
+            lambda: pid_file.exists() and int(pid_file.read_text()), "the run to start", timeout=60
+        )
+        os.kill(pid, signal.SIGKILL)
+        eventually(lambda: state_of(run_id) == "CRASHED", "the run to be crashed", timeout=60)
+
+
+def test_runs_go_on_when_the_runner_dies_and_the_next_runner_takes_over(
+    prefect_server: PrefectServer, worker: Component, tmp_path: Path
+) -> None:
+    first = runner_pid(worker)
+    assert first is not None
+    pid_file = tmp_path / "pid"
+    with prefect_api(prefect_server.access):
+        running = start("runner-sleepy", seconds=4, pid_file=str(pid_file))
+        eventually(pid_file.exists, "the run to start", timeout=60)
+        os.kill(first, signal.SIGKILL)
+        # The run was a process of its own: it finishes without its runner.
+        eventually(lambda: state_of(running) == "COMPLETED", "the run to complete", timeout=60)
+
+        # The next run finds the runner gone: the worker starts another and this run goes cold.
+        cold = run("runner-where")
+        assert cold.state is not None and cold.state.is_completed(), cold.state
+        assert cold.state.result()["warm"] is False
+
+        second = runner_ready_again(worker, first)
+        warm = run("runner-where")
+    assert warm.state is not None and warm.state.is_completed(), warm.state
+    assert warm.state.result()["ppid"] == second and warm.state.result()["warm"] is True
+
+
+def runner_ready_again(worker: Component, dead: int) -> int:
+    """The runner started after ``dead``, once it has imported the flows."""
+    eventually(
+        lambda: worker.log_tail(400).count("each flow run is forked from here") >= 2,
+        "a new flow runner to have imported the flows",
+        timeout=120,
+    )
+    pid = runner_pid(worker)
+    assert pid is not None and pid != dead
+    return pid
+
+
+def test_without_a_runner_the_client_starts_the_run_cold() -> None:
+    """The command a run starts with, when no runner answers at its address: it becomes
+    `python -m prefect.engine` (here without a run to load, so the engine refuses)."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT__FLOW_RUN_ID"}
+    finished = subprocess.run(
+        [sys.executable, "-m", "driftloop.stack.flow_client", "no-runner-here"],
+        env={**env, "PREFECT_API_URL": "http://127.0.0.1:9/api"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "not answering: starting the run cold" in finished.stderr
+    assert finished.returncode == 1 and "Invalid flow run id" in finished.stderr, finished.stderr
