@@ -20,15 +20,8 @@ from driftloop.promotion import Actor, Promotions
 from driftloop.provenance import git_sha
 from driftloop.registry import BatchLineage, ModelRegistry, ModelVersion
 from driftloop.reports import training_report
-from driftloop.training import (
-    HoldoutMode,
-    Split,
-    TrainedModel,
-    TrainParams,
-    evaluate,
-    split_frame,
-    train_model,
-)
+from driftloop.training import Split, TrainedModel, evaluate, split_frame, train_model
+from driftloop.training_options import HoldoutMode, TrainParams
 from flows.common import IO_RETRIES, emit, lakefs, project_model, run_url, settings
 from flows.package import bento
 

@@ -26,84 +26,29 @@ stops with one line naming the setting when it cannot.
 
 Settings are read when this module is imported: BentoML needs the service class, and so the
 input schema derived from the dataset spec, at that moment. Nothing is written before the
-service starts (``bentoml build`` imports this module too).
+service starts (``bentoml build`` imports this module too). What a serving process does lives in
+``runtime.py``, imported when a worker starts the service: `bentoml serve`'s own process, which
+imports this module to read the service's definition and then only supervises its workers,
+holds no numpy, pandas, scikit-learn or prediction log.
 """
 
 from __future__ import annotations
 
-import functools
-import gc
-import logging
-import os
-import secrets
-import signal
-from collections import Counter as Counter_
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING
 
 import bentoml
 import orjson
-from prometheus_client import Counter, Gauge, Histogram
-from pydantic import TypeAdapter, ValidationError
-from sqlalchemy.exc import SQLAlchemyError
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route, Router
+from starlette.routing import Router
 
-from driftloop.datasets.spec import DatasetSpec
-from driftloop.http_bodies import BodyTooLarge, read_body
-from driftloop.prediction_log import (
-    FeedbackResult,
-    Prediction,
-    PredictionLog,
-    PredictionWriter,
-    prediction_ids,
-)
 from driftloop.project import find_project
-from driftloop.registry import StageStore
-from driftloop.serving import (
-    ChallengerFollower,
-    LoadedModel,
-    ProductionFollower,
-    ShadowScorer,
-    canary_picks,
-    feedback_label,
-    label_description,
-    observe_many,
-    openapi_for,
-    record_model,
-)
-from driftloop.serving_mode import (
-    StateError,
-    bento_home,
-    choose_mode,
-    packaged_models,
-    prepare_state,
-)
+from driftloop.records import openapi_for, record_model
+from driftloop.serving_mode import bento_home, choose_mode, packaged_models
 from driftloop.settings import get_settings
 from services.inference import middleware
 
-log = logging.getLogger("driftloop.inference")
-
-
-@dataclass(frozen=True)
-class Served:
-    """One model of the project as the service answers for it: its input and label rules."""
-
-    name: str
-    spec: DatasetSpec
-    records: TypeAdapter[list[Any]]
-    label_wanted: str
-
-
-def served_model(name: str, spec: DatasetSpec) -> Served:
-    record = record_model(spec)
-    adapter: TypeAdapter[list[Any]] = TypeAdapter(list[record])  # type: ignore[valid-type]
-    return Served(name, spec, adapter, label_description(spec))
-
+if TYPE_CHECKING:
+    from services.inference.runtime import InferenceRuntime
 
 # A Bento's src: its service.py, the project's files and the record of its packaged models.
 CODE_FOLDER = Path(__file__).resolve().parent
@@ -112,108 +57,18 @@ PROJECT = find_project(SETTINGS.project)
 PROJECT.make_importable()
 MODE = choose_mode(SETTINGS, packaged_models(SETTINGS, CODE_FOLDER, PROJECT.names))
 # Pinned, the service answers for the models it carries; following, for every model declared.
-SERVED = {
-    model.name: served_model(model.name, model.spec)
-    for model in PROJECT.models
-    if MODE.mode == "following" or model.name in MODE.packaged
-}
-# A project of one model also answers on the short routes (/predict, /feedback, /model).
-ONLY = next(iter(SERVED.values())) if len(SERVED) == 1 else None
+SERVED_MODELS = [
+    model for model in PROJECT.models if MODE.mode == "following" or model.name in MODE.packaged
+]
 OPENAPI = orjson.dumps(
     openapi_for(
-        [(m.name, m.spec, record_model(m.spec)) for m in PROJECT.models if m.name in SERVED],
+        [(m.name, m.spec, record_model(m.spec)) for m in SERVED_MODELS],
         SETTINGS.serving.max_batch_rows,
     )
 )
 
-# How each model reaches production after the offline gate: direct, or a shadow/canary rollout.
-ROLLOUTS = {model.name: model.config.rollout for model in PROJECT.models}
-
-# role: champion (production), or a rollout's challenger: shadow (scored a copy, answered
-# nobody) or canary (answered the client).
-PREDICTIONS = Counter(
-    "driftloop_predictions", "Predictions made.", ["model", "version", "label", "role"]
-)
-SCORES = Histogram(
-    "driftloop_prediction_score",
-    "Scores of the predictions made.",
-    ["role"],
-    buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
-)
-CHAMPION_SCORES = SCORES.labels("champion")
-SHADOW_SCORES = SCORES.labels("shadow")
-SHADOW_DROPPED = Counter(
-    "driftloop_shadow_dropped",
-    "Copies of requests a shadow challenger had no room to score (its queue was full).",
-    ["model"],
-)
-LOG_DROPPED = Counter(
-    "driftloop_prediction_log_dropped", "Predictions the prediction log had no room for."
-)
-MODEL_INFO = Gauge(
-    "driftloop_model_info",
-    "The model version answering (1) in each live worker.",
-    ["model", "version", "data_commit"],
-    multiprocess_mode="liveall",
-)
-
 # A Router, not a Starlette app: BentoML's app around it already handles errors and exceptions.
 app = Router()
-
-
-@functools.cache
-def answered(model: str, version: str, label: int | str, role: str = "champion") -> Any:
-    """The predictions counter of one (model, version, label, role); ``labels()`` costs a lock
-    each."""
-    return PREDICTIONS.labels(model, version, str(label), role)
-
-
-def count_answers(model: LoadedModel, labels: list[int | str], role: str) -> None:
-    """Count predictions by the label each answered: one increment per label, not per row (an
-    increment of a multiprocess counter is a locked write to its file, ~1.4 µs)."""
-    if len(labels) == 1:
-        answered(model.name, model.version, labels[0], role).inc()
-        return
-    for label, count in Counter_(labels).items():
-        answered(model.name, model.version, label, role).inc(count)
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
-def problem(status: int, message: str, **extra: Any) -> Response:
-    return json_response({"detail": message, **extra}, status)
-
-
-def field_errors(error: ValidationError, single: bool) -> list[dict[str, str]]:
-    """Each validation problem with the field it is about (``records[2].amount`` in lists)."""
-    found = []
-    for item in error.errors(include_url=False):
-        location = list(item["loc"])
-        index = location.pop(0) if location and isinstance(location[0], int) else None
-        name = ".".join(str(part) for part in location) or "(record)"
-        field = name if single or index is None else f"records[{index}].{name}"
-        found.append({"field": field, "message": item["msg"], "type": item["type"]})
-    return found
-
-
-def stop_serving(message: str) -> NoReturn:
-    """Log ``message`` as the one line that says why, and stop the whole `bentoml serve`: a
-    worker that raised would be restarted by BentoML's supervisor forever, each time with the
-    traceback of the startup hook, and never let an orchestrator see the failure."""
-    log.error("%s", message)
-    for handler in logging.getLogger().handlers + log.handlers:
-        handler.flush()
-    parent = os.getppid()
-    try:
-        command = Path(f"/proc/{parent}/cmdline").read_bytes()
-    except OSError:  # not Linux: the worker stops, and BentoML restarts it
-        command = b""
-    if b"bentoml" in command:
-        os.kill(parent, signal.SIGTERM)
-    os._exit(2)
-
 
 SERVICE_NAME = "driftloop-inference"
 # Before BentoML builds the app around the service: only the middleware this service uses.
@@ -231,391 +86,23 @@ class InferenceService:
     """Answers predictions with the production model and logs every one of them."""
 
     def __init__(self) -> None:
-        # BentoML's logging passes warnings on; driftloop's own loggers follow its setting.
-        logging.getLogger("driftloop").setLevel(SETTINGS.log_level)
-        try:
-            folders = prepare_state(SETTINGS, MODE)
-        except StateError as error:
-            stop_serving(str(error))
-        log.info(
-            "serving %s (%s: %s); state in %s",
-            ", ".join(SERVED),
-            MODE.mode,
-            MODE.reason,
-            ", ".join(map(str, folders)),
+        # Here, not at the top: only a serving process needs what the runtime imports.
+        from services.inference.runtime import InferenceRuntime, served_model
+
+        self.runtime: InferenceRuntime = InferenceRuntime(
+            SETTINGS,
+            MODE,
+            {model.name: served_model(model.name, model.spec) for model in SERVED_MODELS},
+            # How each model reaches production after the gate: direct, or a rollout.
+            {model.name: model.config.rollout for model in PROJECT.models},
+            OPENAPI,
         )
-        self.api_key = (
-            SETTINGS.serving.api_key.get_secret_value() if SETTINGS.serving.api_key else None
-        )
-        self.max_rows = SETTINGS.serving.max_batch_rows
-        self.max_body = SETTINGS.serving.max_body_bytes
-        # The table is created on first use, so the service starts even with the store down.
-        prediction_log = PredictionLog(SETTINGS.prediction_log_url)
-        self.prediction_log = prediction_log
-        self.writer: PredictionWriter | None = None
-        if SETTINGS.serving.log_predictions:
-            self.writer = PredictionWriter(
-                prediction_log,
-                SETTINGS.prediction_spool,
-                capacity=SETTINGS.serving.log_queue_capacity,
-                on_drop=LOG_DROPPED.inc,
-            )
-        stages = StageStore(SETTINGS.registry_url) if MODE.mode == "following" else None
-        # A rollout's challenger beside each model (following a registry only).
-        self.challengers = {
-            name: ChallengerFollower(name, stages, SETTINGS.serving.model_poll_seconds)
-            for name in SERVED
-            if stages is not None
-        }
-        self.shadow = ShadowScorer(
-            self._log_shadow,
-            capacity=SETTINGS.serving.shadow_queue_capacity,
-            on_drop=lambda model, count: SHADOW_DROPPED.labels(model).inc(count),
-            on_scored=self._count_shadow,
-        )
-        # One follower per model: each swaps its own production version in on its own.
-        self.followers = {
-            name: ProductionFollower(
-                name,
-                stages,
-                SETTINGS.serving.model_poll_seconds,
-                # The packaged version: all there is when pinned, a stand-in when following.
-                fallback_tag=MODE.packaged.get(name),
-                on_swap=self._announce,
-            )
-            for name in SERVED
-        }
-        for follower in self.followers.values():
-            follower.start()
-        for challenger in self.challengers.values():
-            challenger.start()
-        # Everything imported and built so far lives as long as the process: keep it out of the
-        # garbage collector's full passes, which otherwise stall every request for ~0.1 s.
-        gc.freeze()
-        routes = [
-            Route("/openapi.json", self.openapi, methods=["GET"]),
-            Route("/models", self.models, methods=["GET"]),
-        ]
-        for name, served in SERVED.items():
-            routes += self._routes(f"/models/{name}", served)
-        if ONLY is not None:
-            routes += self._routes("", ONLY)
-        else:
-            for path in ("/predict", "/feedback", "/model"):
-                routes.append(Route(path, self.which_model, methods=["GET", "POST"]))
-        app.routes.extend(routes)
-
-    def _routes(self, prefix: str, served: Served) -> list[Route]:
-        async def predict(request: Request) -> Response:
-            return await self.predict(request, served)
-
-        async def feedback(request: Request) -> Response:
-            return await self.feedback(request, served)
-
-        async def model(request: Request) -> Response:
-            return await self.model(request, served)
-
-        return [
-            Route(f"{prefix}/predict", predict, methods=["POST"]),
-            Route(f"{prefix}/feedback", feedback, methods=["POST"]),
-            Route(prefix or "/model", model, methods=["GET"]),
-        ]
-
-    async def models(self, request: Request) -> Response:
-        """Every model of the project: its routes, task and the version answering (or null)."""
-        if refused := self._refused(request):
-            return refused
-        listed = []
-        for name, served in SERVED.items():
-            current = self.followers[name].current
-            listed.append(
-                {
-                    "name": name,
-                    "task": served.spec.task,
-                    "version": current.version if current else None,
-                    "predict": f"/models/{name}/predict",
-                }
-            )
-        return json_response({"models": listed, "mode": MODE.mode, "reason": MODE.reason})
-
-    async def which_model(self, request: Request) -> Response:
-        """The short routes of a project with several models: say which routes there are."""
-        routes = ", ".join(
-            f"/models/{name}{request.url.path.replace('/model', '')}" for name in SERVED
-        )
-        return problem(
-            404,
-            f"this service serves {len(SERVED)} models ({', '.join(SERVED)}): use {routes}",
-        )
+        app.routes.extend(self.runtime.routes())
 
     def __is_ready__(self) -> bool:
-        return all(follower.current is not None for follower in self.followers.values())
+        return self.runtime.ready()
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
         """Stop following the registry and write out every queued prediction."""
-        for follower in self.followers.values():
-            follower.stop()
-        for challenger in self.challengers.values():
-            challenger.stop()
-        self.shadow.close(timeout=5.0)
-        if self.writer is not None:
-            self.writer.close()
-        self.prediction_log.dispose()
-
-    def _announce(self, previous: LoadedModel | None, model: LoadedModel) -> None:
-        # Multiprocess gauges keep every label set they saw: mark the old version 0, not gone.
-        if previous is not None:
-            MODEL_INFO.labels(previous.name, previous.version, previous.data_commit).set(0)
-        MODEL_INFO.labels(model.name, model.version, model.data_commit).set(1)
-
-    def _refused(self, request: Request) -> Response | None:
-        if self.api_key is None:
-            return None
-        given = request.headers.get("x-api-key", "")
-        if secrets.compare_digest(given.encode(), self.api_key.encode()):
-            return None
-        return problem(401, "missing or wrong API key (header X-API-Key)")
-
-    async def _json_body(self, request: Request) -> tuple[Any, Response | None]:
-        """The parsed JSON body, or the response refusing the request (401, 400)."""
-        if refused := self._refused(request):
-            return None, refused
-        try:
-            return orjson.loads(await read_body(request, self.max_body)), None
-        except BodyTooLarge as error:
-            return None, problem(413, str(error))
-        except orjson.JSONDecodeError as error:
-            return None, problem(400, f"request body is not valid JSON: {error}")
-
-    async def predict(self, request: Request, served: Served) -> Response:
-        body, refused = await self._json_body(request)
-        if refused:
-            return refused
-        single = isinstance(body, dict)
-        records = [body] if single else body
-        if not isinstance(records, list) or not records:
-            return problem(422, "send one record (a JSON object) or a non-empty list of them")
-        if len(records) > self.max_rows:
-            return problem(
-                413, f"{len(records)} records in one request; at most {self.max_rows} are accepted"
-            )
-        try:
-            served.records.validate_python(records)
-        except ValidationError as error:
-            errors = field_errors(error, single)
-            return problem(422, "invalid record: " + errors[0]["field"], errors=errors)
-        model = self.followers[served.name].current
-        if model is None:
-            return problem(503, "no production model is loaded yet")
-        challenger = self.challengers[served.name].current if self.challengers else None
-        now = datetime.now(UTC)
-        if challenger is not None and challenger[1] == "canary":
-            rollout = ROLLOUTS[served.name]
-            picks = canary_picks(records, rollout.share, rollout.entity_key)
-            if any(picks):
-                return self._answer_with_canary(model, challenger[0], records, picks, single, now)
-        answers, logged = self._answers(model, records, now)
-        if self.writer is not None:
-            # In the spool file before the answer leaves: a killed worker loses none of them.
-            self.writer.submit(*logged)
-            if challenger is not None and challenger[1] == "shadow":
-                self.shadow.offer(challenger[0], records, [p.id for p in logged], now)
-        return json_response(answers[0] if single else answers)
-
-    def _answers(
-        self,
-        model: LoadedModel,
-        records: list[dict[str, Any]],
-        now: datetime,
-        role: str | None = None,
-    ) -> tuple[list[dict[str, Any]], list[Prediction]]:
-        """``model``'s answers to ``records`` and the predictions to log (``role``: None for
-        the champion, "canary" for a canary)."""
-        if model.task != "binary" or role is not None:
-            return self._answers_of_any_task(model, records, now, role)
-        scores = model.score(records).tolist()
-        labels: list[int | str] = []
-        answers, logged = [], []
-        for record, score, prediction_id in zip(
-            records, scores, prediction_ids(len(records)), strict=True
-        ):
-            label = int(score >= model.threshold)
-            labels.append(label)
-            answers.append(
-                {
-                    "prediction_id": prediction_id,
-                    "score": score,
-                    "label": label,
-                    "model_version": model.version,
-                }
-            )
-            logged.append(
-                Prediction(prediction_id, now, model.name, model.version, record, score, label)
-            )
-        count_answers(model, labels, "champion")
-        observe_many(CHAMPION_SCORES, scores)
-        return answers, logged
-
-    def _answers_of_any_task(
-        self,
-        model: LoadedModel,
-        records: list[dict[str, Any]],
-        now: datetime,
-        role: str | None,
-    ) -> tuple[list[dict[str, Any]], list[Prediction]]:
-        """The answers of a binary model (score and label), a multiclass model (class and
-        probabilities) or a regression model (value); the champion's binary path above stays
-        as lean as it was."""
-        result = model.answer(records)
-        answers: list[dict[str, Any]] = []
-        logged = []
-        shown_role = role or "champion"
-        labels: list[int | str] = []
-        scores = result.scores.tolist()
-        for index, (record, score, label, prediction_id) in enumerate(
-            zip(records, scores, result.labels.tolist(), prediction_ids(len(records)), strict=True)
-        ):
-            if model.task == "multiclass":
-                assert result.probabilities is not None
-                shown: int | str = model.classes[label]
-                body: dict[str, Any] = {
-                    "prediction_id": prediction_id,
-                    "class": shown,
-                    "probabilities": dict(
-                        zip(model.classes, result.probabilities[index].tolist(), strict=True)
-                    ),
-                }
-            elif model.task == "regression":
-                shown = ""
-                body = {"prediction_id": prediction_id, "value": score}
-            else:
-                shown = label
-                body = {"prediction_id": prediction_id, "score": score, "label": label}
-            labels.append(shown)
-            answers.append({**body, "model_version": model.version})
-            logged.append(
-                Prediction(
-                    prediction_id, now, model.name, model.version, record, score, label, role
-                )
-            )
-        count_answers(model, labels, shown_role)
-        if model.task == "binary":
-            observe_many(SCORES.labels(shown_role), scores)
-        return answers, logged
-
-    def _answer_with_canary(
-        self,
-        model: LoadedModel,
-        canary: LoadedModel,
-        records: list[dict[str, Any]],
-        picks: list[bool],
-        single: bool,
-        now: datetime,
-    ) -> Response:
-        """Answer the picked records with the canary and the rest with production, in order."""
-        answers: list[dict[str, Any]] = [{}] * len(records)
-        logged: list[Prediction] = []
-        for chosen, role in ((model, None), (canary, "canary")):
-            indexes = [i for i, pick in enumerate(picks) if pick == (role is not None)]
-            if not indexes:
-                continue
-            part, rows = self._answers(chosen, [records[i] for i in indexes], now, role)
-            for index, answer in zip(indexes, part, strict=True):
-                answers[index] = answer
-            logged += rows
-        if self.writer is not None:
-            self.writer.submit(*logged)
-        return json_response(answers[0] if single else answers)
-
-    def _rollout(self, name: str) -> dict[str, Any]:
-        """The model's rollout: its mode, and the challenger on live traffic (if any)."""
-        rollout = ROLLOUTS[name]
-        challenger = self.challengers[name].current if self.challengers else None
-        shown: dict[str, Any] = {
-            "mode": rollout.mode,
-            "challenger": challenger[0].version if challenger else None,
-            "role": challenger[1] if challenger else None,
-        }
-        if challenger is not None and challenger[1] == "canary":
-            shown |= {"share": rollout.share, "entity_key": rollout.entity_key}
-        if challenger is not None and challenger[1] == "shadow":
-            shown |= {"shadow_waiting": self.shadow.waiting, "shadow_dropped": self.shadow.dropped}
-        return shown
-
-    def _log_shadow(self, rows: list[Prediction]) -> None:
-        if self.writer is not None:  # not spooled: a shadow's copy answered nobody
-            self.writer.submit(*rows, spool=False)
-
-    def _count_shadow(self, model: LoadedModel, rows: list[Prediction]) -> None:
-        """Count a shadow's predictions by the label each would have answered."""
-        labels: list[int | str] = [
-            model.classes[row.label]
-            if model.task == "multiclass"
-            else ""
-            if model.task == "regression"
-            else row.label
-            for row in rows
-        ]
-        count_answers(model, labels, "shadow")
-        if model.task == "binary":
-            observe_many(SHADOW_SCORES, [row.score for row in rows])
-
-    async def feedback(self, request: Request, served: Served) -> Response:
-        body, refused = await self._json_body(request)
-        if refused:
-            return refused
-        if not isinstance(body, dict):
-            return problem(422, "send a JSON object with prediction_id and label")
-        prediction_id = body.get("prediction_id")
-        if not isinstance(prediction_id, str) or not prediction_id:
-            return problem(422, "invalid feedback: prediction_id", field="prediction_id")
-        label = feedback_label(served.spec, body.get("label"))
-        if label is None:
-            return problem(
-                422, f"invalid feedback: label must be {served.label_wanted}", field="label"
-            )
-        unexpected = sorted(set(body) - {"prediction_id", "label"})
-        if unexpected:
-            return problem(
-                422, f"invalid feedback: unknown field {unexpected[0]}", field=unexpected[0]
-            )
-        # A prediction made a moment ago may still be queued: write it out first.
-        if self.writer is not None:
-            await run_in_threadpool(self.writer.flush, 5.0)
-        try:
-            outcome = await run_in_threadpool(
-                self.prediction_log.record_feedback, prediction_id, label, served.name
-            )
-        except SQLAlchemyError as error:
-            log.warning("feedback for %s not stored: %s", prediction_id, error)
-            return problem(503, "the prediction log is unavailable; send the feedback again later")
-        if outcome == FeedbackResult.UNKNOWN:
-            return problem(404, f"no prediction {prediction_id} of model {served.name}")
-        if outcome == FeedbackResult.CONFLICT:
-            return problem(409, f"prediction {prediction_id} already has a different label")
-        return json_response({"prediction_id": prediction_id, "status": outcome})
-
-    async def openapi(self, request: Request) -> Response:
-        """The OpenAPI document of /predict, /feedback and /model."""
-        return Response(OPENAPI, media_type="application/json")
-
-    async def model(self, request: Request, served: Served) -> Response:
-        if refused := self._refused(request):
-            return refused
-        model = self.followers[served.name].current
-        if model is None:
-            return problem(503, "no production model is loaded yet")
-        return json_response(
-            {
-                "name": model.name,
-                "version": model.version,
-                "data_commit": model.data_commit,
-                "task": model.task,
-                "metrics": model.metrics,
-                # compiled: the trees walked directly, checked equal to scikit-learn at load
-                "scoring": "compiled" if model.compiled is not None else "scikit-learn",
-                "serving": MODE.as_dict(served.name),
-                "rollout": self._rollout(served.name),
-            }
-        )
+        self.runtime.shutdown()

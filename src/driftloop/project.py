@@ -9,7 +9,7 @@
         task: binary                  # binary | multiclass | regression
         estimator: hist_gradient_boosting   # a built-in, or module:function in this folder
         source: data/sample.csv       # batches `driftloop up` starts from when no model exists
-        train: {seed: 7}              # training options (driftloop.training.TrainOptions)
+        train: {seed: 7}              # training options (driftloop.training_options.TrainOptions)
         gate: {margin: 0.01}          # overrides of DRIFTLOOP_REGISTRY__GATE for this model
         monitor: {window_rows: 1000}  # overrides of DRIFTLOOP_MONITOR__* for this model
         rollout: shadow               # direct | shadow | canary, or {mode: canary, share: 0.1, ...}
@@ -41,7 +41,7 @@ from driftloop.datasets.spec import DatasetSpec, load_spec_file
 from driftloop.documents import DocumentError, line_of, read_document
 from driftloop.gate import GatePolicy, known_metric, known_metrics, policy_for
 from driftloop.tasks import ALL_BUILTIN_ESTIMATORS, BUILTIN_ESTIMATORS, Task, task_of_target
-from driftloop.training import TrainOptions, TrainParams
+from driftloop.training_options import TrainOptions, TrainParams
 
 if TYPE_CHECKING:
     from driftloop.settings import MonitorSettings

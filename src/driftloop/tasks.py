@@ -13,9 +13,10 @@ Every task also records ``rows`` (holdout size); binary also ``threshold`` and `
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 Task = Literal["binary", "multiclass", "regression"]
 TASKS: tuple[Task, ...] = ("binary", "multiclass", "regression")
@@ -87,6 +88,8 @@ def task_of_target(target_type: str) -> Task:
 def class_probabilities(model: Any, features: Any, classes: int) -> np.ndarray:
     """(rows, classes) probabilities of a multiclass ``model``, one column per class of the
     spec, in its order (a class the model never saw in training gets probability 0)."""
+    import numpy as np  # here: reading a spec or a project needs no numpy
+
     given = np.asarray(model.predict_proba(features), dtype=np.float64)
     if given.shape[1] == classes:
         return given

@@ -71,6 +71,6 @@ def test_the_cli_choices_are_the_training_modules_own() -> None:
     from typing import get_args
 
     from driftloop.cli.models import HoldoutChoice
-    from driftloop.training import HoldoutMode
+    from driftloop.training_options import HoldoutMode
 
     assert [choice.value for choice in HoldoutChoice] == list(get_args(HoldoutMode))

@@ -147,7 +147,7 @@ def test_prediction_drift_and_live_performance_follow_the_task() -> None:
 
 
 def test_feedback_labels_are_checked_per_task() -> None:
-    from driftloop.serving import feedback_label
+    from driftloop.records import feedback_label
 
     assert feedback_label(WINE_SPEC, "class_2") == 2.0
     assert feedback_label(WINE_SPEC, "class_7") is None and feedback_label(WINE_SPEC, 2) is None

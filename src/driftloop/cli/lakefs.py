@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from driftloop.cli.root import app, console, fail, load_settings
+from driftloop.cli.root import app, fail, load_settings
 from driftloop.stack.processes import port_in_use
 
 lakefs_app = typer.Typer(help="The embedded lakeFS-compatible server.", no_args_is_help=True)
@@ -28,30 +28,21 @@ def lakefs_serve(
     ] = "",
 ) -> None:
     """Serve the lakeFS-compatible API from DRIFTLOOP_HOME/lakefs (for local use and tests)."""
-    from services.lakefs_local.server import serve
+    from services.lakefs_local.server import main
 
-    settings = load_settings()
-    root = (settings.home / "lakefs").resolve()
-    lakefs = settings.lakefs
+    lakefs = load_settings().lakefs  # a bad setting fails here, named
     bind_host, bind_port = host or lakefs.embedded_host, port or lakefs.embedded_port
     if port_in_use(bind_host, bind_port):
         fail(
             f"port {bind_port} on {bind_host} is taken; pass --port or set "
             "DRIFTLOOP_LAKEFS__EMBEDDED_PORT."
         )
-    key = lakefs.access_key_id.get_secret_value() if lakefs.access_key_id else None
-    secret = lakefs.secret_access_key.get_secret_value() if lakefs.secret_access_key else None
-    console.print(
-        f"lakeFS-compatible server on http://{bind_host}:{bind_port} (API /api/v1), data in {root}"
-        + ("" if key else "; no credentials configured: POST /api/v1/setup_lakefs creates them"),
-        highlight=False,
-        soft_wrap=True,
-    )
-    serve(
-        root,
-        host=bind_host,
-        port=bind_port,
-        access_key_id=key,
-        secret_access_key=secret,
-        crash_at=crash_at,
+    main(
+        [
+            "--host",
+            bind_host,
+            "--port",
+            str(bind_port),
+            *(["--crash-at", crash_at] * bool(crash_at)),
+        ]
     )

@@ -160,7 +160,8 @@ def start_lakefs_server(
     secret_access_key: str | None,
     crash_at: str = "",
 ) -> Component:
-    """Start the embedded lakeFS-compatible server (``driftloop lakefs serve``) on ``home``.
+    """Start the embedded lakeFS-compatible server on ``home`` (what ``driftloop lakefs serve``
+    runs, without the CLI's imports).
 
     ``crash_at`` is for the crash-consistency tests only (the server kills itself there).
     """
@@ -171,9 +172,9 @@ def start_lakefs_server(
     return start_component(
         "lakefs",
         [
-            driftloop_executable(),
-            "lakefs",
-            "serve",
+            sys.executable,
+            "-m",
+            "services.lakefs_local.server",
             "--host",
             host,
             "--port",
