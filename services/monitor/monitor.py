@@ -29,14 +29,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from driftloop.datasets.spec import DatasetSpec
-from driftloop.drift import LABEL, SCORE, TRUE_LABEL, DriftResult, Reference, compute_drift
-from driftloop.estimation import Estimate, estimate_window
 from driftloop.events import (
     DRIFT_DETECTED,
     FEEDBACK_PROGRESS,
@@ -46,9 +43,15 @@ from driftloop.events import (
     model_resource,
 )
 from driftloop.prefect_api import FlowRunOutcome
-from driftloop.rollout import Judgement
 from driftloop.settings import MonitorSettings
 from driftloop.tasks import LIVE_FLOOR
+
+if TYPE_CHECKING:  # imported where a window is judged: an idle monitor holds no pandas or scipy
+    import pandas as pd
+
+    from driftloop.drift import DriftResult, Reference
+    from driftloop.estimation import Estimate
+    from driftloop.rollout import Judgement
 
 log = logging.getLogger("driftloop.monitor")
 
@@ -291,12 +294,15 @@ class Monitor:
         progress_step: int = 50,
         label_delays: Callable[[datetime | None], tuple[list[float], datetime | None]]
         | None = None,
+        window_size: Callable[[ProductionModel, int], int] | None = None,
     ) -> None:
         self.spec = spec
         self.model_name = model_name
         self.settings = settings
         self._production = production
         self._window = window
+        # How many rows the window would have, read without reading them (None: read them).
+        self._window_size = window_size
         self._reference = reference
         self._send = send
         self._store_report = store_report
@@ -364,6 +370,9 @@ class Monitor:
         """Label coverage of the window, and its performance estimated from the scores; with
         ``declare_estimated_drop``, a drop declared once the estimated band of the primary
         metric has stayed under its floor for ``consecutive_windows`` new windows."""
+        from driftloop.drift import LABEL, SCORE, TRUE_LABEL
+        from driftloop.estimation import estimate_window
+
         if TRUE_LABEL in frame.columns:  # a window source that keeps labels
             coverage = float(frame[TRUE_LABEL].notna().mean()) if len(frame) else 0.0
             self.metrics.label_coverage.labels(model.name).set(coverage)
@@ -512,6 +521,14 @@ class Monitor:
             self._episode = episode = _Episode(version=model.version)
             log.info("monitoring %s:%s", model.name, model.version)
         self.status.model, self.status.version = model.name, model.version
+        if self._window_size is not None:
+            available = self._window_size(model, self.settings.window_rows)
+            if available < self.settings.min_window_rows:  # not read: nothing to judge yet
+                self.metrics.window_rows.labels(model.name).set(available)
+                self._set("waiting for traffic", window_rows=available, result=None)
+                return
+        from driftloop.drift import TRUE_LABEL, compute_drift  # pandas, numpy, scipy: here
+
         frame = self._window(model, self.settings.window_rows)
         self.metrics.window_rows.labels(model.name).set(len(frame))
         if len(frame) < self.settings.min_window_rows:

@@ -9,28 +9,33 @@ prediction log under DRIFTLOOP_HOME, lakeFS from ``lakefs.*``, Prefect's API fro
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import uvicorn
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from driftloop.drift import DriftResult, Reference, prepare_reference
 from driftloop.events import Event, send_events
 from driftloop.grafana import annotate_if_configured
-from driftloop.ingestion import isolated_branch, read_dataset
-from driftloop.lakefs_client import CredentialsMissingError, LakeFSClient
 from driftloop.prediction_log import PredictionLog
 from driftloop.prefect_api import FlowRunOutcome, PrefectAccess, latest_finished_run
 from driftloop.project import ProjectModel, find_project
 from driftloop.registry import ModelRegistry
-from driftloop.rollout import Judgement, judge_rollout
-from driftloop.serving import frame_records, load_version
 from driftloop.settings import Settings, get_settings
 from services.monitor.app import create_app
 from services.monitor.monitor import Monitor, MonitorMetrics, ProductionModel
+
+if TYPE_CHECKING:
+    # Imported where they are used: pandas, scipy, scikit-learn and lakeFS's SDK only once
+    # there is traffic to judge (an idle monitor holds ~100 MB, not ~300).
+    import pandas as pd
+
+    from driftloop.drift import DriftResult, Reference
+    from driftloop.lakefs_client import LakeFSClient
+    from driftloop.rollout import Judgement
 
 log = logging.getLogger("driftloop.monitor")
 
@@ -51,8 +56,13 @@ class Dependencies:
         self.spec = model.spec
         self.registry = ModelRegistry.from_settings(settings)
         self.prediction_log = PredictionLog(settings.prediction_log_url)
-        self.lakefs = LakeFSClient.from_settings(settings.lakefs)
         self.prefect = PrefectAccess.of(settings.prefect)
+
+    @functools.cached_property
+    def lakefs(self) -> LakeFSClient:
+        from driftloop.lakefs_client import LakeFSClient
+
+        return LakeFSClient.from_settings(self.settings.lakefs)
 
     def production(self) -> ProductionModel | None:
         version = self.registry.production(self.model.name)
@@ -72,8 +82,15 @@ class Dependencies:
     def window(self, model: ProductionModel, rows: int) -> pd.DataFrame:
         return self.prediction_log.window(model.name, model.version, rows)
 
+    def window_size(self, model: ProductionModel, rows: int) -> int:
+        return self.prediction_log.window_size(model.name, model.version, rows)
+
     def reference(self, model: ProductionModel) -> Reference:
         """The model's training data at its data commit, sampled, scored by the model itself."""
+        from driftloop.drift import prepare_reference
+        from driftloop.ingestion import read_dataset
+        from driftloop.serving import frame_records, load_version
+
         frame = read_dataset(self.lakefs, model.data_commit, self.model.dataset)
         limit = self.model.monitor_settings(self.settings.monitor).reference_rows
         if len(frame) > limit:
@@ -92,6 +109,8 @@ class Dependencies:
         champion = self.registry.stages.production_version(name)
         if found is None or champion is None:
             return None
+        from driftloop.rollout import judge_rollout
+
         version, role = found
         started = self.registry.stages.rollout_started_at(name, version)
         return judge_rollout(
@@ -127,6 +146,7 @@ class Dependencies:
         """Render the Evidently report, judged as ``result`` was, and land it on main through
         its own branch."""
         from driftloop.drift import render_report
+        from driftloop.ingestion import isolated_branch
 
         html = render_report(reference, window, self.spec, result)
         at = datetime.now(UTC)
@@ -170,6 +190,7 @@ def build_app(settings: Settings | None = None) -> Starlette:
                 metrics=metrics,
                 rollout=dependencies.rollout,
                 label_delays=dependencies.label_delays,
+                window_size=dependencies.window_size,
                 # Tell Prefect (and so the judge) about every quarter of the labels it needs.
                 progress_step=max(10, model.config.rollout.min_labels // 4),
             )
@@ -190,10 +211,10 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    try:
-        app = build_app(settings)
-    except CredentialsMissingError as error:
-        raise SystemExit(f"monitor: {error}") from None
+    problem = settings.lakefs.credentials_problem()
+    if problem is not None:  # it reads references and writes reports there
+        raise SystemExit(f"monitor: {problem}")
+    app = build_app(settings)
     log.info(
         "monitor on http://%s:%d (checks every %.0f s)",
         settings.monitor.host,

@@ -147,15 +147,15 @@ class LakeFSClient:
     @classmethod
     def from_settings(cls, settings: LakeFSSettings) -> LakeFSClient:
         """A client for the configured endpoint and repository; credentials only from settings."""
-        if settings.access_key_id is None or settings.secret_access_key is None:
-            raise CredentialsMissingError(
-                "no lakeFS credentials: set DRIFTLOOP_LAKEFS__ACCESS_KEY_ID and "
-                "DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY (environment or .env)"
-            )
+        problem = settings.credentials_problem()
+        if problem is not None:
+            raise CredentialsMissingError(problem)
+        key, secret = settings.access_key_id, settings.secret_access_key
+        assert key is not None and secret is not None  # credentials_problem said so
         return cls(
             str(settings.endpoint),
-            settings.access_key_id.get_secret_value(),
-            settings.secret_access_key.get_secret_value(),
+            key.get_secret_value(),
+            secret.get_secret_value(),
             settings.repository,
             retries=settings.request_retries,
             timeout_seconds=settings.request_timeout_seconds,

@@ -22,11 +22,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pandas as pd
 import sqlalchemy as sa
+
+if TYPE_CHECKING:  # imported by the reads that return frames: the writer needs no pandas
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +290,25 @@ class PredictionLog:
             ).first()
         return None if row is None else dict(row._mapping)
 
+    def window_size(self, model_name: str, version: str, rows: int) -> int:
+        """How many rows :meth:`window` would return, counted without reading them."""
+        if not self._created:
+            self.create()
+        newest = (
+            sa.select(sa.literal(1))
+            .where(
+                predictions.c.model_name == model_name,
+                predictions.c.model_version == version,
+                ANSWERED,
+            )
+            .limit(rows)
+            .subquery()
+        )
+        with self.engine.connect() as connection:
+            return int(
+                connection.execute(sa.select(sa.func.count()).select_from(newest)).scalar_one()
+            )
+
     def window(self, model_name: str, version: str, rows: int) -> pd.DataFrame:
         """The newest ``rows`` predictions one model version answered (as production or as a
         canary; not a shadow's copies), oldest first.
@@ -296,6 +317,8 @@ class PredictionLog:
         came), ``created_at``, ``feedback_at`` (when the label came; NaT where none did) and
         ``prediction_id``.
         """
+        import pandas as pd
+
         if not self._created:
             self.create()
         query = (
@@ -357,6 +380,8 @@ class PredictionLog:
         """Predictions of ``model_name`` (any version) that received their true label, made
         after ``since``, oldest first: the features, ``true_label``, ``created_at``,
         ``prediction_id`` and the ``model_version`` that answered."""
+        import pandas as pd
+
         if not self._created:
             self.create()
         query = (
@@ -393,6 +418,8 @@ class PredictionLog:
         after ``since`` beside the shadow ``challenger``'s prediction of the same record;
         columns ``champion_score``, ``challenger_score``, ``champion_label``,
         ``challenger_label``, ``true_label``, ``created_at``, oldest first."""
+        import pandas as pd
+
         if not self._created:
             self.create()
         shadow = predictions.alias("shadow")
@@ -427,6 +454,8 @@ class PredictionLog:
         """Labelled predictions ``version`` answered clients with after ``since``, in ``role``
         (None: as the champion; "canary"): ``score``, ``label``, ``true_label``,
         ``created_at``, oldest first. A canary's evidence, one sample per model."""
+        import pandas as pd
+
         if not self._created:
             self.create()
         as_role = predictions.c.role.is_(None) if role is None else predictions.c.role == role

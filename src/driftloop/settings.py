@@ -103,6 +103,15 @@ class LakeFSSettings(_Area):
         default=30.0, description="Timeout of one request to lakeFS."
     )
 
+    def credentials_problem(self) -> str | None:
+        """Why no lakeFS client can be built from these settings, or None."""
+        if self.access_key_id is None or self.secret_access_key is None:
+            return (
+                "no lakeFS credentials: set DRIFTLOOP_LAKEFS__ACCESS_KEY_ID and "
+                "DRIFTLOOP_LAKEFS__SECRET_ACCESS_KEY (environment or .env)"
+            )
+        return None
+
 
 class PrefectSettings(_Area):
     """How driftloop reaches the Prefect server and names what it creates there."""

@@ -44,6 +44,7 @@ class Traffic:
         self.clock = datetime(2026, 11, 1, tzinfo=UTC)
         self.seed = 100
         self.transform: Callable[[pd.DataFrame], pd.DataFrame] = lambda frame: frame
+        self.reads: list[int] = []  # the rows asked for, each time the window was read
 
     def send(self, rows: int, scenario: str = "baseline") -> None:
         self.seed += 1
@@ -53,7 +54,11 @@ class Traffic:
         self.frame = pd.concat([self.frame, batch.assign(created_at=times)], ignore_index=True)
 
     def window(self, model: ProductionModel, rows: int) -> pd.DataFrame:
+        self.reads.append(rows)
         return self.frame.tail(rows).reset_index(drop=True)
+
+    def window_size(self, model: ProductionModel, rows: int) -> int:
+        return min(len(self.frame), rows)
 
 
 class Prefect:
@@ -74,6 +79,7 @@ class World:
         self,
         label_delays: Callable[[datetime | None], tuple[list[float], datetime | None]]
         | None = None,
+        counted: bool = False,
         **settings: Any,
     ) -> None:
         self.traffic = Traffic()
@@ -101,6 +107,8 @@ class World:
             registry=self.registry,
             annotate=lambda text, tags: self.annotations.append((text, tags)),
             label_delays=label_delays,
+            # Counted: the window's size is asked before it is read (as the server does).
+            window_size=self.traffic.window_size if counted else None,
         )
 
     def reference(self, model: ProductionModel) -> Reference:
@@ -217,6 +225,21 @@ def test_too_few_rows_and_no_model_are_waited_out() -> None:
     assert world.monitor.check().state == "waiting for traffic"
     world.model = None
     assert world.monitor.check().state == "no production model"
+
+
+def test_a_window_too_small_to_judge_is_counted_but_not_read() -> None:
+    """Given how many rows the window would have, an idle monitor reads none of them (reading
+    builds a frame: pandas, which an idle monitor does not load)."""
+    world = World(counted=True)
+    world.traffic.send(150)
+    status = world.monitor.check()
+    assert status.state == "waiting for traffic" and status.window_rows == 150
+    assert (
+        world.traffic.reads == []
+        and world.metric("driftloop_monitor_window_rows", model=MODEL.name) == 150
+    )
+    world.traffic.send(400)
+    assert world.monitor.check().state == "in distribution" and world.traffic.reads == [500]
 
 
 def test_a_failing_dependency_shows_in_the_status_and_does_not_stop_checks() -> None:

@@ -257,3 +257,20 @@ def test_a_spool_is_replayed_only_into_its_own_database(tmp_path: Path) -> None:
     down.down = False
     PredictionWriter(down, spool, interval_seconds=0.05).close()
     assert down.count() == 5 and spooled_predictions(spool) == 0
+
+
+def test_the_window_size_is_what_the_window_reads(tmp_path: Path) -> None:
+    log = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    ids = prediction_ids(7)
+    now = datetime.now(UTC)
+    rows = [Prediction(i, now, "m", "1", dict(EXAMPLE_RECORD), 0.3, 0) for i in ids[:4]]
+    rows += [Prediction(ids[4], now, "m", "2", dict(EXAMPLE_RECORD), 0.3, 0)]  # another version
+    rows += [  # a shadow's copies are not the version's traffic
+        Prediction(i, now, "m", "1", {}, 0.3, 0, role="shadow", paired_with=ids[0])
+        for i in ids[5:]
+    ]
+    log.write(rows)
+    for asked in (2, 4, 10):
+        assert log.window_size("m", "1", asked) == len(log.window("m", "1", asked))
+    assert [log.window_size("m", "1", n) for n in (2, 10)] == [2, 4]
+    assert log.window_size("m", "3", 10) == 0 and log.window_size("other", "1", 10) == 0

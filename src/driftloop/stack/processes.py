@@ -178,16 +178,20 @@ class Usage:
     rss_bytes: int
     cpu_seconds: float
     processes: int
+    pss_bytes: int = 0
+    """Proportional memory: each page shared by n processes counts 1/n in each (what the
+    machine pays; 0 where /proc/<pid>/smaps_rollup cannot be read)."""
 
 
 def usage(pids: Iterable[int]) -> Usage:
-    """Resident memory (summed: pages two processes share count twice, as ``ps`` shows them)
-    and CPU time so far of ``pids`` and every living process below them, from /proc."""
+    """Resident memory (summed: pages two processes share count twice, as ``ps`` shows them),
+    proportional memory and CPU time so far of ``pids`` and every living process below them,
+    from /proc."""
     page, tick = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_CLK_TCK")
     every = set(pids)
     for pid in list(every):
         every.update(descendants(pid))
-    rss = ticks = found = 0
+    rss = pss = ticks = found = 0
     for pid in every:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -196,8 +200,20 @@ def usage(pids: Iterable[int]) -> Usage:
         # After the command: state, ppid, ..., utime (index 11), stime (12), ..., rss (21).
         ticks += int(fields[11]) + int(fields[12])
         rss += int(fields[21]) * page
+        pss += _pss_bytes(pid)
         found += 1
-    return Usage(rss, ticks / tick, found)
+    return Usage(rss, ticks / tick, found, pss)
+
+
+def _pss_bytes(pid: int) -> int:
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    for line in rollup.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def become_subreaper() -> bool:
