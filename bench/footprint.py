@@ -52,10 +52,11 @@ def main() -> None:
         "DRIFTLOOP_LAKEFS__EMBEDDED_PORT": str(lakefs_port),
         "DRIFTLOOP_LAKEFS__ENDPOINT": f"http://127.0.0.1:{lakefs_port}",
         "PREFECT_LOGGING_LEVEL": "WARNING",
-        "DRIFTLOOP_PREFECT__WARM_RUNNER": str(not args.cold_worker).lower(),
         # A check every 2 s: with --traffic, the windows are judged before the idle time.
         "DRIFTLOOP_MONITOR__INTERVAL_SECONDS": "2",
     }
+    if args.cold_worker:
+        env["DRIFTLOOP_PREFECT__WARM_RUNNER"] = "false"
     settings = settings_from_env(env)
     stack = LocalStack(
         settings, code=code_dir(PROJECT), say=lambda m: print(f"[bench] {m}"), extra_env=env
@@ -77,9 +78,11 @@ def main() -> None:
     print(f"{'component':34}{'processes':>10}{'RSS MB':>9}{'PSS MB':>9}{'CPU idle %':>12}")
     for name, now in after.items():
         busy = 100 * (now.cpu_seconds - before[name].cpu_seconds) / args.idle
+        # A process that ended meanwhile takes its CPU time along: no figure then.
+        shown = f"{busy:>12.1f}" if busy >= 0 else f"{'-':>12}"
         print(
             f"{name:34}{now.processes:>10}{now.rss_bytes / 2**20:>9.0f}"
-            f"{now.pss_bytes / 2**20:>9.0f}{busy:>12.1f}"
+            f"{now.pss_bytes / 2**20:>9.0f}{shown}"
         )
     rss = sum(now.rss_bytes for now in after.values()) / 2**20
     pss = sum(now.pss_bytes for now in after.values()) / 2**20
