@@ -66,32 +66,33 @@ INSERTED = (
 ANSWERED = sa.or_(predictions.c.role.is_(None), predictions.c.role != "shadow")
 
 
-_RAND_A = (1 << 12) - 1
-_RAND_B = (1 << 62) - 1
-_VERSION_7 = 0x7 << 76
+_COUNTER_BITS = 20  # ids one call can make: far more than a request's records
+_RAND_B = ((1 << 62) - 1) & ~((1 << _COUNTER_BITS) - 1)  # random bits above the counter
 _VARIANT = 0b10 << 62
+_LOW_48 = (1 << 48) - 1
 
 
 def prediction_ids(count: int) -> list[str]:
     """``count`` new prediction ids: UUIDv7 (RFC 9562), the Unix millisecond of their making in
-    the first 48 bits, then 74 random bits.
+    the first 48 bits, then random bits, the ids of one call counting up in the last of them
+    (RFC 9562 6.2, method 1: 54 random bits a call, a 20-bit counter within it).
 
     Time-ordered ids keep the log's indexes on ``id`` and ``paired_with`` growing at their right
     edge. With random ids (UUIDv4) every insert lands on a random page of a B-tree that grows
     with the log: at 240,000 rows a champion row and its shadow's cost 67 µs of CPU to write
-    into SQLite against 28 µs with these (half of it system time, pages going to the WAL).
+    into SQLite against 28 µs with these (half of it system time, pages going to the WAL). The
+    counter makes a request's ids one formatted number each (0.2 µs, not 1.5 µs).
     """
-    millisecond = time.time_ns() // 1_000_000 << 80
-    noise = os.urandom(10 * count)
-    ids = []
-    for start in range(0, 10 * count, 10):
-        bits = int.from_bytes(noise[start : start + 10], "big")
-        value = (
-            millisecond | _VERSION_7 | ((bits >> 62) & _RAND_A) << 64 | _VARIANT | bits & _RAND_B
-        )
-        text = f"{value:032x}"
-        ids.append(f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}")
-    return ids
+    if count > 1 << _COUNTER_BITS:
+        raise ValueError(f"at most {1 << _COUNTER_BITS} ids at once, not {count}")
+    millisecond = time.time_ns() // 1_000_000
+    noise = int.from_bytes(os.urandom(10), "big")
+    rand_a, rand_b = noise >> 68, noise & _RAND_B
+    time_hex = f"{millisecond:012x}"
+    tail = _VARIANT | rand_b
+    prefix = f"{time_hex[:8]}-{time_hex[8:]}-7{rand_a:03x}-{tail >> 48:04x}-"
+    low = tail & _LOW_48  # its counter bits are 0: counting up never carries past them
+    return [f"{prefix}{low + index:012x}" for index in range(count)]
 
 
 @dataclass(frozen=True)
