@@ -1,5 +1,7 @@
 # The Prefect process worker with driftloop's flows. At start it applies prefect.yaml (the work
-# pool, the ingest/train/retrain deployments and the retrain triggers), then polls for runs.
+# pool, the ingest/train/retrain deployments and the retrain triggers), then polls for runs;
+# each run is forked from its warm flow runner (driftloop.stack.worker; --cold: started as
+# `prefect worker start` starts them).
 # Build from the repository root: docker build -f infra/docker/worker.Dockerfile .
 FROM python:3.11-slim-bookworm AS base
 
@@ -27,4 +29,4 @@ RUN uv sync --frozen --no-dev \
 USER 10001
 ENV DRIFTLOOP_HOME=/var/lib/driftloop \
     DRIFTLOOP_CODE_DIR=/app
-CMD ["sh", "-c", "driftloop deploy && exec prefect worker start --pool \"${DRIFTLOOP_PREFECT__WORK_POOL:-driftloop-process}\" --type process"]
+CMD ["sh", "-c", "driftloop deploy && exec python -m driftloop.stack.worker --pool \"${DRIFTLOOP_PREFECT__WORK_POOL:-driftloop-process}\""]
