@@ -125,15 +125,21 @@ def test_a_run_is_forked_warm_and_reports_like_any_other(
         eventually(logged, "the run's log line in Prefect", timeout=30)
 
 
+def sleeping(tmp_path: Path) -> tuple[UUID, int]:
+    """A run that sleeps 300 s, once its process is running: its id and its process id."""
+    pid_file = tmp_path / "pid"
+    run_id = start("runner-sleepy", seconds=300, pid_file=str(pid_file))
+    pid = eventually(
+        lambda: pid_file.exists() and int(pid_file.read_text()), "the run to start", timeout=60
+    )
+    return run_id, pid
+
+
 def test_cancelling_a_forked_run_ends_its_process(
     prefect_server: PrefectServer, worker: Component, tmp_path: Path
 ) -> None:
-    pid_file = tmp_path / "pid"
     with prefect_api(prefect_server.access):
-        run_id = start("runner-sleepy", seconds=300, pid_file=str(pid_file))
-        pid = eventually(
-            lambda: pid_file.exists() and int(pid_file.read_text()), "the run to start", timeout=60
-        )
+        run_id, pid = sleeping(tmp_path)
         assert state_of(run_id) == "RUNNING"
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(run_id, Cancelling(), force=True)
@@ -144,12 +150,8 @@ def test_cancelling_a_forked_run_ends_its_process(
 def test_a_run_whose_process_is_killed_is_reported_crashed(
     prefect_server: PrefectServer, worker: Component, tmp_path: Path
 ) -> None:
-    pid_file = tmp_path / "pid"
     with prefect_api(prefect_server.access):
-        run_id = start("runner-sleepy", seconds=300, pid_file=str(pid_file))
-        pid = eventually(
-            lambda: pid_file.exists() and int(pid_file.read_text()), "the run to start", timeout=60
-        )
+        run_id, pid = sleeping(tmp_path)
         os.kill(pid, signal.SIGKILL)
         eventually(lambda: state_of(run_id) == "CRASHED", "the run to be crashed", timeout=60)
 

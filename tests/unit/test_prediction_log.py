@@ -266,8 +266,7 @@ def test_the_window_size_is_what_the_window_reads(tmp_path: Path) -> None:
     rows = [Prediction(i, now, "m", "1", dict(EXAMPLE_RECORD), 0.3, 0) for i in ids[:4]]
     rows += [Prediction(ids[4], now, "m", "2", dict(EXAMPLE_RECORD), 0.3, 0)]  # another version
     rows += [  # a shadow's copies are not the version's traffic
-        Prediction(i, now, "m", "1", {}, 0.3, 0, role="shadow", paired_with=ids[0])
-        for i in ids[5:]
+        Prediction(i, now, "m", "1", {}, 0.3, 0, role="shadow", paired_with=ids[0]) for i in ids[5:]
     ]
     log.write(rows)
     for asked in (2, 4, 10):

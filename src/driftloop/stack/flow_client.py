@@ -10,7 +10,8 @@ towards the worker: it passes on the signals it gets (SIGTERM is how Prefect can
 exits as the run's process exits, with its code or its signal. When the runner does not answer,
 it becomes ``python -m prefect.engine`` itself (exec): the run starts cold, as without a runner.
 
-Only the standard library: this runs for every flow run, before anything is imported.
+Only the standard library on the way to a run: this runs for every flow run, before anything
+else is imported.
 """
 
 from __future__ import annotations
@@ -65,21 +66,14 @@ def stand_in(connection: socket.socket) -> int:
     if ended.startswith("exit "):
         return int(ended.split()[1])
     # The runner stopped before the run did: the run carries on (it reports its own state to
-    # Prefect); wait for it, then say its end is unknown.
-    while _alive(pid):
+    # Prefect); wait for it, then say its end is unknown. (Orphaned, the run may end a zombie
+    # nobody reaps soon: only a zombie-aware check sees it gone.)
+    from driftloop.stack.processes import pid_alive
+
+    while pid_alive(pid):
         time.sleep(0.5)
     sys.stderr.write(f"the flow runner stopped while run process {pid} ran; its exit is unknown\n")
     return 1
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def cold() -> None:
