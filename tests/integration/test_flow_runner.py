@@ -4,8 +4,10 @@ and the runner's own death (real Prefect server, real worker, real processes).""
 
 from __future__ import annotations
 
+import array
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -205,3 +207,28 @@ def test_without_a_runner_the_client_starts_the_run_cold() -> None:
     )
     assert "not answering: starting the run cold" in finished.stderr
     assert finished.returncode == 1 and "Invalid flow run id" in finished.stderr, finished.stderr
+
+
+def test_a_run_the_runner_refuses_starts_cold() -> None:
+    """A runner that says no (its code changed on disk since it imported it): the client starts
+    the run cold rather than failing it. Here the runner is a socket of this test's."""
+    address = f"driftloop-test-runner-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
+        listener.bind("\0" + address)
+        listener.listen(1)
+        client = subprocess.Popen(
+            [sys.executable, "-m", "driftloop.stack.flow_client", address],
+            env={**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        connection, _ = listener.accept()
+        with connection:
+            _, ancillary, _, _ = connection.recvmsg(1 << 20, socket.CMSG_SPACE(12))
+            for _, _, payload in ancillary:  # the client's standard streams: not ours to keep
+                for stream in array.array("i", payload):
+                    os.close(stream)
+            connection.send(b"refused: flows/common.py changed since the flow runner imported it")
+        _, stderr = client.communicate(timeout=120)
+    assert "refused: flows/common.py changed" in stderr and "starting the run cold" in stderr
+    assert client.returncode == 1 and "Invalid flow run id" in stderr, stderr

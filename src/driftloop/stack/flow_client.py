@@ -46,13 +46,18 @@ def request(address: str) -> socket.socket | None:
     return connection
 
 
-def stand_in(connection: socket.socket) -> int:
-    """Wait for the run's process, passing signals on; its exit status as a return code."""
-    started = connection.recv(64).decode()
-    if not started.startswith("pid "):
-        sys.stderr.write(f"flow runner refused the run: {started or 'no answer'}\n")
-        return 1
-    pid = int(started.split()[1])
+def started(connection: socket.socket) -> int | None:
+    """The run's process id, or None when the runner did not start it (it says why)."""
+    answer = connection.recv(256).decode()
+    if answer.startswith("pid "):
+        return int(answer.split()[1])
+    sys.stderr.write(f"flow runner: {answer or 'no answer'}; starting the run cold\n")
+    return None
+
+
+def stand_in(connection: socket.socket, pid: int) -> int:
+    """Wait for the run's process ``pid``, passing signals on; its exit status as a return
+    code."""
 
     def forward(number: int, frame: object) -> None:
         try:
@@ -98,7 +103,12 @@ def main() -> None:
         cold()
         return
     with connection:
-        code = stand_in(connection)
+        pid = started(connection)
+        if pid is None:
+            connection.close()
+            cold()
+            return
+        code = stand_in(connection, pid)
     exit_as(code)
 
 

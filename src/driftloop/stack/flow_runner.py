@@ -98,6 +98,54 @@ def warm(modules: tuple[str, ...] = WARM_MODULES) -> list[str]:
     return missing
 
 
+@dataclass(frozen=True)
+class CodeOnDisk:
+    """The files of the project's own modules this process imported (driftloop, flows,
+    services, and any under the working folder), with their modification times.
+
+    A run forked from the runner uses these modules as they were when the runner imported them;
+    a run started cold would read the files again. So a change on disk makes the runner stand
+    down: a stack whose flows or driftloop code were edited runs the edited code from the next
+    run on, as it did without a runner."""
+
+    times: dict[str, int]
+
+    @classmethod
+    def of_imported(cls, roots: tuple[str, ...] | None = None) -> CodeOnDisk:
+        roots = roots or _project_roots()
+        installed = (sys.prefix + os.sep, sys.base_prefix + os.sep)  # a .venv in the folder
+        times = {}
+        for module in list(sys.modules.values()):
+            path = getattr(module, "__file__", None)
+            if path and path.startswith(roots) and not path.startswith(installed):
+                try:
+                    times[path] = os.stat(path).st_mtime_ns
+                except OSError:
+                    continue
+        return cls(times)
+
+    def changed(self) -> str | None:
+        """A file that changed or went away since, or None."""
+        for path, mtime in self.times.items():
+            try:
+                if os.stat(path).st_mtime_ns != mtime:
+                    return path
+            except OSError:
+                return path
+        return None
+
+
+def _project_roots() -> tuple[str, ...]:
+    """Where the project's own code lives: each of its packages' folders, and the working
+    folder (the code folder the worker runs in)."""
+    roots = {os.getcwd() + os.sep}
+    for name in ("driftloop", "flows", "services"):
+        module = sys.modules.get(name)
+        for folder in getattr(module, "__path__", []):
+            roots.add(str(folder) + os.sep)
+    return tuple(sorted(roots))
+
+
 def serve(address: str) -> RunRequest | None:
     """Start a flow run for each request on ``address`` until SIGTERM, SIGINT or the end of the
     parent process, then return None once every run has ended. In each forked child it returns
@@ -129,6 +177,7 @@ class _Server:
         self.selector.register(self.wake_read, selectors.EVENT_READ)
         self.runs: dict[int, socket.socket | None] = {}  # run pid -> its client's connection
         self.parent = os.getppid()
+        self.code = CodeOnDisk.of_imported()
 
     def _stop(self, number: int, frame: object) -> None:
         self.stopping = True
@@ -162,6 +211,16 @@ class _Server:
         if accepted is None:
             return None
         connection, request = accepted
+        changed = self.code.changed()
+        if changed is not None:
+            # What a run would import has changed on disk since this runner imported it: this
+            # run starts cold (and fresh), and the runner stops; the worker starts a new one.
+            for stream in request.streams:
+                os.close(stream)
+            refuse(connection, f"{changed} changed since the flow runner imported it")
+            log.info("%s changed on disk: stopping, the worker starts a fresh runner", changed)
+            self.stopping = True
+            return None
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -171,9 +230,12 @@ class _Server:
             return request
         for stream in request.streams:
             os.close(stream)
-        connection.send(f"pid {pid}".encode())
         self.runs[pid] = connection
         self.selector.register(connection, selectors.EVENT_READ, pid)
+        try:
+            connection.send(f"pid {pid}".encode())
+        except OSError:  # the client died meanwhile: so does its run
+            self._client_closed(pid)
         return None
 
     def _forget(self) -> None:
@@ -246,26 +308,34 @@ def _accept(listener: socket.socket) -> tuple[socket.socket, RunRequest] | None:
         log.warning("refused a request from uid %d (this runner's is %d)", uid, os.getuid())
         connection.close()
         return None
-    connection.setblocking(True)
-    data, ancillary, _, _ = connection.recvmsg(
-        MAX_REQUEST_BYTES, socket.CMSG_SPACE(3 * array.array("i").itemsize)
-    )
+    connection.settimeout(5.0)  # a client sends its request at once; none holds the runner up
     streams = array.array("i")
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            streams.frombytes(payload[: len(payload) - len(payload) % streams.itemsize])
     try:
+        data, ancillary, _, _ = connection.recvmsg(
+            MAX_REQUEST_BYTES, socket.CMSG_SPACE(3 * streams.itemsize)
+        )
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                streams.frombytes(payload[: len(payload) - len(payload) % streams.itemsize])
         body = json.loads(data)
         request = RunRequest(str(body["cwd"]), dict(body["env"]), list(body["argv"]), [*streams])
         if len(request.streams) != 3:
             raise ValueError(f"{len(request.streams)} standard streams attached, not 3")
-    except (ValueError, KeyError, TypeError) as problem:
+    except (OSError, ValueError, KeyError, TypeError) as problem:
         for stream in streams:
             os.close(stream)
-        connection.send(f"refused: {problem}".encode()[:64])
-        connection.close()
+        refuse(connection, str(problem))
         return None
     return connection, request
+
+
+def refuse(connection: socket.socket, why: str) -> None:
+    """Tell the client no (it starts the run cold) and hang up."""
+    try:
+        connection.send(f"refused: {why}".encode()[:200])
+    except OSError:
+        pass  # the client is gone already
+    connection.close()
 
 
 def _kill(pid: int) -> None:
