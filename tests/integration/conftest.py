@@ -142,24 +142,32 @@ def prefect_worker(
     prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PrefectWorker]:
     """A real process worker on a fresh process work pool of the session's server."""
-    pool = "driftloop-test"
-    ensure_process_pool(prefect_server.access, pool)
     folder = tmp_path_factory.mktemp("prefect-worker")
+    worker = start_test_worker(prefect_server, "driftloop-test", folder)
+    try:
+        yield worker
+    finally:
+        worker.component.stop()
+
+
+def start_test_worker(
+    prefect_server: PrefectServer, pool: str, folder: Path, query_seconds: float = 1
+) -> PrefectWorker:
+    """The stack's worker on ``pool`` (created if missing), its log and flow results (kept, so
+    tests read them back) in ``folder``."""
+    ensure_process_pool(prefect_server.access, pool)
     results = folder / "results"
     component = start_process_worker(
         prefect=prefect_server.access,
         pool=pool,
         log_path=folder / "worker.log",
-        query_seconds=1,
+        query_seconds=query_seconds,
         extra_env={
             "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
             "PREFECT_LOCAL_STORAGE_PATH": str(results),
         },
     )
-    try:
-        yield PrefectWorker(pool, component, results)
-    finally:
-        component.stop()
+    return PrefectWorker(pool, component, results)
 
 
 @dataclass(frozen=True)

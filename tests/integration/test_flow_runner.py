@@ -23,9 +23,8 @@ from prefect.deployments import run_deployment
 from prefect.states import Cancelling
 
 from driftloop.stack.processes import Component, descendants, pid_alive
-from driftloop.stack.servers import ensure_process_pool, start_process_worker
 from flows.common import prefect_api
-from tests.integration.conftest import PrefectServer
+from tests.integration.conftest import PrefectServer, start_test_worker
 from tests.polling import eventually
 
 FLOWS = Path(__file__).parent / "flows"
@@ -39,17 +38,7 @@ def worker(
 ) -> Iterator[Component]:
     """The stack's worker (warm) on a pool of its own, with the test flows deployed to it."""
     folder = tmp_path_factory.mktemp("flow-runner")
-    ensure_process_pool(prefect_server.access, POOL)
-    component = start_process_worker(
-        prefect=prefect_server.access,
-        pool=POOL,
-        log_path=folder / "worker.log",
-        query_seconds=0.5,
-        extra_env={
-            "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
-            "PREFECT_LOCAL_STORAGE_PATH": str(folder / "results"),
-        },
-    )
+    component = start_test_worker(prefect_server, POOL, folder, query_seconds=0.5).component
     try:
         with prefect_api(prefect_server.access):
             for entrypoint in ("processes.py:where", "processes.py:sleepy"):
