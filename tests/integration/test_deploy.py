@@ -63,8 +63,10 @@ def test_deploy_applies_the_deployments_and_the_retrain_trigger(
     assert pool["type"] == "process"
 
     deployments = {d["name"]: d for d in post(api, "/deployments/filter")}
-    assert {"ingest", "train", "retrain"} <= set(deployments)
-    for deployment in deployments.values():
+    assert {"ingest", "train", "retrain", "judge"} <= set(deployments)
+    # prefect.yaml's; other tests of the session deploy flows of their own to this server.
+    for name in ("ingest", "train", "retrain", "judge"):
+        deployment = deployments[name]
         assert deployment["description"] and deployment["work_pool_name"] == "deploy-test-pool"
         assert deployment["pull_steps"][0]["prefect.deployments.steps.set_working_directory"] == {
             "directory": str(PROJECT)

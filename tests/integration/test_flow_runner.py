@@ -39,15 +39,21 @@ def worker(
     """The stack's worker (warm) on a pool of its own, with the test flows deployed to it."""
     folder = tmp_path_factory.mktemp("flow-runner")
     component = start_test_worker(prefect_server, POOL, folder, query_seconds=0.5).component
+    deployed = []
     try:
         with prefect_api(prefect_server.access):
             for entrypoint in ("processes.py:where", "processes.py:sleepy"):
                 flow: Flow[..., object] = Flow.from_source(source=str(FLOWS), entrypoint=entrypoint)
-                flow.deploy(name="test", work_pool_name=POOL, print_next_steps=False)
+                deployed.append(
+                    flow.deploy(name="test", work_pool_name=POOL, print_next_steps=False)
+                )
             runner_ready(component)
             yield component
     finally:
         component.stop()
+        with prefect_api(prefect_server.access), get_client(sync_client=True) as client:
+            for deployment_id in deployed:  # the session's server is other tests' too
+                client.delete_deployment(deployment_id)
 
 
 def runner_pid(worker: Component) -> int | None:
