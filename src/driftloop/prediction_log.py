@@ -66,6 +66,16 @@ INSERTED = (
 ANSWERED = sa.or_(predictions.c.role.is_(None), predictions.c.role != "shadow")
 
 
+def served(model_name: str, version: str) -> tuple[sa.ColumnElement[bool], ...]:
+    """The rows of a model version's window: what it answered clients with (as production or a
+    canary); a shadow's copies are not traffic the version served."""
+    return (
+        predictions.c.model_name == model_name,
+        predictions.c.model_version == version,
+        ANSWERED,
+    )
+
+
 _COUNTER_BITS = 20  # ids one call can make: far more than a request's records
 _RAND_B = ((1 << 62) - 1) & ~((1 << _COUNTER_BITS) - 1)  # random bits above the counter
 _VARIANT = 0b10 << 62
@@ -295,16 +305,7 @@ class PredictionLog:
         """How many rows :meth:`window` would return, counted without reading them."""
         if not self._created:
             self.create()
-        newest = (
-            sa.select(sa.literal(1))
-            .where(
-                predictions.c.model_name == model_name,
-                predictions.c.model_version == version,
-                ANSWERED,
-            )
-            .limit(rows)
-            .subquery()
-        )
+        newest = sa.select(sa.literal(1)).where(*served(model_name, version)).limit(rows).subquery()
         with self.engine.connect() as connection:
             return int(
                 connection.execute(sa.select(sa.func.count()).select_from(newest)).scalar_one()
@@ -332,11 +333,7 @@ class PredictionLog:
                 predictions.c.true_label,
                 predictions.c.feedback_at,
             )
-            .where(
-                predictions.c.model_name == model_name,
-                predictions.c.model_version == version,
-                ANSWERED,  # a shadow's copies are not traffic the version served
-            )
+            .where(*served(model_name, version))
             .order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
             .limit(rows)
         )

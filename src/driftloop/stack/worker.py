@@ -34,30 +34,27 @@ class FlowRunner:
     started again (under a new address) when a run finds it gone."""
 
     def __init__(self) -> None:
-        self.process: subprocess.Popen[bytes] | None = None
-        self.address = ""
-        self.start()
+        self.process, self.address = self._start()
 
-    def start(self) -> None:
-        self.address = f"driftloop-flow-runner-{os.getpid()}-{secrets.token_hex(4)}"
+    @staticmethod
+    def _start() -> tuple[subprocess.Popen[bytes], str]:
+        address = f"driftloop-flow-runner-{os.getpid()}-{secrets.token_hex(4)}"
         # Its output goes where this process's goes (the worker's log).
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "driftloop.stack.flow_runner", self.address]
-        )
+        command = [sys.executable, "-m", "driftloop.stack.flow_runner", address]
+        return subprocess.Popen(command), address
 
     def current(self) -> str:
         """The address to hand a run to. A runner that died is started again; until it has
         imported the flows, runs start cold."""
-        assert self.process is not None
         code = self.process.poll()
         if code is not None:
             log.warning("the flow runner exited (%s); starting it again", code)
-            self.start()
+            self.process, self.address = self._start()
         return self.address
 
     def stop(self) -> None:
         """SIGTERM: it takes no more runs and ends once the runs it forked have ended."""
-        if self.process is not None and self.process.poll() is None:
+        if self.process.poll() is None:
             self.process.terminate()
 
 
