@@ -34,13 +34,13 @@ from driftloop.datasets.spec import DatasetSpec
 from driftloop.http_bodies import BodyTooLarge, read_body
 from driftloop.prediction_log import (
     FeedbackResult,
-    Prediction,
+    PredictionGroup,
     PredictionLog,
     PredictionWriter,
     prediction_ids,
 )
 from driftloop.project import RolloutConfig
-from driftloop.records import feedback_label, label_description, record_model
+from driftloop.records import feedback_label, label_description, record_model, record_readers
 from driftloop.registry import StageStore
 from driftloop.serving import (
     ChallengerFollower,
@@ -64,12 +64,25 @@ class Served:
     spec: DatasetSpec
     records: TypeAdapter[list[Any]]
     label_wanted: str
+    # The fast readers of a body: one record, a list (record_readers).
+    one: TypeAdapter[Any]
+    many: TypeAdapter[list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Records:
+    """The records of a /predict body: as dicts, whether the body was one record (answered
+    with one object), and as a JSON list (what the log stores)."""
+
+    records: list[dict[str, Any]]
+    single: bool
+    as_json: bytes
 
 
 def served_model(name: str, spec: DatasetSpec) -> Served:
     record = record_model(spec)
     adapter: TypeAdapter[list[Any]] = TypeAdapter(list[record])  # type: ignore[valid-type]
-    return Served(name, spec, adapter, label_description(spec))
+    return Served(name, spec, adapter, label_description(spec), *record_readers(spec))
 
 
 # role: champion (production), or a rollout's challenger: shadow (scored a copy, answered
@@ -124,6 +137,14 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 def problem(status: int, message: str, **extra: Any) -> Response:
     return json_response({"detail": message, **extra}, status)
+
+
+def _parsed(raw: bytes) -> tuple[Any, Response | None]:
+    """``raw`` parsed as JSON, or the 400 that says why it is not JSON."""
+    try:
+        return orjson.loads(raw), None
+    except orjson.JSONDecodeError as error:
+        return None, problem(400, f"request body is not valid JSON: {error}")
 
 
 def field_errors(error: ValidationError, single: bool) -> list[dict[str, str]]:
@@ -320,34 +341,66 @@ class InferenceRuntime:
             return None
         return problem(401, "missing or wrong API key (header X-API-Key)")
 
-    async def _json_body(self, request: Request) -> tuple[Any, Response | None]:
-        """The parsed JSON body, or the response refusing the request (401, 400)."""
+    async def _raw_body(self, request: Request) -> tuple[bytes, Response | None]:
+        """The body, or the response refusing the request (401, 413)."""
         if refused := self._refused(request):
-            return None, refused
+            return b"", refused
         try:
-            return orjson.loads(await read_body(request, self.max_body)), None
+            return await read_body(request, self.max_body), None
         except BodyTooLarge as error:
-            return None, problem(413, str(error))
-        except orjson.JSONDecodeError as error:
-            return None, problem(400, f"request body is not valid JSON: {error}")
+            return b"", problem(413, str(error))
 
-    async def predict(self, request: Request, served: Served) -> Response:
-        body, refused = await self._json_body(request)
+    async def _json_body(self, request: Request) -> tuple[Any, Response | None]:
+        """The parsed JSON body, or the response refusing the request (401, 413, 400)."""
+        raw, refused = await self._raw_body(request)
         if refused:
-            return refused
+            return None, refused
+        return _parsed(raw)
+
+    def _records(self, raw: bytes, served: Served) -> tuple[Records, Response | None]:
+        """The records of a /predict body, or the response refusing it (400, 413, 422 naming
+        the field at fault).
+
+        A valid body is read and checked in one pass (``served.one``/``many``, records as dicts)
+        and logged as it came; one that fails is read again as JSON and checked step by step,
+        to say what is wrong."""
+        single = raw.lstrip()[:1] == b"{"
+        try:
+            records = [served.one.validate_json(raw)] if single else served.many.validate_json(raw)
+        except ValidationError:
+            pass
+        else:
+            if records and len(records) <= self.max_rows:
+                return Records(records, single, b"[" + raw + b"]" if single else raw), None
+        none = Records([], single, b"")
+        body, refused = _parsed(raw)
+        if refused:
+            return none, refused
         single = isinstance(body, dict)
         records = [body] if single else body
         if not isinstance(records, list) or not records:
-            return problem(422, "send one record (a JSON object) or a non-empty list of them")
+            refused = problem(422, "send one record (a JSON object) or a non-empty list of them")
+            return none, refused
         if len(records) > self.max_rows:
-            return problem(
+            refused = problem(
                 413, f"{len(records)} records in one request; at most {self.max_rows} are accepted"
             )
+            return none, refused
         try:
             served.records.validate_python(records)
         except ValidationError as error:
             errors = field_errors(error, single)
-            return problem(422, "invalid record: " + errors[0]["field"], errors=errors)
+            return none, problem(422, "invalid record: " + errors[0]["field"], errors=errors)
+        return Records(records, single, orjson.dumps(records)), None
+
+    async def predict(self, request: Request, served: Served) -> Response:
+        raw, refused = await self._raw_body(request)
+        if refused:
+            return refused
+        body, refused = self._records(raw, served)
+        if refused:
+            return refused
+        records, single = body.records, body.single
         model = self.followers[served.name].current
         if model is None:
             return problem(503, "no production model is loaded yet")
@@ -358,12 +411,12 @@ class InferenceRuntime:
             picks = canary_picks(records, rollout.share, rollout.entity_key)
             if any(picks):
                 return self._answer_with_canary(model, challenger[0], records, picks, single, now)
-        answers, logged = self._answers(model, records, now)
+        answers, logged = self._answers(model, records, now, body.as_json)
         if self.writer is not None:
             # In the spool file before the answer leaves: a killed worker loses none of them.
-            self.writer.submit(*logged)
+            self.writer.submit(logged)
             if challenger is not None and challenger[1] == "shadow":
-                self.shadow.offer(challenger[0], records, [p.id for p in logged], now)
+                self.shadow.offer(challenger[0], records, logged.ids, now)
         return json_response(answers[0] if single else answers)
 
     def _answers(
@@ -371,53 +424,49 @@ class InferenceRuntime:
         model: LoadedModel,
         records: list[dict[str, Any]],
         now: datetime,
+        as_json: bytes,
         role: str | None = None,
-    ) -> tuple[list[dict[str, Any]], list[Prediction]]:
-        """``model``'s answers to ``records`` and the predictions to log (``role``: None for
-        the champion, "canary" for a canary)."""
+    ) -> tuple[list[dict[str, Any]], PredictionGroup]:
+        """``model``'s answers to ``records`` (``as_json``: the same as a JSON list) and the
+        group of predictions to log (``role``: None for the champion, "canary" for a canary)."""
         if model.task != "binary" or role is not None:
-            return self._answers_of_any_task(model, records, now, role)
+            return self._answers_of_any_task(model, records, now, as_json, role)
         scores = model.score(records).tolist()
-        labels: list[int | str] = []
-        answers, logged = [], []
-        for record, score, prediction_id in zip(
-            records, scores, prediction_ids(len(records)), strict=True
-        ):
-            label = int(score >= model.threshold)
-            labels.append(label)
-            answers.append(
-                {
-                    "prediction_id": prediction_id,
-                    "score": score,
-                    "label": label,
-                    "model_version": model.version,
-                }
-            )
-            logged.append(
-                Prediction(prediction_id, now, model.name, model.version, record, score, label)
-            )
-        count_answers(model, labels, "champion")
+        threshold, version = model.threshold, model.version
+        labels = [int(score >= threshold) for score in scores]
+        ids = prediction_ids(len(records))
+        answers = [
+            {
+                "prediction_id": prediction_id,
+                "score": score,
+                "label": label,
+                "model_version": version,
+            }
+            for prediction_id, score, label in zip(ids, scores, labels, strict=True)
+        ]
+        count_answers(model, labels, "champion")  # type: ignore[arg-type]
         observe_many(CHAMPION_SCORES, scores)
-        return answers, logged
+        return answers, PredictionGroup(ids[0], now, model.name, version, as_json, scores, labels)
 
     def _answers_of_any_task(
         self,
         model: LoadedModel,
         records: list[dict[str, Any]],
         now: datetime,
+        as_json: bytes,
         role: str | None,
-    ) -> tuple[list[dict[str, Any]], list[Prediction]]:
+    ) -> tuple[list[dict[str, Any]], PredictionGroup]:
         """The answers of a binary model (score and label), a multiclass model (class and
         probabilities) or a regression model (value); the champion's binary path above stays
         as lean as it was."""
         result = model.answer(records)
         answers: list[dict[str, Any]] = []
-        logged = []
         shown_role = role or "champion"
         labels: list[int | str] = []
-        scores = result.scores.tolist()
-        for index, (record, score, label, prediction_id) in enumerate(
-            zip(records, scores, result.labels.tolist(), prediction_ids(len(records)), strict=True)
+        scores, answered_labels = result.scores.tolist(), result.labels.tolist()
+        ids = prediction_ids(len(records))
+        for index, (score, label, prediction_id) in enumerate(
+            zip(scores, answered_labels, ids, strict=True)
         ):
             if model.task == "multiclass":
                 assert result.probabilities is not None
@@ -437,14 +486,12 @@ class InferenceRuntime:
                 body = {"prediction_id": prediction_id, "score": score, "label": label}
             labels.append(shown)
             answers.append({**body, "model_version": model.version})
-            logged.append(
-                Prediction(
-                    prediction_id, now, model.name, model.version, record, score, label, role
-                )
-            )
         count_answers(model, labels, shown_role)
         if model.task == "binary":
             observe_many(SCORES.labels(shown_role), scores)
+        logged = PredictionGroup(
+            ids[0], now, model.name, model.version, as_json, scores, answered_labels, role
+        )
         return answers, logged
 
     def _answer_with_canary(
@@ -458,15 +505,18 @@ class InferenceRuntime:
     ) -> Response:
         """Answer the picked records with the canary and the rest with production, in order."""
         answers: list[dict[str, Any]] = [{}] * len(records)
-        logged: list[Prediction] = []
+        logged: list[PredictionGroup] = []
         for chosen, role in ((model, None), (canary, "canary")):
             indexes = [i for i, pick in enumerate(picks) if pick == (role is not None)]
             if not indexes:
                 continue
-            part, rows = self._answers(chosen, [records[i] for i in indexes], now, role)
+            chosen_records = [records[i] for i in indexes]
+            part, rows = self._answers(
+                chosen, chosen_records, now, orjson.dumps(chosen_records), role
+            )
             for index, answer in zip(indexes, part, strict=True):
                 answers[index] = answer
-            logged += rows
+            logged.append(rows)
         if self.writer is not None:
             self.writer.submit(*logged)
         return json_response(answers[0] if single else answers)
@@ -486,23 +536,23 @@ class InferenceRuntime:
             shown |= {"shadow_waiting": self.shadow.waiting, "shadow_dropped": self.shadow.dropped}
         return shown
 
-    def _log_shadow(self, rows: list[Prediction]) -> None:
+    def _log_shadow(self, group: PredictionGroup) -> None:
         if self.writer is not None:  # not spooled: a shadow's copy answered nobody
-            self.writer.submit(*rows, spool=False)
+            self.writer.submit(group, spool=False)
 
-    def _count_shadow(self, model: LoadedModel, rows: list[Prediction]) -> None:
+    def _count_shadow(self, model: LoadedModel, group: PredictionGroup) -> None:
         """Count a shadow's predictions by the label each would have answered."""
         labels: list[int | str] = [
-            model.classes[row.label]
+            model.classes[label]
             if model.task == "multiclass"
             else ""
             if model.task == "regression"
-            else row.label
-            for row in rows
+            else label
+            for label in group.labels
         ]
         count_answers(model, labels, "shadow")
         if model.task == "binary":
-            observe_many(SHADOW_SCORES, [row.score for row in rows])
+            observe_many(SHADOW_SCORES, group.scores)
 
     async def feedback(self, request: Request, served: Served) -> Response:
         body, refused = await self._json_body(request)

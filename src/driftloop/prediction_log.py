@@ -1,24 +1,32 @@
 """The prediction log: every prediction, and its true label once feedback arrives, in SQL.
 
-SQLite by default, PostgreSQL by URL (SQLAlchemy). The inference service does not write to SQL
-on the request path: :class:`PredictionWriter` appends each answered prediction to a spool file
-first (one ``write()`` before the answer leaves, which survives the process being killed) and a
-background thread drains the spool into SQL in batches. Whatever a dead process left in its
-spool is replayed by the next one; inserts ignore ids already present, so a replay after a crash
-mid-drain writes nothing twice. When the database is down the spool grows (up to a capacity;
-beyond it predictions are dropped and counted) and inference keeps answering.
+SQLite by default, PostgreSQL by URL (SQLAlchemy). The log stores what one model answered in one
+call as one row (``prediction_groups``: a request's records, their scores and labels; the ids
+of its predictions follow from the first one, see :func:`prediction_ids`), and each true label
+as a row of its own (``prediction_labels``) that names its group and position. Writing a
+100-record request is one insert, not a hundred; the readers below expand groups into one row
+per prediction, so the monitor, the retrain flow and a rollout's judge see predictions as before.
+
+The inference service does not write to SQL on the request path: :class:`PredictionWriter`
+appends each answered group to a spool file first (one ``write()`` before the answer leaves,
+which survives the process being killed) and a background thread drains the spool into SQL in
+batches. Whatever a dead process left in its spool is replayed by the next one; inserts ignore
+ids already present, so a replay after a crash mid-drain writes nothing twice. When the database
+is down the spool grows (up to a capacity; beyond it predictions are dropped and counted) and
+inference keeps answering.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,51 +41,79 @@ if TYPE_CHECKING:  # imported by the reads that return frames: the writer needs 
 log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
-predictions = sa.Table(
-    "predictions",
+groups = sa.Table(
+    "prediction_groups",
     metadata,
+    # The id of the group's first prediction; the others count up from it (prediction_ids).
     sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("model_name", sa.String(200), nullable=False),
-    sa.Column("model_version", sa.String(100), nullable=False, index=True),
-    sa.Column("features", sa.JSON, nullable=False),
-    # score: binary, the probability of 1; multiclass, that of the class answered; regression,
-    # the value. label: 0/1, the class's index in the spec, or 0 (regression). true_label: the
-    # same encoding as label, or the true value of a regression target.
-    sa.Column("score", sa.Float, nullable=False),
-    sa.Column("label", sa.Integer, nullable=False),
-    sa.Column("true_label", sa.Float, nullable=True),
-    # When the label came (None: not yet); indexed: the monitor reads the labels since a time.
-    sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=True, index=True),
-    # A rollout's challenger answers too: role "canary" (it answered the client) or "shadow" (it
-    # scored a copy; ``paired_with`` is the champion's prediction of the same record, which
-    # carries the label and the features: a shadow row's own are empty). NULL: the champion
-    # (every row from before rollouts).
+    sa.Column("model_version", sa.String(100), nullable=False),
+    # NULL: the champion; "canary" (answered the client) or "shadow" (scored a copy).
     sa.Column("role", sa.String(10), nullable=True),
-    sa.Column("paired_with", sa.String(36), nullable=True, index=True),
+    sa.Column("size", sa.Integer, nullable=False),
+    # JSON lists of ``size`` items each: the records (empty for a shadow: its records are the
+    # paired champion predictions'), the scores and the labels (see Prediction). ``paired_with``:
+    # a shadow's, the champion prediction of each record; NULL otherwise.
+    sa.Column("features", sa.JSON, nullable=False),
+    sa.Column("scores", sa.JSON, nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("paired_with", sa.JSON, nullable=True),
+    # A version's window: its newest groups, read backwards along this index.
+    sa.Index("ix_prediction_groups_version", "model_name", "model_version", "created_at"),
 )
-ROLLOUT_COLUMNS = {"role": "VARCHAR(10)", "paired_with": "VARCHAR(36)"}
-# The columns a prediction is written with (the label and its time come later, by feedback).
+labels = sa.Table(
+    "prediction_labels",
+    metadata,
+    sa.Column("prediction_id", sa.String(36), primary_key=True),
+    sa.Column("group_id", sa.String(36), nullable=False, index=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    # 0/1, the class's index in the spec, or the true value of a regression target.
+    sa.Column("true_label", sa.Float, nullable=False),
+    # When the label came; indexed: the monitor reads the labels since a time.
+    sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+# The columns a group is written with.
 INSERTED = (
-    "id", "created_at", "model_name", "model_version", "features", "score", "label", "role",
-    "paired_with",
+    "id", "created_at", "model_name", "model_version", "role", "size", "features", "scores",
+    "labels", "paired_with",
 )  # fmt: skip
-# Rows a client was answered with (production's and a canary's), not a shadow's copies.
-ANSWERED = sa.or_(predictions.c.role.is_(None), predictions.c.role != "shadow")
+# Groups a client was answered with (production's and a canary's), not a shadow's copies.
+ANSWERED = sa.or_(groups.c.role.is_(None), groups.c.role != "shadow")
 
 
 def served(model_name: str, version: str) -> tuple[sa.ColumnElement[bool], ...]:
-    """The rows of a model version's window: what it answered clients with (as production or a
-    canary); a shadow's copies are not traffic the version served."""
-    return (
-        predictions.c.model_name == model_name,
-        predictions.c.model_version == version,
-        ANSWERED,
-    )
+    """The groups of a model version's window: what it answered clients with (as production or
+    a canary); a shadow's copies are not traffic the version served."""
+    return (groups.c.model_name == model_name, groups.c.model_version == version, ANSWERED)
+
+
+def _text(column: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+    """A JSON column read as its text: decoded once per group here, not by the driver per row."""
+    return sa.cast(column, sa.Text)
+
+
+def _whole_group() -> list[sa.ColumnElement[Any]]:
+    """Every column of a group, its records as text (read by :func:`_records`)."""
+    return [
+        _text(column).label("features") if column.name == "features" else column
+        for column in groups.c
+    ]
+
+
+def _records(text: str | bytes) -> list[dict[str, Any]]:
+    """A group's records from their JSON. They are stored as the client sent them, which may
+    hold a number orjson does not read (an integer beyond 64 bits): those go through the
+    standard library's parser."""
+    try:
+        return orjson.loads(text)  # type: ignore[no-any-return]
+    except orjson.JSONDecodeError:
+        return json.loads(text)  # type: ignore[no-any-return]
 
 
 _COUNTER_BITS = 20  # ids one call can make: far more than a request's records
-_RAND_B = ((1 << 62) - 1) & ~((1 << _COUNTER_BITS) - 1)  # random bits above the counter
+_COUNTER = (1 << _COUNTER_BITS) - 1
+_RAND_B = ((1 << 62) - 1) & ~_COUNTER  # random bits above the counter
 _VARIANT = 0b10 << 62
 _LOW_48 = (1 << 48) - 1
 
@@ -85,13 +121,13 @@ _LOW_48 = (1 << 48) - 1
 def prediction_ids(count: int) -> list[str]:
     """``count`` new prediction ids: UUIDv7 (RFC 9562), the Unix millisecond of their making in
     the first 48 bits, then random bits, the ids of one call counting up in the last of them
-    (RFC 9562 6.2, method 1: 54 random bits a call, a 20-bit counter within it).
+    (RFC 9562 6.2, method 1: 54 random bits a call, a 20-bit counter within it, 0 for the first).
 
-    Time-ordered ids keep the log's indexes on ``id`` and ``paired_with`` growing at their right
-    edge. With random ids (UUIDv4) every insert lands on a random page of a B-tree that grows
-    with the log: at 240,000 rows a champion row and its shadow's cost 67 µs of CPU to write
-    into SQLite against 28 µs with these (half of it system time, pages going to the WAL). The
-    counter makes a request's ids one formatted number each (0.2 µs, not 1.5 µs).
+    Time-ordered ids keep the log's primary keys growing at their right edge (with random ids
+    every insert lands on a random page of a B-tree that grows with the log: 67 µs of CPU a row
+    at 240,000 rows against 28 µs). The counter makes a call's ids one formatted number each,
+    and lets the log store a call's predictions as one group: any of its ids names the group's
+    first (:func:`group_of`).
     """
     if count > 1 << _COUNTER_BITS:
         raise ValueError(f"at most {1 << _COUNTER_BITS} ids at once, not {count}")
@@ -105,9 +141,29 @@ def prediction_ids(count: int) -> list[str]:
     return [f"{prefix}{low + index:012x}" for index in range(count)]
 
 
+def following_ids(first: str, count: int) -> list[str]:
+    """The ids of a group of ``count`` predictions whose first id is ``first``."""
+    if count == 1:
+        return [first]
+    low = int(first[24:], 16)
+    return [f"{first[:24]}{low + index:012x}" for index in range(count)]
+
+
+def group_of(prediction_id: str) -> tuple[str, int] | None:
+    """The first id of the call that made ``prediction_id`` and its position in it, when it is
+    an id :func:`prediction_ids` made (None otherwise: another writer's id is a group of one)."""
+    if len(prediction_id) != 36 or prediction_id[14] != "7" or prediction_id[23] != "-":
+        return None
+    try:
+        low = int(prediction_id[24:], 16)
+    except ValueError:
+        return None
+    return f"{prediction_id[:24]}{low & ~_COUNTER:012x}", low & _COUNTER
+
+
 @dataclass(frozen=True)
 class Prediction:
-    """One answered record."""
+    """One answered record (a group of one, as the log stores it)."""
 
     id: str
     created_at: datetime
@@ -116,13 +172,86 @@ class Prediction:
     features: dict[str, Any]
     score: float
     label: int
+    """0/1, the class's index in the spec, or 0 (regression)."""
     role: str | None = None
     """None: the champion; "shadow" or "canary": a rollout's challenger."""
     paired_with: str | None = None
     """A shadow's: the champion's prediction of the same record."""
 
-    def row(self) -> dict[str, Any]:
-        return {**self.__dict__}
+    def group(self) -> PredictionGroup:
+        return PredictionGroup(
+            self.id,
+            self.created_at,
+            self.model_name,
+            self.model_version,
+            orjson.dumps([self.features] if self.role != "shadow" else []),
+            [self.score],
+            [self.label],
+            self.role,
+            [self.paired_with] if self.paired_with is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionGroup:
+    """What one model answered in one call: a request's records (or a shadow's batch of
+    copies), the ids counting up from ``id`` (:func:`prediction_ids`)."""
+
+    id: str
+    created_at: datetime
+    model_name: str
+    model_version: str
+    features: bytes
+    """The records, in order, as a JSON list (as the client sent them, when they came as one
+    list); empty for a shadow (its records are its champion rows')."""
+    scores: list[float]
+    """Binary: the probability of 1; multiclass: that of the class answered; regression: the
+    value."""
+    labels: list[int]
+    role: str | None = None
+    paired_with: list[str] | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.scores)
+
+    @property
+    def ids(self) -> list[str]:
+        return following_ids(self.id, self.size)
+
+    def line(self) -> bytes:
+        """The group as one line of a spool file (the records' JSON as it is, not encoded
+        again)."""
+        head = orjson.dumps(
+            {
+                "size": self.size,
+                "id": self.id,
+                "created_at": self.created_at,
+                "model_name": self.model_name,
+                "model_version": self.model_version,
+                "scores": self.scores,
+                "labels": self.labels,
+                "role": self.role,
+                "paired_with": self.paired_with,
+            }
+        )
+        # JSON text inside a line must not break it: a client's raw body may hold newlines.
+        features = self.features.replace(b"\n", b" ").replace(b"\r", b" ")
+        return head[:-1] + b',"features":' + features + b"}\n"
+
+    @classmethod
+    def from_line(cls, line: bytes) -> PredictionGroup:
+        """A group from its spool line (or a prediction, as driftloop spooled them before)."""
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            row = json.loads(line)
+        row["created_at"] = datetime.fromisoformat(row["created_at"])
+        if "size" not in row:
+            return Prediction(**row).group()
+        del row["size"]
+        row["features"] = json.dumps(row["features"]).encode()
+        return cls(**row)
 
 
 class FeedbackResult:
@@ -143,6 +272,7 @@ class PredictionLog:
             pool_pre_ping=True,
             connect_args=connect_args,
             json_serializer=lambda value: orjson.dumps(value).decode(),
+            json_deserializer=orjson.loads,
         )
         if url.startswith("sqlite"):
             with self.engine.begin() as connection:
@@ -161,63 +291,89 @@ class PredictionLog:
             raise ValueError(f"the prediction log supports SQLite and PostgreSQL, not {url}")
         mark = "?" if self._sqlite else "%s"  # sqlite3's paramstyle, and psycopg's
         self._insert = (
-            f"INSERT INTO predictions ({', '.join(INSERTED)}) "
+            f"INSERT INTO prediction_groups ({', '.join(INSERTED)}) "
             f"VALUES ({', '.join([mark] * len(INSERTED))}) ON CONFLICT (id) DO NOTHING"
         )
 
     def create(self) -> None:
-        """Create the table if it is not there, and bring an older one up to date."""
+        """Create the tables if they are not there, and bring an older log up to date."""
         metadata.create_all(self.engine)
         self._upgrade()
         self._created = True
 
     def _upgrade(self) -> None:
-        """Bring a log written by an older driftloop up to date: the rollout columns are added
-        (empty: every older row is the champion's), ``feedback_at`` gets its index;
-        ``true_label`` was an integer column before regression targets: on PostgreSQL it
-        becomes double precision (SQLite stores a float in it as it is)."""
+        """Move the rows of a log written by an older driftloop (``predictions``: one row per
+        prediction, its label in it) into the groups and labels tables, each a group of one, in
+        one transaction, and drop the old table: a move cut short leaves the old table whole."""
         inspector = sa.inspect(self.engine)
-        columns = {c["name"]: c for c in inspector.get_columns("predictions")}
-        indexes = {index["name"] for index in inspector.get_indexes("predictions")}
-        if "ix_predictions_feedback_at" not in indexes:
-            with self.engine.begin() as connection:
-                connection.exec_driver_sql(
-                    "CREATE INDEX IF NOT EXISTS ix_predictions_feedback_at "
-                    "ON predictions (feedback_at)"
-                )
-            log.info("prediction log: indexed feedback_at")
-        missing = [name for name in ROLLOUT_COLUMNS if name not in columns]
-        if missing:
-            with self.engine.begin() as connection:
-                for name in missing:
-                    connection.exec_driver_sql(
-                        f"ALTER TABLE predictions ADD COLUMN {name} {ROLLOUT_COLUMNS[name]}"
-                    )
-                connection.exec_driver_sql(
-                    "CREATE INDEX IF NOT EXISTS ix_predictions_paired_with "
-                    "ON predictions (paired_with)"
-                )
-            log.info("prediction log: added the columns %s", ", ".join(missing))
-        if self.engine.dialect.name != "postgresql":
+        if "predictions" not in inspector.get_table_names():
             return
-        if isinstance(columns["true_label"]["type"], sa.Integer):
-            with self.engine.begin() as connection:
-                connection.exec_driver_sql(
-                    "ALTER TABLE predictions ALTER COLUMN true_label TYPE double precision"
-                )
-            log.info("prediction log: true_label is now a float column")
+        present = {column["name"] for column in inspector.get_columns("predictions")}
+        old = sa.table("predictions", *(sa.column(name) for name in sorted(present)))
+        wanted = ["id", "created_at", "model_name", "model_version", "features", "score", "label"]
+        wanted += ["true_label", "feedback_at"]
+        wanted += [name for name in ("role", "paired_with") if name in present]
+        moved = 0
+        with self.engine.begin() as connection:
+            rows = connection.execute(
+                sa.select(*(old.c[name] for name in wanted)).order_by(old.c.created_at)
+            )
+            while chunk := rows.fetchmany(5_000):
+                batch, labelled = [], []
+                for row in chunk:
+                    values = row._mapping
+                    features = values["features"]
+                    if isinstance(features, str):
+                        features = orjson.loads(features)
+                    role = values.get("role")
+                    paired = values.get("paired_with")
+                    batch.append(
+                        PredictionGroup(
+                            values["id"],
+                            _aware(_as_time(values["created_at"])),
+                            values["model_name"],
+                            values["model_version"],
+                            orjson.dumps([features] if role != "shadow" else []),
+                            [float(values["score"])],
+                            [int(values["label"])],
+                            role,
+                            [paired] if paired is not None else None,
+                        )
+                    )
+                    if values["true_label"] is not None and role != "shadow":
+                        labelled.append(
+                            {
+                                "prediction_id": values["id"],
+                                "group_id": values["id"],
+                                "position": 0,
+                                "true_label": float(values["true_label"]),
+                                "feedback_at": _aware(_as_time(values["feedback_at"])),
+                            }
+                        )
+                self._insert_groups(connection, batch)
+                if labelled:
+                    connection.execute(labels.insert(), labelled)
+                moved += len(chunk)
+            connection.exec_driver_sql("DROP TABLE predictions")
+        log.info("prediction log: moved %d predictions into prediction_groups", moved)
 
-    def write(self, rows: Sequence[Prediction]) -> None:
-        """Insert ``rows``; a prediction id already in the log is left as it is (a replay).
+    def write(self, rows: Sequence[Prediction | PredictionGroup]) -> None:
+        """Insert ``rows`` (a prediction is a group of one); a group whose id is already in the
+        log is left as it is (a replay).
 
         One ``executemany`` of the driver's own SQL, with the values already in the form the
-        column stores: SQLAlchemy's per-value processing cost about as much as SQLite's insert
-        itself (measured in the writer: 20 µs of CPU a row through it, 10 µs without)."""
+        column stores: SQLAlchemy's per-value processing cost about as much as the insert."""
         if not self._created:
             self.create()
         if not rows:
             return
-        stamps: dict[datetime, Any] = {}  # a request's rows (and its shadow's) share one time
+        with self.engine.begin() as connection:
+            self._insert_groups(
+                connection, [row.group() if isinstance(row, Prediction) else row for row in rows]
+            )
+
+    def _insert_groups(self, connection: sa.Connection, rows: Sequence[PredictionGroup]) -> None:
+        stamps: dict[datetime, Any] = {}  # a request's groups (and its shadow's) share one time
         values = []
         for row in rows:
             created = stamps.get(row.created_at)
@@ -229,15 +385,15 @@ class PredictionLog:
                     created,
                     row.model_name,
                     row.model_version,
-                    orjson.dumps(row.features).decode(),
-                    row.score,
-                    row.label,
                     row.role,
-                    row.paired_with,
+                    len(row.scores),
+                    row.features.decode(),
+                    orjson.dumps(row.scores).decode(),
+                    orjson.dumps(row.labels).decode(),
+                    None if row.paired_with is None else orjson.dumps(row.paired_with).decode(),
                 )
             )
-        with self.engine.begin() as connection:
-            connection.exec_driver_sql(self._insert, values)
+        connection.exec_driver_sql(self._insert, values)
 
     def _stored_time(self, moment: datetime) -> Any:
         """SQLite: the text SQLAlchemy's DateTime reads back (and compares as text)."""
@@ -247,69 +403,178 @@ class PredictionLog:
             moment = moment.astimezone(UTC).replace(tzinfo=None)
         return moment.isoformat(" ", "microseconds")
 
+    def _find(
+        self, connection: sa.Connection, prediction_id: str
+    ) -> tuple[sa.Row[Any], int] | None:
+        """The group holding ``prediction_id`` and its position in it."""
+        candidates = [(prediction_id, 0)]
+        if (derived := group_of(prediction_id)) is not None and derived[1] != 0:
+            candidates.append(derived)
+        for key, position in candidates:
+            found = connection.execute(
+                sa.select(*_whole_group()).where(groups.c.id == key, groups.c.size > position)
+            ).first()
+            if found is not None:
+                return found, position
+        return None
+
     def record_feedback(
         self, prediction_id: str, true_label: float, model_name: str | None = None
     ) -> str:
         """Store the true label of a prediction (of ``model_name``, when given) unless it has
         one; a repeat of the same label changes nothing.
 
-        One conditional UPDATE (``... WHERE true_label IS NULL``), so of two clients racing with
-        different labels exactly one is recorded and the other sees a conflict, on SQLite and
-        PostgreSQL alike.
+        One insert that does nothing on an id already labelled (``ON CONFLICT DO NOTHING``), so
+        of two clients racing with different labels exactly one is recorded and the other sees
+        a conflict, on SQLite and PostgreSQL alike. A shadow's copy is never a client's
+        prediction: its id is unknown here.
         """
         if not self._created:
             self.create()
-        same_model = predictions.c.model_name == model_name if model_name is not None else sa.true()
-        # A shadow's copy is never a client's prediction: its label is its champion row's.
-        same_model = sa.and_(same_model, ANSWERED)
         with self.engine.begin() as connection:
-            updated = connection.execute(
-                predictions.update()
-                .where(
-                    predictions.c.id == prediction_id,
-                    predictions.c.true_label.is_(None),
-                    same_model,
+            found = self._find(connection, prediction_id)
+            if found is None:
+                return FeedbackResult.UNKNOWN
+            group, position = found
+            if group.role == "shadow" or model_name not in (None, group.model_name):
+                return FeedbackResult.UNKNOWN
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            insert = sqlite.insert(labels) if self._sqlite else postgresql.insert(labels)
+            added = connection.execute(
+                insert.values(
+                    prediction_id=prediction_id,
+                    group_id=group.id,
+                    position=position,
+                    true_label=true_label,
+                    feedback_at=datetime.now(UTC),
                 )
-                .values(true_label=true_label, feedback_at=datetime.now(UTC))
-            )
-            if updated.rowcount == 1:
+                .on_conflict_do_nothing(index_elements=["prediction_id"])
+                .returning(labels.c.prediction_id)
+            ).first()
+            if added is not None:
                 return FeedbackResult.RECORDED
             current = connection.execute(
-                sa.select(predictions.c.true_label).where(
-                    predictions.c.id == prediction_id, same_model
-                )
-            ).first()
-        if current is None:
-            return FeedbackResult.UNKNOWN
-        same = current.true_label == true_label
+                sa.select(labels.c.true_label).where(labels.c.prediction_id == prediction_id)
+            ).scalar_one()
+        same = current == true_label
         return FeedbackResult.ALREADY_RECORDED if same else FeedbackResult.CONFLICT
 
     def count(self) -> int:
+        """Predictions in the log (a shadow's copies too)."""
         if not self._created:
             self.create()
         with self.engine.connect() as connection:
-            return int(
-                connection.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one()
-            )
+            total = connection.execute(sa.select(sa.func.sum(groups.c.size))).scalar_one()
+        return int(total or 0)
 
     def get(self, prediction_id: str) -> dict[str, Any] | None:
+        """One prediction as a row: id, created_at, model_name, model_version, features, score,
+        label, true_label, feedback_at, role, paired_with."""
         if not self._created:
             self.create()
         with self.engine.connect() as connection:
-            row = connection.execute(
-                sa.select(predictions).where(predictions.c.id == prediction_id)
+            found = self._find(connection, prediction_id)
+            if found is None:
+                return None
+            group, position = found
+            label = connection.execute(
+                sa.select(labels.c.true_label, labels.c.feedback_at).where(
+                    labels.c.prediction_id == prediction_id
+                )
             ).first()
-        return None if row is None else dict(row._mapping)
+        return {
+            "id": prediction_id,
+            "created_at": group.created_at,
+            "model_name": group.model_name,
+            "model_version": group.model_version,
+            "features": _records(group.features)[position] if group.role != "shadow" else {},
+            "score": group.scores[position],
+            "label": group.labels[position],
+            "true_label": label.true_label if label else None,
+            "feedback_at": label.feedback_at if label else None,
+            "role": group.role,
+            "paired_with": group.paired_with[position] if group.paired_with else None,
+        }
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        """Every prediction in the log, a shadow's copies too, as :meth:`get` gives one, oldest
+        first (for inspection and tests: it reads the whole log)."""
+        if not self._created:
+            self.create()
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                sa.select(*_whole_group()).order_by(groups.c.created_at, groups.c.id)
+            ).all()
+            came = self._labels_of(connection, [group.id for group in found])
+        for group in found:
+            records = _records(group.features) if group.role != "shadow" else []
+            for position, prediction_id in enumerate(following_ids(group.id, group.size)):
+                true_label, feedback_at = came.get(prediction_id, (None, None))
+                yield {
+                    "id": prediction_id,
+                    "created_at": group.created_at,
+                    "model_name": group.model_name,
+                    "model_version": group.model_version,
+                    "features": records[position] if records else {},
+                    "score": group.scores[position],
+                    "label": group.labels[position],
+                    "true_label": true_label,
+                    "feedback_at": feedback_at,
+                    "role": group.role,
+                    "paired_with": group.paired_with[position] if group.paired_with else None,
+                }
+
+    def _newest_groups(
+        self, connection: sa.Connection, model_name: str, version: str, rows: int
+    ) -> Iterator[sa.Row[Any]]:
+        """The groups of a version's window, newest first, until they hold ``rows`` predictions
+        (read as they are needed: a window of 100-record requests reads a fiftieth of one of
+        single records)."""
+        query = (
+            sa.select(
+                groups.c.id,
+                groups.c.created_at,
+                groups.c.size,
+                _text(groups.c.features).label("features"),
+                _text(groups.c.scores).label("scores"),
+                _text(groups.c.labels).label("labels"),
+            )
+            .where(*served(model_name, version))
+            .order_by(groups.c.created_at.desc(), groups.c.id.desc())
+        )
+        taken, page, before = 0, min(max(rows, 1), 5_000), query
+        while taken < rows:
+            found = connection.execute(before.limit(page)).all()
+            for group in found:
+                yield group
+                taken += group.size
+                if taken >= rows:
+                    return
+            if len(found) < page:
+                return
+            last = found[-1]  # the next page: the groups older than the last one read
+            before = query.where(
+                sa.or_(
+                    groups.c.created_at < last.created_at,
+                    sa.and_(groups.c.created_at == last.created_at, groups.c.id < last.id),
+                )
+            )
 
     def window_size(self, model_name: str, version: str, rows: int) -> int:
-        """How many rows :meth:`window` would return, counted without reading them."""
+        """How many rows :meth:`window` would return, counted without reading the records."""
         if not self._created:
             self.create()
-        newest = sa.select(sa.literal(1)).where(*served(model_name, version)).limit(rows).subquery()
+        newest = (
+            sa.select(groups.c.size)
+            .where(*served(model_name, version))
+            .order_by(groups.c.created_at.desc(), groups.c.id.desc())
+            .limit(rows)
+            .subquery()
+        )
         with self.engine.connect() as connection:
-            return int(
-                connection.execute(sa.select(sa.func.count()).select_from(newest)).scalar_one()
-            )
+            total = connection.execute(sa.select(sa.func.sum(newest.c.size))).scalar_one()
+        return min(int(total or 0), rows)
 
     def window(self, model_name: str, version: str, rows: int) -> pd.DataFrame:
         """The newest ``rows`` predictions one model version answered (as production or as a
@@ -323,31 +588,47 @@ class PredictionLog:
 
         if not self._created:
             self.create()
-        query = (
-            sa.select(
-                predictions.c.id,
-                predictions.c.created_at,
-                predictions.c.features,
-                predictions.c.score,
-                predictions.c.label,
-                predictions.c.true_label,
-                predictions.c.feedback_at,
-            )
-            .where(*served(model_name, version))
-            .order_by(predictions.c.created_at.desc(), predictions.c.id.desc())
-            .limit(rows)
-        )
         with self.engine.connect() as connection:
-            found = connection.execute(query).all()[::-1]
-        features = pd.DataFrame([row.features for row in found])
-        return features.assign(
-            score=[row.score for row in found],
-            label=[row.label for row in found],
-            true_label=pd.array([row.true_label for row in found], dtype="Float64").astype(float),
-            created_at=[row.created_at for row in found],
-            feedback_at=pd.to_datetime([row.feedback_at for row in found], utc=True),
-            prediction_id=[row.id for row in found],
+            found = list(self._newest_groups(connection, model_name, version, rows))[::-1]
+            came = self._labels_of(connection, [group.id for group in found])
+        records: list[dict[str, Any]] = []
+        scores: list[float] = []
+        answers: list[int] = []
+        made: list[datetime] = []
+        ids: list[str] = []
+        for group in found:
+            records += _records(group.features)
+            scores += orjson.loads(group.scores)
+            answers += orjson.loads(group.labels)
+            made += [group.created_at] * group.size
+            ids += following_ids(group.id, group.size)
+        extra = len(ids) - rows  # the oldest group may hold more than the window wants
+        if extra > 0:
+            del records[:extra], scores[:extra], answers[:extra], made[:extra], ids[:extra]
+        truth = [came.get(prediction_id, (None, None)) for prediction_id in ids]
+        return pd.DataFrame(records).assign(
+            score=scores,
+            label=answers,
+            true_label=pd.array([t[0] for t in truth], dtype="Float64").astype(float),
+            created_at=made,
+            feedback_at=pd.to_datetime([t[1] for t in truth], utc=True),
+            prediction_id=ids,
         )
+
+    def _labels_of(
+        self, connection: sa.Connection, group_ids: list[str]
+    ) -> dict[str, tuple[float, datetime]]:
+        """The labels (and when they came) of the predictions in ``group_ids``, by id."""
+        came: dict[str, tuple[float, datetime]] = {}
+        for start in range(0, len(group_ids), 1_000):
+            chunk = group_ids[start : start + 1_000]
+            for row in connection.execute(
+                sa.select(labels.c.prediction_id, labels.c.true_label, labels.c.feedback_at).where(
+                    labels.c.group_id.in_(chunk)
+                )
+            ):
+                came[row.prediction_id] = (row.true_label, row.feedback_at)
+        return came
 
     def label_delays(
         self, model_name: str, since: datetime | None
@@ -357,13 +638,13 @@ class PredictionLog:
         did): the monitor reports the delay of each label once."""
         if not self._created:
             self.create()
-        query = sa.select(predictions.c.created_at, predictions.c.feedback_at).where(
-            predictions.c.model_name == model_name,
-            predictions.c.feedback_at.is_not(None),
-            ANSWERED,
+        query = (
+            sa.select(groups.c.created_at, labels.c.feedback_at)
+            .join(groups, groups.c.id == labels.c.group_id)
+            .where(groups.c.model_name == model_name, ANSWERED)
         )
         if since is not None:
-            query = query.where(predictions.c.feedback_at > since)
+            query = query.where(labels.c.feedback_at > since)
         with self.engine.connect() as connection:
             found = connection.execute(query).all()
         if not found:
@@ -374,6 +655,42 @@ class PredictionLog:
         ]
         return delays, max(_aware(row.feedback_at) for row in found)
 
+    def _labelled_rows(
+        self,
+        connection: sa.Connection,
+        conditions: Iterable[sa.ColumnElement[bool]],
+        columns: Iterable[sa.ColumnElement[Any]] = (),
+    ) -> Iterator[tuple[Any, dict[str, list[Any]]]]:
+        """Each labelled prediction of the groups meeting ``conditions``, oldest first: its row
+        (the label's columns, the group's id, created_at, and ``columns``) and its group's
+        JSON lists (features, scores, labels), decoded once per group."""
+        query = (
+            sa.select(
+                labels.c.prediction_id,
+                labels.c.position,
+                labels.c.true_label,
+                groups.c.id,
+                groups.c.created_at,
+                *columns,
+                _text(groups.c.features).label("features"),
+                _text(groups.c.scores).label("scores"),
+                _text(groups.c.labels).label("labels"),
+            )
+            .join(groups, groups.c.id == labels.c.group_id)
+            .where(*conditions)
+            .order_by(groups.c.created_at, groups.c.id, labels.c.position)
+        )
+        current: tuple[str, dict[str, list[Any]]] | None = None
+        for row in connection.execute(query):
+            if current is None or current[0] != row.id:
+                decoded = {
+                    "features": _records(row.features),
+                    "scores": orjson.loads(row.scores),
+                    "labels": orjson.loads(row.labels),
+                }
+                current = (row.id, decoded)
+            yield row, current[1]
+
     def labelled(self, model_name: str, since: datetime | None = None) -> pd.DataFrame:
         """Predictions of ``model_name`` (any version) that received their true label, made
         after ``since``, oldest first: the features, ``true_label``, ``created_at``,
@@ -382,31 +699,22 @@ class PredictionLog:
 
         if not self._created:
             self.create()
-        query = (
-            sa.select(
-                predictions.c.id,
-                predictions.c.created_at,
-                predictions.c.model_version,
-                predictions.c.features,
-                predictions.c.true_label,
-            )
-            .where(
-                predictions.c.model_name == model_name,
-                predictions.c.true_label.is_not(None),
-                ANSWERED,
-            )
-            .order_by(predictions.c.created_at, predictions.c.id)
-        )
+        conditions = [groups.c.model_name == model_name, ANSWERED]
         if since is not None:
-            query = query.where(predictions.c.created_at > since)
+            conditions.append(groups.c.created_at > since)
+        records, truth, made, ids, versions = [], [], [], [], []
         with self.engine.connect() as connection:
-            found = connection.execute(query).all()
-        features = pd.DataFrame([row.features for row in found])
-        return features.assign(
-            true_label=[float(row.true_label) for row in found],
-            created_at=pd.to_datetime([row.created_at for row in found], utc=True),
-            prediction_id=[row.id for row in found],
-            model_version=[row.model_version for row in found],
+            for row, group in self._labelled_rows(connection, conditions, [groups.c.model_version]):
+                records.append(group["features"][row.position])
+                truth.append(float(row.true_label))
+                made.append(row.created_at)
+                ids.append(row.prediction_id)
+                versions.append(row.model_version)
+        return pd.DataFrame(records).assign(
+            true_label=truth,
+            created_at=pd.to_datetime(made, utc=True),
+            prediction_id=ids,
+            model_version=versions,
         )
 
     def shadow_pairs(
@@ -420,31 +728,55 @@ class PredictionLog:
 
         if not self._created:
             self.create()
-        shadow = predictions.alias("shadow")
-        query = (
+        champions: dict[str, tuple[float, float, int, datetime, str, int]] = {}
+        shadow = (
             sa.select(
-                predictions.c.score,
-                shadow.c.score,
-                predictions.c.label,
-                shadow.c.label,
-                predictions.c.true_label,
-                predictions.c.created_at,
+                groups.c.id,
+                groups.c.size,
+                _text(groups.c.scores).label("scores"),
+                _text(groups.c.labels).label("labels"),
+                _text(groups.c.paired_with).label("paired_with"),
             )
-            .join(shadow, shadow.c.paired_with == predictions.c.id)
+            # A shadow group is stamped with the newest champion time it scored a copy of.
             .where(
-                predictions.c.model_name == model_name,
-                predictions.c.model_version == champion,
-                predictions.c.true_label.is_not(None),
-                predictions.c.created_at > since,
-                shadow.c.model_version == challenger,
-                shadow.c.role == "shadow",
+                groups.c.model_name == model_name,
+                groups.c.model_version == challenger,
+                groups.c.role == "shadow",
+                groups.c.created_at > since,
             )
-            .order_by(predictions.c.created_at, predictions.c.id)
         )
         with self.engine.connect() as connection:
-            found = connection.execute(query).all()
+            conditions = [
+                groups.c.model_name == model_name,
+                groups.c.model_version == champion,
+                groups.c.role.is_(None),
+                groups.c.created_at > since,
+            ]
+            for row, group in self._labelled_rows(connection, conditions):
+                champions[row.prediction_id] = (
+                    float(row.true_label),
+                    group["scores"][row.position],
+                    group["labels"][row.position],
+                    row.created_at,
+                    row.id,
+                    row.position,
+                )
+            shadows = connection.execute(shadow).all()
+        found = []
+        for copies in shadows:
+            scores, answers = orjson.loads(copies.scores), orjson.loads(copies.labels)
+            for index, paired in enumerate(orjson.loads(copies.paired_with or "[]")):
+                if (first := champions.get(paired)) is not None:
+                    truth, score, label, made, key, position = first
+                    found.append(
+                        (made, key, position, score, scores[index], label, answers[index], truth)
+                    )
+        found.sort(key=lambda pair: pair[:3])
         columns = ["champion_score", "challenger_score", "champion_label", "challenger_label"]
-        return pd.DataFrame(found, columns=[*columns, "true_label", "created_at"])
+        return pd.DataFrame(
+            [pair[3:] + (pair[0],) for pair in found],
+            columns=[*columns, "true_label", "created_at"],
+        )
 
     def answered_outcomes(
         self, model_name: str, version: str, since: datetime, *, role: str | None
@@ -456,25 +788,23 @@ class PredictionLog:
 
         if not self._created:
             self.create()
-        as_role = predictions.c.role.is_(None) if role is None else predictions.c.role == role
-        query = (
-            sa.select(
-                predictions.c.score,
-                predictions.c.label,
-                predictions.c.true_label,
-                predictions.c.created_at,
-            )
-            .where(
-                predictions.c.model_name == model_name,
-                predictions.c.model_version == version,
-                predictions.c.true_label.is_not(None),
-                predictions.c.created_at > since,
-                as_role,
-            )
-            .order_by(predictions.c.created_at, predictions.c.id)
-        )
+        as_role = groups.c.role.is_(None) if role is None else groups.c.role == role
+        conditions = [
+            groups.c.model_name == model_name,
+            groups.c.model_version == version,
+            groups.c.created_at > since,
+            as_role,
+        ]
         with self.engine.connect() as connection:
-            found = connection.execute(query).all()
+            found = [
+                (
+                    group["scores"][row.position],
+                    group["labels"][row.position],
+                    float(row.true_label),
+                    row.created_at,
+                )
+                for row, group in self._labelled_rows(connection, conditions)
+            ]
         return pd.DataFrame(found, columns=["score", "label", "true_label", "created_at"])
 
     def dispose(self) -> None:
@@ -488,10 +818,10 @@ class _Segment:
     nobody is writing or draining, and any process may adopt it.
     """
 
-    def __init__(self, path: Path, fd: int, kept: list[Prediction] | None) -> None:
+    def __init__(self, path: Path, fd: int, kept: list[PredictionGroup] | None) -> None:
         self.path = path
         self.fd = fd
-        self.predictions = 0
+        self.predictions = 0  # in its groups
         # What this process wrote, kept in memory too: draining its own segment needs no
         # parsing; an adopted one (None) is read back from disk.
         self.kept = kept
@@ -520,27 +850,30 @@ class _Segment:
             return None
         return cls(path, fd, None)
 
-    def read(self) -> Iterator[Prediction]:
-        """The predictions in the file; a torn last line (a write cut short) is skipped."""
+    def read(self) -> Iterator[PredictionGroup]:
+        """The groups in the file; a torn last line (a write cut short) is skipped."""
         with self.path.open("rb") as file:
             for number, line in enumerate(file, start=1):
                 if not line.endswith(b"\n"):
                     log.warning("%s: line %d is incomplete; skipped", self.path, number)
                     continue
                 try:
-                    row = orjson.loads(line)
-                    row["created_at"] = datetime.fromisoformat(row["created_at"])
-                    prediction = Prediction(**row)
+                    group = PredictionGroup.from_line(line)
                 except (orjson.JSONDecodeError, TypeError, KeyError, ValueError) as problem:
                     log.error(
                         "%s: line %d is not a prediction (%s); skipped", self.path, number, problem
                     )
                     continue
-                yield prediction
+                yield group
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
         os.close(self.fd)
+
+
+def _as_time(value: datetime | str) -> datetime:
+    """A time read from an untyped column (SQLite gives text)."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _aware(moment: datetime) -> datetime:
@@ -554,20 +887,26 @@ def spool_key(url: str) -> str:
 
 
 def spooled_predictions(folder: Path) -> int:
-    """Predictions waiting in the spool files anywhere under ``folder`` (lines, counted)."""
+    """Predictions waiting in the spool files anywhere under ``folder``."""
     total = 0
     for path in folder.glob("**/*.jsonl"):
         try:
-            total += path.read_bytes().count(b"\n")
+            lines = path.read_bytes().splitlines()
         except FileNotFoundError:
-            pass
+            continue
+        for line in lines:
+            try:
+                total += orjson.loads(line).get("size", 1)
+            except orjson.JSONDecodeError:  # a torn last line
+                continue
     return total
 
 
 class PredictionWriter:
     """Spools predictions to disk before they are answered and drains them into SQL in batches.
 
-    :meth:`submit` appends the predictions to this process's spool segment with one unbuffered
+    :meth:`submit` appends the groups to this process's spool segment (a line each) with one
+    unbuffered
     ``write()`` (no fsync: the data is in the kernel's page cache, which outlives the process)
     under a lock, and returns. A thread wakes every ``interval_seconds`` (or at once on
     :meth:`flush`), starts a new segment, and writes the finished one into SQL in batches of
@@ -614,35 +953,33 @@ class PredictionWriter:
         """Predictions accepted (spooled) but not yet written to SQL."""
         return self._waiting
 
-    def submit(self, *batch: Prediction, spool: bool = True) -> None:
-        """Spool ``batch``; on return it survives this process. Never waits for the database:
-        past ``capacity`` waiting predictions, or when the spool cannot be written, the batch is
-        dropped and counted.
+    def submit(self, *batch: PredictionGroup | Prediction, spool: bool = True) -> None:
+        """Spool ``batch`` (a prediction is a group of one); on return it survives this process.
+        Never waits for the database: past ``capacity`` waiting predictions, or when the spool
+        cannot be written, the batch is dropped and counted.
 
         ``spool=False`` is for rows no client saw (a shadow's scores): they go into SQL with the
         next batch of the spooled ones, retried the same way, but only from memory, so a killed
         process loses them.
         """
-        data = (
-            b"".join(orjson.dumps(p.row(), option=orjson.OPT_APPEND_NEWLINE) for p in batch)
-            if spool
-            else b""
-        )
+        found = [item.group() if isinstance(item, Prediction) else item for item in batch]
+        count = sum(len(group.scores) for group in found)
+        data = b"".join(group.line() for group in found) if spool else b""
         with self._lock:
-            if self._waiting + len(batch) > self.capacity:
-                self._drop(len(batch), "the spool is full")
+            if self._waiting + count > self.capacity:
+                self._drop(count, "the spool is full")
                 return
             try:
                 written = os.write(self._segment.fd, data) if spool else 0
             except OSError as problem:
-                self._drop(len(batch), f"the spool cannot be written ({problem})")
+                self._drop(count, f"the spool cannot be written ({problem})")
                 return
             if written != len(data):  # a full disk: the line is torn, and skipped on replay
-                self._drop(len(batch), "the spool's disk is full")
+                self._drop(count, "the spool's disk is full")
                 return
-            self._segment.predictions += len(batch)
-            self._segment.kept.extend(batch)  # type: ignore[union-attr]
-            self._waiting += len(batch)
+            self._segment.predictions += count
+            self._segment.kept.extend(found)  # type: ignore[union-attr]
+            self._waiting += count
 
     def _drop(self, count: int, why: str) -> None:
         if self.dropped == 0 or self.dropped // 1000 != (self.dropped + count) // 1000:
@@ -713,7 +1050,7 @@ class PredictionWriter:
                 self.log.write(rows[start : start + self.batch_size])
             segment.remove()
             self._finished.pop(0)
-            self.written += len(rows)
+            self.written += segment.predictions
             with self._lock:
                 self._waiting -= segment.predictions
 
@@ -726,7 +1063,7 @@ class PredictionWriter:
             segment = _Segment.adopt(path)
             if segment is None:
                 continue
-            segment.predictions = sum(1 for _ in segment.read())
+            segment.predictions = sum(len(group.scores) for group in segment.read())
             log.warning(
                 "replaying %d predictions a stopped process left in %s", segment.predictions, path
             )

@@ -11,18 +11,14 @@ import json
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, create_model
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, TypeAdapter, create_model
+from typing_extensions import TypedDict
 
 from driftloop.datasets.spec import DatasetSpec
 
 
-def record_model(spec: DatasetSpec) -> type[BaseModel]:
-    """A strict model of one input record: every feature required, nothing else accepted.
-
-    Numbers must be JSON numbers (integers for integer features), booleans JSON booleans, and
-    categories one of the spec's. Ranges are not enforced here: values outside the training
-    range are what drift monitoring is for.
-    """
+def _annotations(spec: DatasetSpec) -> dict[str, Any]:
+    """Each feature's type, as a strict validator takes it."""
     fields: dict[str, Any] = {}
     for feature in spec.features:
         if feature.type == "numeric":
@@ -35,12 +31,37 @@ def record_model(spec: DatasetSpec) -> type[BaseModel]:
             annotation = Literal[tuple(feature.categories or ())]  # type: ignore[misc]
         if feature.nullable:
             annotation = annotation | None
-        fields[feature.name] = (annotation, ...)
+        fields[feature.name] = annotation
+    return fields
+
+
+def record_model(spec: DatasetSpec) -> type[BaseModel]:
+    """A strict model of one input record: every feature required, nothing else accepted.
+
+    Numbers must be JSON numbers (integers for integer features), booleans JSON booleans, and
+    categories one of the spec's. Ranges are not enforced here: values outside the training
+    range are what drift monitoring is for.
+    """
+    fields = {name: (annotation, ...) for name, annotation in _annotations(spec).items()}
     return create_model(  # type: ignore[call-overload,no-any-return]
         f"{spec.name.title().replace('_', '')}Record",
         __config__=ConfigDict(extra="forbid", strict=True),
         **fields,
     )
+
+
+def record_readers(spec: DatasetSpec) -> tuple[TypeAdapter[Any], TypeAdapter[list[Any]]]:
+    """Validators of a request body as bytes, one record and a list of them, that give the
+    records back as dicts (numbers of numeric features as floats) in one pass over the JSON:
+    the rules of :func:`record_model` (NaN and infinities refused too, as a JSON parser does).
+    A body they refuse is read again the slow way, which says what is wrong with it."""
+    record = TypedDict(  # type: ignore[misc]
+        f"{spec.name.title().replace('_', '')}RecordDict", _annotations(spec)
+    )
+    record.__pydantic_config__ = ConfigDict(  # type: ignore[attr-defined]
+        extra="forbid", strict=True, allow_inf_nan=False
+    )
+    return TypeAdapter(record), TypeAdapter(list[record])  # type: ignore[valid-type]
 
 
 def feedback_label(spec: DatasetSpec, value: Any) -> float | None:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftloop.prediction_log import Prediction, prediction_ids
+from driftloop.prediction_log import PredictionGroup, prediction_ids
 from driftloop.registry import Role, StageStore, describe
 from driftloop.scoring import CompiledModel, compile_pipeline, probe_records
 from driftloop.tasks import class_probabilities
@@ -329,21 +329,21 @@ class ShadowScorer:
 
     :meth:`offer` only appends to a bounded queue (``capacity`` records) and returns; past it,
     records are dropped and counted (``on_drop``), never waited for. A thread takes up to
-    ``batch_rows`` records at a time, scores them in one call and hands the predictions (role
-    ``shadow``, each ``paired_with`` the champion's prediction of its record) to ``submit``;
+    ``batch_rows`` records at a time, scores them in one call and hands them as one group (role
+    ``shadow``, ``paired_with`` the champion's prediction of each record) to ``submit``;
     it lets a batch gather for ``linger_seconds`` first (a scikit-learn pipeline costs about the
     same for one row as for fifty).
     """
 
     def __init__(
         self,
-        submit: Callable[[list[Prediction]], None],
+        submit: Callable[[PredictionGroup], None],
         *,
         capacity: int = 10_000,
         batch_rows: int = 512,
         linger_seconds: float = 0.05,
         on_drop: Callable[[str, int], None] = lambda model, count: None,
-        on_scored: Callable[[LoadedModel, list[Prediction]], None] = lambda model, rows: None,
+        on_scored: Callable[[LoadedModel, PredictionGroup], None] = lambda model, group: None,
     ) -> None:
         self.submit = submit
         self.capacity = capacity
@@ -423,21 +423,23 @@ class ShadowScorer:
         records = [record for work in taken for record in work.records]
         answers = model.answer(records)
         scores, labels = answers.scores.tolist(), answers.labels.tolist()
-        pairs = [(work.created_at, champion) for work in taken for champion in work.champion_ids]
-        # No features: they are the paired champion row's (one copy in the log).
-        ids = prediction_ids(len(pairs))
-        rows = [
-            Prediction(
-                own, created_at, model.name, model.version, {}, score, int(label), "shadow",
-                champion,
-            )
-            for own, (created_at, champion), score, label in zip(
-                ids, pairs, scores, labels, strict=True
-            )
-        ]  # fmt: skip
-        self.submit(rows)
-        self.scored += len(rows)
-        self.on_scored(model, rows)
+        champions = [champion for work in taken for champion in work.champion_ids]
+        # One group: no features (they are the paired champion rows', one copy in the log),
+        # stamped with the newest champion time it holds a copy of.
+        group = PredictionGroup(
+            prediction_ids(1)[0],  # the others count up from it
+            max(work.created_at for work in taken),
+            model.name,
+            model.version,
+            b"[]",
+            scores,
+            [int(label) for label in labels],
+            "shadow",
+            champions,
+        )
+        self.submit(group)
+        self.scored += group.size
+        self.on_scored(model, group)
 
     def drain(self, timeout: float) -> bool:
         """Wait until every offered record is scored; False after ``timeout`` seconds."""

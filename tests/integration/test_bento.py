@@ -5,7 +5,6 @@ driftloop state, no registry); and the same Bento beside a registry follows its 
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
+from driftloop.prediction_log import PredictionLog
 from driftloop.project import example_project
 from driftloop.serving import frame_records, load_version
 from driftloop.stack.processes import Component, free_port, start_component
@@ -186,12 +186,13 @@ def test_feedback_and_metrics_work_against_the_state_the_bento_created(
     assert feedback.status_code == 200 and feedback.json()["status"] == "recorded"
     # The prediction log is a new SQLite file beside the BentoML store, not inside the Bento.
     state = elsewhere.bentoml_home / "driftloop"
-    with sqlite3.connect(state / "predictions.sqlite") as connection:
-        row = connection.execute(
-            "SELECT model_version, true_label FROM predictions WHERE id = ?",
-            (answer["prediction_id"],),
-        ).fetchone()
-    assert row == (bento.home.versions[0], 1.0)
+    prediction_log = PredictionLog(f"sqlite:///{state / 'predictions.sqlite'}")
+    row = prediction_log.get(answer["prediction_id"])
+    prediction_log.dispose()
+    assert row is not None and (row["model_version"], row["true_label"]) == (
+        bento.home.versions[0],
+        1.0,
+    )
     assert (state / "spool" / "predictions").is_dir()
     imported = elsewhere.bentoml_home / "bentos" / bento.tag.replace(":", "/")
     assert not [p for p in imported.rglob("*") if p.suffix == ".sqlite" or p.name == "spool"]

@@ -7,6 +7,7 @@ is the one that was acknowledged.
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -17,7 +18,15 @@ import pytest
 import sqlalchemy as sa
 
 from driftloop.datasets.transactions import EXAMPLE_RECORD
-from driftloop.prediction_log import FeedbackResult, Prediction, PredictionLog
+from driftloop.prediction_log import (
+    FeedbackResult,
+    Prediction,
+    PredictionGroup,
+    PredictionLog,
+    following_ids,
+    groups,
+    prediction_ids,
+)
 from tests.integration.databases import fresh_database
 
 
@@ -61,12 +70,19 @@ def test_racing_conflicting_labels_have_exactly_one_winner(prediction_log: Predi
         assert row is not None and row["true_label"] == winner
 
 
-def test_a_log_of_an_older_driftloop_gains_the_new_columns_and_indexes_and_keeps_its_rows(
-    prediction_log: PredictionLog,
+@pytest.mark.parametrize("with_rollouts", [False, True])
+def test_a_log_of_an_older_driftloop_moves_into_groups_with_its_labels(
+    prediction_log: PredictionLog, with_rollouts: bool
 ) -> None:
-    # The table as driftloop wrote it before rollouts: no role, no paired_with.
+    """Before groups, the log was one ``predictions`` row per prediction with its label in it
+    (and before rollouts, without ``role`` and ``paired_with``): its rows move into the groups
+    and labels tables, each a group of one, and keep their labels, times and ids."""
     older = sa.MetaData()
-    sa.Table(
+    rollout_columns = [
+        sa.Column("role", sa.String(10), nullable=True),
+        sa.Column("paired_with", sa.String(36), nullable=True),
+    ]
+    table = sa.Table(
         "predictions",
         older,
         sa.Column("id", sa.String(36), primary_key=True),
@@ -78,25 +94,48 @@ def test_a_log_of_an_older_driftloop_gains_the_new_columns_and_indexes_and_keeps
         sa.Column("label", sa.Integer, nullable=False),
         sa.Column("true_label", sa.Float, nullable=True),
         sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=True),
+        *(rollout_columns if with_rollouts else []),
     )
     older.create_all(prediction_log.engine)
-    with prediction_log.engine.begin() as connection:
-        connection.execute(
-            older.tables["predictions"].insert(),
-            [{
-                "id": "old", "created_at": datetime.now(UTC), "model_name": "m",
-                "model_version": "1", "features": dict(EXAMPLE_RECORD), "score": 0.5, "label": 1,
-            }],
+    made = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    came = made + timedelta(minutes=5)
+    common = {"model_name": "m", "model_version": "1", "features": dict(EXAMPLE_RECORD)}
+    rows = [
+        {"id": "labelled", "created_at": made, "score": 0.5, "label": 1, "true_label": 0.0,
+         "feedback_at": came, **common},
+        {"id": "waiting", "created_at": made + timedelta(seconds=1), "score": 0.2, "label": 0,
+         "true_label": None, "feedback_at": None, **common},
+    ]  # fmt: skip
+    if with_rollouts:
+        rows.append(
+            {"id": "copy", "created_at": made, "score": 0.4, "label": 0, "role": "shadow",
+             "paired_with": "labelled", "true_label": None, "feedback_at": None, **common}
         )  # fmt: skip
+    if with_rollouts:
+        rows[:2] = [{**row, "role": None, "paired_with": None} for row in rows[:2]]
+    with prediction_log.engine.begin() as connection:
+        connection.execute(table.insert(), rows)
 
-    prediction_log.write(
-        [Prediction("new", datetime.now(UTC), "m", "2", {}, 0.4, 0, "shadow", "old")]
-    )
+    prediction_log.write([Prediction("new", datetime.now(UTC), "m", "1", {}, 0.4, 0)])
 
-    assert prediction_log.get("old")["role"] is None  # type: ignore[index]
-    assert prediction_log.get("new")["paired_with"] == "old"  # type: ignore[index]
-    indexes = {i["name"] for i in sa.inspect(prediction_log.engine).get_indexes("predictions")}
-    assert {"ix_predictions_paired_with", "ix_predictions_feedback_at"} <= indexes
+    assert "predictions" not in sa.inspect(prediction_log.engine).get_table_names()
+    labelled = prediction_log.get("labelled")
+    assert labelled is not None and labelled["true_label"] == 0.0
+    assert labelled["features"] == dict(EXAMPLE_RECORD) and labelled["score"] == 0.5
+    assert _aware(labelled["feedback_at"]) == came and _aware(labelled["created_at"]) == made
+    assert prediction_log.record_feedback("waiting", 1) == FeedbackResult.RECORDED
+    assert prediction_log.record_feedback("labelled", 1) == FeedbackResult.CONFLICT
+    assert prediction_log.window("m", "1", 10)["prediction_id"].tolist() == [
+        "labelled", "waiting", "new"
+    ]  # fmt: skip
+    assert prediction_log.count() == (4 if with_rollouts else 3)
+    if with_rollouts:
+        pairs = prediction_log.shadow_pairs("m", "1", "1", since=made - timedelta(seconds=1))
+        assert pairs["challenger_score"].tolist() == [0.4]
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def test_rollout_evidence_pairs_shadow_rows_with_the_labelled_champion_rows(
@@ -203,3 +242,41 @@ def test_predictions_read_back_at_the_instant_they_were_made_in_any_time_zone(
     )
     assert list(window["prediction_id"]) == ids[:2]  # oldest first; the shadow's copy not in it
     assert list(window["score"]) == [0.25, 0.75]
+
+
+def test_a_request_of_many_records_is_one_row_and_each_prediction_in_it_takes_a_label(
+    prediction_log: PredictionLog,
+) -> None:
+    made = datetime.now(UTC) - timedelta(minutes=1)
+    ids = prediction_ids(5)
+    records = [{**EXAMPLE_RECORD, "amount": float(n)} for n in range(5)]
+    # As a client sent them: whitespace, and an integer beyond 64 bits where a number goes.
+    sent = json.dumps([*records[:4], {**records[4], "amount": 10**30}], indent=1).encode()
+    request = PredictionGroup(
+        ids[0], made, "m", "1", sent, [0.1, 0.2, 0.3, 0.4, 0.5], [0, 0, 0, 1, 1]
+    )
+    single = Prediction(prediction_ids(1)[0], made + timedelta(seconds=1), "m", "1", {}, 0.9, 1)
+    prediction_log.write([request, single])
+    prediction_log.write([request])  # a replay
+
+    with prediction_log.engine.connect() as connection:
+        stored = connection.execute(sa.select(sa.func.count()).select_from(groups)).scalar_one()
+    assert stored == 2 and prediction_log.count() == 6
+    assert prediction_log.record_feedback(ids[2], 1) == FeedbackResult.RECORDED
+    assert prediction_log.record_feedback(ids[2], 0) == FeedbackResult.CONFLICT
+    assert prediction_log.record_feedback(ids[4], 0, "other model") == FeedbackResult.UNKNOWN
+    beyond = following_ids(ids[0], 6)[5]  # the id a sixth record would have had
+    assert prediction_log.record_feedback(beyond, 1) == FeedbackResult.UNKNOWN
+    row = prediction_log.get(ids[3])
+    assert row is not None and (row["score"], row["label"], row["features"]) == (0.4, 1, records[3])
+
+    newest = prediction_log.window("m", "1", 3)
+    assert newest["prediction_id"].tolist() == [ids[3], ids[4], single.id]
+    assert newest["amount"].tolist()[:2] == [3.0, float(10**30)]
+    assert prediction_log.window_size("m", "1", 3) == 3
+    whole = prediction_log.window("m", "1", 100)
+    assert whole["prediction_id"].tolist() == [*ids, single.id]
+    assert whole["true_label"].fillna(-1).tolist() == [-1, -1, 1.0, -1, -1, -1]
+    labelled = prediction_log.labelled("m")
+    assert labelled["prediction_id"].tolist() == [ids[2]]
+    assert labelled["amount"].tolist() == [2.0]

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from scipy.stats import binom
 
 from driftloop.datasets.transactions import generate_transactions
-from driftloop.prediction_log import predictions
+from driftloop.prediction_log import PredictionLog
 from driftloop.project import example_project
 from driftloop.serving import frame_records, load_version
 from driftloop.stack.processes import Component
@@ -65,20 +65,23 @@ def predict(server: Component, sent: list[dict[str, object]]) -> list[dict[str, 
 
 def logged(home: Home, ids: list[str]) -> dict[str, dict[str, object]]:
     """Rows of the prediction log: by id, and the shadow rows by the id they pair with."""
-    engine = sa.create_engine(f"sqlite:///{home.path / 'predictions.sqlite'}")
-    if not sa.inspect(engine).has_table("predictions"):  # nothing written yet
-        return {}
-    with engine.connect() as connection:
-        rows = connection.execute(
-            sa.select(predictions).where(
-                sa.or_(predictions.c.id.in_(ids), predictions.c.paired_with.in_(ids))
-            )
-        ).all()
+    url = f"sqlite:///{home.path / 'predictions.sqlite'}"
+    engine = sa.create_engine(url)
+    written = sa.inspect(engine).has_table("prediction_groups")
     engine.dispose()
-    return {
-        (row.paired_with if row.role == "shadow" else row.id) + (row.role or ""): dict(row._mapping)
-        for row in rows
-    }
+    if not written:  # nothing written yet (creating the tables here would race the service's)
+        return {}
+    prediction_log = PredictionLog(url)
+    wanted = set(ids)
+    try:
+        found = {}
+        for row in prediction_log.rows():
+            if row["id"] in wanted or row["paired_with"] in wanted:
+                paired = row["paired_with"] if row["role"] == "shadow" else row["id"]
+                found[paired + (row["role"] or "")] = row
+        return found
+    finally:
+        prediction_log.dispose()
 
 
 def role_of(server: Component) -> str | None:
