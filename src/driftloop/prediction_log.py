@@ -158,6 +158,8 @@ def group_of(prediction_id: str) -> tuple[str, int] | None:
         low = int(prediction_id[24:], 16)
     except ValueError:
         return None
+    if f"{low:012x}" != prediction_id[24:]:  # written another way: not an id made here
+        return None
     return f"{prediction_id[:24]}{low & ~_COUNTER:012x}", low & _COUNTER
 
 
@@ -404,15 +406,18 @@ class PredictionLog:
         return moment.isoformat(" ", "microseconds")
 
     def _find(
-        self, connection: sa.Connection, prediction_id: str
+        self, connection: sa.Connection, prediction_id: str, *columns: sa.ColumnElement[Any]
     ) -> tuple[sa.Row[Any], int] | None:
-        """The group holding ``prediction_id`` and its position in it."""
+        """The group holding ``prediction_id`` (its ``columns``, or all of them) and its
+        position in it."""
         candidates = [(prediction_id, 0)]
         if (derived := group_of(prediction_id)) is not None and derived[1] != 0:
             candidates.append(derived)
         for key, position in candidates:
             found = connection.execute(
-                sa.select(*_whole_group()).where(groups.c.id == key, groups.c.size > position)
+                sa.select(*(columns or _whole_group())).where(
+                    groups.c.id == key, groups.c.size > position
+                )
             ).first()
             if found is not None:
                 return found, position
@@ -432,7 +437,9 @@ class PredictionLog:
         if not self._created:
             self.create()
         with self.engine.begin() as connection:
-            found = self._find(connection, prediction_id)
+            found = self._find(
+                connection, prediction_id, groups.c.id, groups.c.role, groups.c.model_name
+            )
             if found is None:
                 return FeedbackResult.UNKNOWN
             group, position = found

@@ -13,7 +13,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from driftloop.datasets.transactions import EXAMPLE_RECORD
@@ -21,6 +21,8 @@ from driftloop.prediction_log import (
     Prediction,
     PredictionLog,
     PredictionWriter,
+    following_ids,
+    group_of,
     prediction_ids,
     spooled_predictions,
 )
@@ -273,3 +275,41 @@ def test_the_window_size_is_what_the_window_reads(tmp_path: Path) -> None:
         assert log.window_size("m", "1", asked) == len(log.window("m", "1", asked))
     assert [log.window_size("m", "1", n) for n in (2, 10)] == [2, 4]
     assert log.window_size("m", "3", 10) == 0 and log.window_size("other", "1", 10) == 0
+
+
+def test_any_id_of_a_call_names_its_first_and_its_position_and_only_in_its_own_spelling() -> None:
+    ids = prediction_ids(300)
+    first = ids[0][:24] + "0000abc00000"  # a first id with letters in its counting part
+    tenth = following_ids(first, 11)[10]
+
+    assert following_ids(ids[0], 300) == ids
+    assert [group_of(prediction_id) for prediction_id in ids[:3]] == [
+        (ids[0], 0),
+        (ids[0], 1),
+        (ids[0], 2),
+    ]
+    assert group_of(ids[299]) == (ids[0], 299)
+    assert tenth.endswith("0000abc0000a") and group_of(tenth) == (first, 10)
+    # The same number in capitals, another writer's UUID, a name: not ids made here (a label
+    # under another spelling would be a second label of the same prediction).
+    assert group_of(tenth[:24] + tenth[24:].upper()) is None
+    assert group_of(str(uuid.uuid4())) is None and group_of("c1") is None
+
+
+def test_a_window_larger_than_a_page_of_groups_reads_each_prediction_once(tmp_path: Path) -> None:
+    """A window reads groups newest first a page (5,000) at a time: one of 7,000 single-record
+    groups, some sharing a time, is every prediction once, oldest first."""
+    log = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    start = datetime.now(UTC)
+    ids = sorted(prediction_ids(1)[0] for _ in range(7_000))  # a time shared: by id
+    log.write(
+        [
+            Prediction(i, start + timedelta(milliseconds=n // 3), "m", "1", {"x": n}, 0.5, 0)
+            for n, i in enumerate(ids)
+        ]
+    )
+
+    window = log.window("m", "1", 6_500)
+
+    assert window["x"].tolist() == list(range(500, 7_000))
+    assert window["prediction_id"].is_unique and log.window_size("m", "1", 6_500) == 6_500
