@@ -40,13 +40,7 @@ from driftloop.prediction_log import (
     prediction_ids,
 )
 from driftloop.project import RolloutConfig
-from driftloop.records import (
-    RecordsCheck,
-    feedback_label,
-    label_description,
-    record_model,
-    record_reader,
-)
+from driftloop.records import feedback_label, label_description, record_model, record_readers
 from driftloop.registry import StageStore
 from driftloop.serving import (
     ChallengerFollower,
@@ -70,9 +64,9 @@ class Served:
     spec: DatasetSpec
     records: TypeAdapter[list[Any]]
     label_wanted: str
-    # The fast checks of a body: one record (as JSON), a list (parsed).
+    # The fast readers of a body: one record, a list (record_readers).
     one: TypeAdapter[Any]
-    many: RecordsCheck
+    many: TypeAdapter[list[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +82,7 @@ class Records:
 def served_model(name: str, spec: DatasetSpec) -> Served:
     record = record_model(spec)
     adapter: TypeAdapter[list[Any]] = TypeAdapter(list[record])  # type: ignore[valid-type]
-    return Served(
-        name, spec, adapter, label_description(spec), record_reader(spec), RecordsCheck(spec)
-    )
+    return Served(name, spec, adapter, label_description(spec), *record_readers(spec))
 
 
 # role: champion (production), or a rollout's challenger: shadow (scored a copy, answered
@@ -369,15 +361,18 @@ class InferenceRuntime:
         """The records of a /predict body, or the response refusing it (400, 413, 422 naming
         the field at fault).
 
-        A valid body passes a fast check (one record: read and checked in one pass, ``served.one``;
-        a list: parsed, then checked a column at a time, ``served.many``) and is logged as it
-        came; one that fails is checked record by record, to say what is wrong."""
-        none = Records([], False, b"")
-        if raw.lstrip()[:1] == b"{":
-            try:
-                return Records([served.one.validate_json(raw)], True, b"[" + raw + b"]"), None
-            except ValidationError:
-                pass
+        A valid body is read and checked in one pass (``served.one``/``many``, records as dicts)
+        and logged as it came; one that fails is read again as JSON and checked step by step,
+        to say what is wrong."""
+        single = raw.lstrip()[:1] == b"{"
+        try:
+            records = [served.one.validate_json(raw)] if single else served.many.validate_json(raw)
+        except ValidationError:
+            pass
+        else:
+            if records and len(records) <= self.max_rows:
+                return Records(records, single, b"[" + raw + b"]" if single else raw), None
+        none = Records([], single, b"")
         body, refused = _parsed(raw)
         if refused:
             return none, refused
@@ -391,8 +386,6 @@ class InferenceRuntime:
                 413, f"{len(records)} records in one request; at most {self.max_rows} are accepted"
             )
             return none, refused
-        if not single and served.many(records):
-            return Records(records, False, raw), None
         try:
             served.records.validate_python(records)
         except ValidationError as error:
