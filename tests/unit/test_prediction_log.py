@@ -6,6 +6,7 @@ tests stop a real PostgreSQL-backed store, and kill the real worker, too)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,14 +17,18 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
+
 from driftloop.datasets.transactions import EXAMPLE_RECORD
 from driftloop.prediction_log import (
     Prediction,
+    PredictionGroup,
     PredictionLog,
     PredictionWriter,
     following_ids,
     group_of,
     prediction_ids,
+    spool_key,
     spooled_predictions,
 )
 
@@ -313,3 +318,33 @@ def test_a_window_larger_than_a_page_of_groups_reads_each_prediction_once(tmp_pa
 
     assert window["x"].tolist() == list(range(500, 7_000))
     assert window["prediction_id"].is_unique and log.window_size("m", "1", 6_500) == 6_500
+
+
+def test_a_spool_an_older_driftloop_left_is_replayed_and_a_request_is_one_line(
+    tmp_path: Path,
+) -> None:
+    """A spool line was one prediction before groups: a worker killed before an upgrade left
+    such lines, and the upgraded writer replays them. A request of many records is one line
+    now, its records as the client sent them (newlines in the body kept off the line)."""
+    url = f"sqlite:///{tmp_path / 'log.sqlite'}"
+    spool = tmp_path / "spool"
+    folder = spool / spool_key(url)
+    folder.mkdir(parents=True)
+    old = [prediction() for _ in range(3)]
+    (folder / "4242-older.jsonl").write_bytes(
+        b"".join(orjson.dumps(p.__dict__, option=orjson.OPT_APPEND_NEWLINE) for p in old)
+    )
+    ids = prediction_ids(4)
+    sent = json.dumps([dict(EXAMPLE_RECORD)] * 4, indent=2).encode()
+    store = CountingLog(url)
+
+    writer = PredictionWriter(store, spool, interval_seconds=60)
+    writer.submit(PredictionGroup(ids[0], datetime.now(UTC), "m", "1", sent, [0.1] * 4, [0] * 4))
+    lines = [path.read_bytes() for path in folder.glob("*.jsonl") if "older" not in path.name]
+    assert [content.count(b"\n") for content in lines] == [1]
+    assert spooled_predictions(spool) == 3 + 4
+    writer.close()
+
+    assert store.count() == 7 and spooled_predictions(spool) == 0
+    assert store.get(old[1].id)["features"] == dict(EXAMPLE_RECORD)  # type: ignore[index]
+    assert store.get(ids[3])["features"] == dict(EXAMPLE_RECORD)  # type: ignore[index]
