@@ -93,6 +93,11 @@ def _text(column: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
     return sa.cast(column, sa.Text)
 
 
+def _group_lists() -> list[sa.ColumnElement[Any]]:
+    """A group's records, scores and labels as their JSON text."""
+    return [_text(groups.c[name]).label(name) for name in ("features", "scores", "labels")]
+
+
 def _whole_group() -> list[sa.ColumnElement[Any]]:
     """Every column of a group, its records as text (read by :func:`_records`)."""
     return [
@@ -536,16 +541,14 @@ class PredictionLog:
         self, connection: sa.Connection, model_name: str, version: str, rows: int
     ) -> Iterator[sa.Row[Any]]:
         """The groups of a version's window, newest first, until they hold ``rows`` predictions
-        (read as they are needed: a window of 100-record requests reads a fiftieth of one of
-        single records)."""
+        (read as they are needed: a window of 100-record requests reads a hundredth of the rows
+        one of single records does)."""
         query = (
             sa.select(
                 groups.c.id,
                 groups.c.created_at,
                 groups.c.size,
-                _text(groups.c.features).label("features"),
-                _text(groups.c.scores).label("scores"),
-                _text(groups.c.labels).label("labels"),
+                *_group_lists(),
             )
             .where(*served(model_name, version))
             .order_by(groups.c.created_at.desc(), groups.c.id.desc())
@@ -679,9 +682,7 @@ class PredictionLog:
                 groups.c.id,
                 groups.c.created_at,
                 *columns,
-                _text(groups.c.features).label("features"),
-                _text(groups.c.scores).label("scores"),
-                _text(groups.c.labels).label("labels"),
+                *_group_lists(),
             )
             .join(groups, groups.c.id == labels.c.group_id)
             .where(*conditions)
