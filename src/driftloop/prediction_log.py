@@ -914,9 +914,8 @@ class PredictionWriter:
     """Spools predictions to disk before they are answered and drains them into SQL in batches.
 
     :meth:`submit` appends the groups to this process's spool segment (a line each) with one
-    unbuffered
-    ``write()`` (no fsync: the data is in the kernel's page cache, which outlives the process)
-    under a lock, and returns. A thread wakes every ``interval_seconds`` (or at once on
+    unbuffered ``write()`` (no fsync: the data is in the kernel's page cache, which outlives
+    the process) under a lock, and returns. A thread wakes every ``interval_seconds`` (or at once on
     :meth:`flush`), starts a new segment, and writes the finished one into SQL in batches of
     ``batch_size``, one transaction each, then deletes it. It also adopts segments that no
     living process holds (left by a worker that was killed) and drains them the same way; this
