@@ -261,6 +261,10 @@ class PredictionGroup:
         return cls(**row)
 
 
+def _as_group(item: Prediction | PredictionGroup) -> PredictionGroup:
+    return item.group() if isinstance(item, Prediction) else item
+
+
 class FeedbackResult:
     RECORDED = "recorded"
     ALREADY_RECORDED = "already recorded"
@@ -333,20 +337,18 @@ class PredictionLog:
                     if isinstance(features, str):
                         features = orjson.loads(features)
                     role = values.get("role")
-                    paired = values.get("paired_with")
-                    batch.append(
-                        PredictionGroup(
-                            values["id"],
-                            _aware(_as_time(values["created_at"])),
-                            values["model_name"],
-                            values["model_version"],
-                            orjson.dumps([features] if role != "shadow" else []),
-                            [float(values["score"])],
-                            [int(values["label"])],
-                            role,
-                            [paired] if paired is not None else None,
-                        )
+                    prediction = Prediction(
+                        values["id"],
+                        _aware(_as_time(values["created_at"])),
+                        values["model_name"],
+                        values["model_version"],
+                        features,
+                        float(values["score"]),
+                        int(values["label"]),
+                        role,
+                        values.get("paired_with"),
                     )
+                    batch.append(prediction.group())
                     if values["true_label"] is not None and role != "shadow":
                         labelled.append(
                             {
@@ -375,9 +377,7 @@ class PredictionLog:
         if not rows:
             return
         with self.engine.begin() as connection:
-            self._insert_groups(
-                connection, [row.group() if isinstance(row, Prediction) else row for row in rows]
-            )
+            self._insert_groups(connection, [_as_group(row) for row in rows])
 
     def _insert_groups(self, connection: sa.Connection, rows: Sequence[PredictionGroup]) -> None:
         stamps: dict[datetime, Any] = {}  # a request's groups (and its shadow's) share one time
@@ -490,24 +490,8 @@ class PredictionLog:
             if found is None:
                 return None
             group, position = found
-            label = connection.execute(
-                sa.select(labels.c.true_label, labels.c.feedback_at).where(
-                    labels.c.prediction_id == prediction_id
-                )
-            ).first()
-        return {
-            "id": prediction_id,
-            "created_at": group.created_at,
-            "model_name": group.model_name,
-            "model_version": group.model_version,
-            "features": _records(group.features)[position] if group.role != "shadow" else {},
-            "score": group.scores[position],
-            "label": group.labels[position],
-            "true_label": label.true_label if label else None,
-            "feedback_at": label.feedback_at if label else None,
-            "role": group.role,
-            "paired_with": group.paired_with[position] if group.paired_with else None,
-        }
+            came = self._labels_of(connection, [group.id])
+        return _as_row(group, position, _records(group.features), came)
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """Every prediction in the log, a shadow's copies too, as :meth:`get` gives one, oldest
@@ -520,22 +504,9 @@ class PredictionLog:
             ).all()
             came = self._labels_of(connection, [group.id for group in found])
         for group in found:
-            records = _records(group.features) if group.role != "shadow" else []
-            for position, prediction_id in enumerate(following_ids(group.id, group.size)):
-                true_label, feedback_at = came.get(prediction_id, (None, None))
-                yield {
-                    "id": prediction_id,
-                    "created_at": group.created_at,
-                    "model_name": group.model_name,
-                    "model_version": group.model_version,
-                    "features": records[position] if records else {},
-                    "score": group.scores[position],
-                    "label": group.labels[position],
-                    "true_label": true_label,
-                    "feedback_at": feedback_at,
-                    "role": group.role,
-                    "paired_with": group.paired_with[position] if group.paired_with else None,
-                }
+            records = _records(group.features)
+            for position in range(group.size):
+                yield _as_row(group, position, records, came)
 
     def _newest_groups(
         self, connection: sa.Connection, model_name: str, version: str, rows: int
@@ -879,6 +850,31 @@ class _Segment:
         os.close(self.fd)
 
 
+def _as_row(
+    group: Any,
+    position: int,
+    records: list[dict[str, Any]],
+    came: dict[str, tuple[float, datetime]],
+) -> dict[str, Any]:
+    """The prediction at ``position`` of a group read from SQL, as one row (``came``: labels by
+    prediction id)."""
+    prediction_id = following_ids(group.id, group.size)[position]
+    true_label, feedback_at = came.get(prediction_id, (None, None))
+    return {
+        "id": prediction_id,
+        "created_at": group.created_at,
+        "model_name": group.model_name,
+        "model_version": group.model_version,
+        "features": records[position] if records else {},  # a shadow's are its champion's
+        "score": group.scores[position],
+        "label": group.labels[position],
+        "true_label": true_label,
+        "feedback_at": feedback_at,
+        "role": group.role,
+        "paired_with": group.paired_with[position] if group.paired_with else None,
+    }
+
+
 def _as_time(value: datetime | str) -> datetime:
     """A time read from an untyped column (SQLite gives text)."""
     return datetime.fromisoformat(value) if isinstance(value, str) else value
@@ -969,7 +965,7 @@ class PredictionWriter:
         next batch of the spooled ones, retried the same way, but only from memory, so a killed
         process loses them.
         """
-        found = [item.group() if isinstance(item, Prediction) else item for item in batch]
+        found = [_as_group(item) for item in batch]
         count = sum(len(group.scores) for group in found)
         data = b"".join(group.line() for group in found) if spool else b""
         with self._lock:
