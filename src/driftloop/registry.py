@@ -75,9 +75,7 @@ class ModelVersion:
     @property
     def task(self) -> str:
         """binary, multiclass or regression (``driftloop.tasks``)."""
-        return {"categorical": "multiclass", "numeric": "regression"}.get(
-            self.target_type, "binary"
-        )
+        return task_of(self.target_type)
 
     @property
     def tag(self) -> str:
@@ -301,6 +299,11 @@ def _log(db: sa.Connection, name: str, version: str, event: str, detail: str) ->
     )
 
 
+def task_of(target_type: str) -> str:
+    """The task of a model whose dataset's target is of ``target_type``."""
+    return {"categorical": "multiclass", "numeric": "regression"}.get(target_type, "binary")
+
+
 def describe(model: Any, stage: Stage = "candidate") -> ModelVersion:
     """A BentoML model of the registry as a :class:`ModelVersion`: the one decoder of its labels
     and metadata (the registry and the inference service both read versions through it)."""
@@ -373,12 +376,24 @@ class ModelRegistry:
         """Save ``pipeline`` as a new candidate version of ``name``.
 
         ``spec`` is the dataset spec (as JSON): the inference service builds its input from it.
+        The pipeline's compiled scorer, when it has one that gives scikit-learn's scores exactly
+        (:func:`driftloop.scoring.compile_checked`), is kept with it: the inference service
+        scores through it without loading the pipeline or importing scikit-learn.
         """
         import bentoml
 
+        from driftloop.scoring import STORED_KEY, compile_checked
+
+        task = task_of(str(spec.get("target_type", "binary")))
+        compiled = (
+            None
+            if task == "multiclass"
+            else compile_checked(pipeline, list(spec.get("features", [])), task)
+        )
         model = bentoml.sklearn.save_model(
             name,
             pipeline,
+            custom_objects=None if compiled is None else {STORED_KEY: compiled.stored()},
             labels={
                 "dataset": dataset,
                 "data_commit": data_commit,

@@ -20,10 +20,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.special import expit
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +134,58 @@ class CompiledModel:
         raw = self.raw(self.matrix(records))
         scores: np.ndarray = raw if self.link == "identity" else expit(raw)
         return scores
+
+    def stored(self) -> dict[str, Any]:
+        """This model as plain data (numbers, strings, arrays; no class of driftloop), to keep
+        beside the fitted pipeline: :meth:`from_stored` reads it back without scikit-learn."""
+        return {
+            "format": STORED_FORMAT,
+            "columns": [
+                [name, None if codes is None else list(codes.items())]
+                for name, codes in self.columns
+            ],
+            "baseline": self.baseline,
+            "depth": self.depth,
+            "link": self.link,
+            **{name: getattr(self, name) for name in _ARRAYS},
+        }
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any]) -> CompiledModel | None:
+        """The model :meth:`stored` wrote; None when it was written in another format."""
+        if stored.get("format") != STORED_FORMAT:
+            return None
+        return cls(
+            columns=tuple(
+                (
+                    str(name),
+                    None if codes is None else {category: int(code) for category, code in codes},
+                )
+                for name, codes in stored["columns"]
+            ),
+            baseline=float(stored["baseline"]),
+            depth=int(stored["depth"]),
+            link=str(stored["link"]),
+            **{name: np.asarray(stored[name]) for name in _ARRAYS},
+        )
+
+
+# The custom object of a registered version (BentoML model) that holds its compiled scorer.
+STORED_KEY = "driftloop_compiled_scorer"
+# What CompiledModel.stored writes: its format (a change of the fields is a new format, and a
+# version stored in an older one is compiled again from its pipeline) and its arrays.
+STORED_FORMAT = 1
+_ARRAYS = (
+    "feature",
+    "threshold",
+    "missing_left",
+    "is_categorical",
+    "is_leaf",
+    "left",
+    "right",
+    "value",
+    "category_left",
+)
 
 
 def _is_passthrough(step: Any) -> bool:
@@ -322,3 +377,50 @@ def probe_records(model: CompiledModel, count: int = 256, seed: int = 0) -> list
         }
         for _ in range(count)
     ]
+
+
+def records_frame(features: list[dict[str, Any]], records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Records as the frame the pipeline was trained on (categories as objects, rest float)."""
+    import pandas as pd
+
+    columns: dict[str, Any] = {}
+    for feature in features:
+        values = [record[feature["name"]] for record in records]
+        if feature["type"] == "categorical":
+            columns[feature["name"]] = np.array(values, dtype=object)
+        else:
+            columns[feature["name"]] = np.array(values, dtype=np.float64)
+    return pd.DataFrame(columns)
+
+
+def compile_checked(
+    pipeline: Any, features: list[dict[str, Any]], task: str = "binary"
+) -> CompiledModel | None:
+    """The compiled scorer of ``pipeline`` if it gives scikit-learn's scores (a regressor's
+    values) exactly, else None.
+
+    The check scores probe records that reach every split (``probe_records``) both ways; any
+    difference, or a pipeline of a shape that is not compiled, leaves scoring to scikit-learn.
+    """
+    try:
+        compiled = compile_pipeline(pipeline)
+    except Exception:  # a scikit-learn whose fitted attributes look different
+        log.warning("could not compile the model; scoring through scikit-learn", exc_info=True)
+        return None
+    if compiled is None:
+        log.info("this model's pipeline is not one the compiled path covers; using scikit-learn")
+        return None
+    filler = {
+        f["name"]: (f["categories"] or [None])[0] if f["type"] == "categorical" else 0.0
+        for f in features
+    }
+    probes = [{**filler, **record} for record in probe_records(compiled)]
+    frame = records_frame(features, probes)
+    if task == "regression":
+        expected = np.asarray(pipeline.predict(frame), dtype=np.float64)
+    else:
+        expected = pipeline.predict_proba(frame)[:, 1]
+    if not np.array_equal(compiled.score(probes), expected):
+        log.warning("the compiled model disagrees with scikit-learn; scoring through scikit-learn")
+        return None
+    return compiled

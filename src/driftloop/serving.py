@@ -22,68 +22,26 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from driftloop.prediction_log import PredictionGroup, prediction_ids
 from driftloop.registry import Role, StageStore, describe
-from driftloop.scoring import CompiledModel, compile_pipeline, probe_records
+from driftloop.scoring import STORED_KEY, CompiledModel, compile_checked, records_frame
 from driftloop.tasks import class_probabilities
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger(__name__)
-
-
-def records_frame(features: list[dict[str, Any]], records: list[dict[str, Any]]) -> pd.DataFrame:
-    """Records as the frame the pipeline was trained on (categories as objects, rest float)."""
-    columns: dict[str, Any] = {}
-    for feature in features:
-        values = [record[feature["name"]] for record in records]
-        if feature["type"] == "categorical":
-            columns[feature["name"]] = np.array(values, dtype=object)
-        else:
-            columns[feature["name"]] = np.array(values, dtype=np.float64)
-    return pd.DataFrame(columns)
 
 
 def frame_records(frame: pd.DataFrame, names: list[str]) -> list[dict[str, Any]]:
     """Rows of ``frame`` as records a client would send: plain Python values, None if missing."""
     values = frame[names].astype(object)
     return values.where(values.notna(), None).to_dict("records")  # type: ignore[return-value]
-
-
-def compile_checked(
-    pipeline: Any, features: list[dict[str, Any]], task: str = "binary"
-) -> CompiledModel | None:
-    """The compiled scorer of ``pipeline`` if it gives scikit-learn's scores (a regressor's
-    values) exactly, else None.
-
-    The check scores probe records that reach every split (``probe_records``) both ways; any
-    difference, or a pipeline of a shape that is not compiled, leaves scoring to scikit-learn.
-    """
-    try:
-        compiled = compile_pipeline(pipeline)
-    except Exception:  # a scikit-learn whose fitted attributes look different
-        log.warning("could not compile the model; scoring through scikit-learn", exc_info=True)
-        return None
-    if compiled is None:
-        log.info("this model's pipeline is not one the compiled path covers; using scikit-learn")
-        return None
-    filler = {
-        f["name"]: (f["categories"] or [None])[0] if f["type"] == "categorical" else 0.0
-        for f in features
-    }
-    probes = [{**filler, **record} for record in probe_records(compiled)]
-    frame = records_frame(features, probes)
-    if task == "regression":
-        expected = np.asarray(pipeline.predict(frame), dtype=np.float64)
-    else:
-        expected = pipeline.predict_proba(frame)[:, 1]
-    if not np.array_equal(compiled.score(probes), expected):
-        log.warning("the compiled model disagrees with scikit-learn; scoring through scikit-learn")
-        return None
-    return compiled
 
 
 @dataclass(frozen=True)
@@ -111,10 +69,16 @@ class LoadedModel:
     metrics: dict[str, float]
     threshold: float
     features: list[dict[str, Any]]
-    pipeline: Any
+    load_pipeline: Callable[[], Any]  # the fitted scikit-learn pipeline
     compiled: CompiledModel | None = None
     task: str = "binary"
     classes: tuple[str, ...] = ()
+
+    @cached_property
+    def pipeline(self) -> Any:
+        """The fitted pipeline, loaded (and scikit-learn imported) when first needed: a version
+        that scores through its compiled form never needs it."""
+        return self.load_pipeline()
 
     def frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
         return records_frame(self.features, records)
@@ -147,12 +111,33 @@ class LoadedModel:
 
 
 def load_version(tag: str) -> LoadedModel:
-    """Load ``name:version`` from the BentoML store."""
+    """Load ``name:version`` from the BentoML store.
+
+    A version registered with its compiled scorer (checked against scikit-learn when it was
+    registered: :func:`driftloop.scoring.compile_checked`) scores through it, and its pipeline
+    is not loaded: neither scikit-learn nor pandas is imported. An older version, or one whose
+    scorer was stored in another format, is compiled and checked here, as it always was.
+    """
     import bentoml
 
     model = bentoml.models.get(tag)
     version = describe(model)
-    pipeline = bentoml.sklearn.load_model(model)
+    compiled = None
+    if version.task != "multiclass":
+        stored = model.custom_objects.get(STORED_KEY)
+        compiled = None if stored is None else CompiledModel.from_stored(stored)
+
+    def load_pipeline() -> Any:
+        return bentoml.sklearn.load_model(model)
+
+    if compiled is None:  # scored through the pipeline, or compiled from it: loaded now
+        pipeline = load_pipeline()
+        if version.task != "multiclass":
+            compiled = compile_checked(pipeline, version.features, version.task)
+
+        def load_pipeline() -> Any:
+            return pipeline
+
     return LoadedModel(
         name=version.name,
         version=version.version,
@@ -160,10 +145,8 @@ def load_version(tag: str) -> LoadedModel:
         metrics=version.metrics,
         threshold=float(version.metrics.get("threshold", 0.5)),
         features=version.features,
-        pipeline=pipeline,
-        compiled=None
-        if version.task == "multiclass"
-        else compile_checked(pipeline, version.features, version.task),
+        load_pipeline=load_pipeline,
+        compiled=compiled,
         task=version.task,
         classes=tuple(version.classes),
     )

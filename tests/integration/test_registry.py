@@ -3,17 +3,23 @@ SQLite and in PostgreSQL (the local server): stages, promotion, rollback, racing
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import generate_transactions
 from driftloop.registry import BatchLineage, ModelRegistry, RegistryError, StageStore
+from driftloop.scoring import records_frame
+from driftloop.serving import frame_records, load_version
 from driftloop.training import TrainParams, split_frame, train_model
 from tests.integration.databases import fresh_database
 
@@ -82,6 +88,68 @@ def test_a_registered_version_carries_labels_metadata_and_lineage(
     assert found.calibration == trained.calibration  # type: ignore[attr-defined]
     assert found.calibration["task"] == "binary" and len(found.calibration["x"]) > 2
     assert registry.load(name, version).predict_proba  # a fitted pipeline comes back
+
+
+# What the inference service's process does with a version: load it, score records.
+SCORE_IN_A_FRESH_PROCESS = """
+import json, sys
+from driftloop.serving import load_version
+model = load_version(sys.argv[1])
+scores = model.score(json.load(sys.stdin)).tolist()
+heavy = [name for name in ("sklearn", "pandas", "pyarrow") if name in sys.modules]
+print(json.dumps({"scores": scores, "imported": heavy}))
+"""
+
+
+def test_a_version_is_served_through_its_stored_scorer_without_scikit_learn(
+    registry: ModelRegistry, trained: object
+) -> None:
+    """The compiled scorer is checked and kept at registration: a process that serves the
+    version loads neither the pipeline nor scikit-learn or pandas, and answers scikit-learn's
+    scores to the last bit."""
+    name = f"reg-{uuid.uuid4().hex[:8]}"
+    version = register(registry, trained, name, "d" * 64)
+    records = frame_records(
+        generate_transactions(300, seed=8, scenario="covariate_shift"), SPEC.feature_names
+    )
+    features = SPEC.model_dump(mode="json", exclude_none=True)["features"]
+    expected = trained.pipeline.predict_proba(records_frame(features, records))[:, 1]  # type: ignore[attr-defined]
+
+    served = subprocess.run(
+        [sys.executable, "-c", SCORE_IN_A_FRESH_PROCESS, f"{name}:{version}"],
+        input=json.dumps(records),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    answer = json.loads(served.stdout)
+
+    assert answer["imported"] == []
+    assert answer["scores"] == expected.tolist()
+
+
+def test_a_version_without_a_stored_scorer_is_compiled_when_loaded(
+    registry: ModelRegistry, trained: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version an older driftloop registered (no compiled scorer kept with it) is compiled and
+    checked when it is loaded, as before."""
+    import bentoml
+
+    name = f"reg-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr("driftloop.scoring.compile_checked", lambda *args: None)
+    version = register(registry, trained, name, "e" * 64)
+    monkeypatch.undo()
+    records = frame_records(generate_transactions(200, seed=9), SPEC.feature_names)
+
+    loaded = load_version(f"{name}:{version}")
+
+    assert bentoml.models.get(f"{name}:{version}").custom_objects == {}
+    assert loaded.compiled is not None
+    assert np.array_equal(
+        loaded.score(records),
+        trained.pipeline.predict_proba(loaded.frame(records))[:, 1],  # type: ignore[attr-defined]
+    )
 
 
 def test_exactly_one_production_version_and_rollback(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import io
+import pickle
 from typing import Any
 
 import numpy as np
@@ -11,8 +13,16 @@ import pytest
 
 from driftloop.datasets.spec import load_spec
 from driftloop.datasets.transactions import SCENARIOS, generate_transactions
-from driftloop.scoring import UNSEEN, compile_pipeline, probe_records
-from driftloop.serving import LoadedModel, compile_checked, frame_records, records_frame
+from driftloop.scoring import (
+    STORED_FORMAT,
+    UNSEEN,
+    CompiledModel,
+    compile_checked,
+    compile_pipeline,
+    probe_records,
+    records_frame,
+)
+from driftloop.serving import LoadedModel, frame_records
 from driftloop.training import TrainParams, split_frame, train_model
 
 SPEC = load_spec("transactions")
@@ -84,7 +94,7 @@ def test_the_service_scores_through_the_compiled_path_only_when_it_agrees(
         checked.score(records(generate_transactions(200, seed=4))),
     )
 
-    monkeypatch.setattr("driftloop.serving.compile_pipeline", lambda _: broken)
+    monkeypatch.setattr("driftloop.scoring.compile_pipeline", lambda _: broken)
     assert compile_checked(pipeline, FEATURES) is None
 
 
@@ -92,7 +102,7 @@ def test_other_pipelines_score_through_scikit_learn() -> None:
     logistic = trained("logistic_regression")
     rows = records(generate_transactions(200, seed=9))
     model = LoadedModel(
-        "m", "v", "c", {}, 0.5, FEATURES, logistic, compile_checked(logistic, FEATURES)
+        "m", "v", "c", {}, 0.5, FEATURES, lambda: logistic, compile_checked(logistic, FEATURES)
     )
 
     assert compile_pipeline(logistic) is None and model.compiled is None
@@ -134,3 +144,23 @@ def test_a_multiclass_model_is_answered_through_scikit_learn() -> None:
     model = train_model(split_frame(frame, spec, params, None), spec, params).pipeline
 
     assert compile_pipeline(model) is None  # a tree per class: not a shape the path covers
+
+
+def test_a_stored_compiled_model_scores_as_it_did(pipeline: Any) -> None:
+    """What the registry keeps (pickled as BentoML keeps custom objects) reads back into a
+    scorer that gives the same scores; a scorer stored in another format is not read."""
+    import cloudpickle
+
+    compiled = compile_pipeline(pipeline)
+    assert compiled is not None
+    rows = records(generate_transactions(500, seed=12, scenario="covariate_shift"))
+    stored = io.BytesIO()
+    cloudpickle.dump({"scorer": compiled.stored()}, stored)
+
+    kept = pickle.loads(stored.getvalue())["scorer"]
+    back = CompiledModel.from_stored(kept)
+
+    assert back is not None
+    assert np.array_equal(back.score(rows), sklearn_scores(pipeline, rows))
+    assert "driftloop" not in stored.getvalue().decode("latin-1")  # plain data, no class of ours
+    assert CompiledModel.from_stored({**kept, "format": STORED_FORMAT + 1}) is None
