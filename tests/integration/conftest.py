@@ -151,10 +151,14 @@ def prefect_worker(
 
 
 def start_test_worker(
-    prefect_server: PrefectServer, pool: str, folder: Path, query_seconds: float = 1
+    prefect_server: PrefectServer,
+    pool: str,
+    folder: Path,
+    query_seconds: float = 1,
+    env: dict[str, str] | None = None,
 ) -> PrefectWorker:
     """The stack's worker on ``pool`` (created if missing), its log and flow results (kept, so
-    tests read them back) in ``folder``."""
+    tests read them back) in ``folder``; ``env`` added to its environment."""
     ensure_process_pool(prefect_server.access, pool)
     results = folder / "results"
     component = start_process_worker(
@@ -165,6 +169,7 @@ def start_test_worker(
         extra_env={
             "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
             "PREFECT_LOCAL_STORAGE_PATH": str(results),
+            **(env or {}),
         },
     )
     return PrefectWorker(pool, component, results)

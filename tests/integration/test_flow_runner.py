@@ -11,18 +11,27 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from prefect import Flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterStartTime,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from prefect.deployments import run_deployment
 from prefect.states import Cancelling
 
 from driftloop.stack.processes import Component, descendants, pid_alive
+from driftloop.stack.servers import ensure_process_pool
 from flows.common import prefect_api
 from tests.integration.conftest import PrefectServer, start_test_worker
 from tests.polling import eventually
@@ -187,6 +196,107 @@ def runner_ready_again(worker: Component, dead: int) -> int:
     pid = runner_pid(worker)
     assert pid is not None and pid != dead
     return pid
+
+
+WARMING_EVENT = "driftloop.test.runner-warm"
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def holds_scikit_learn(pid: int) -> bool:
+    return "/sklearn/" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_an_idle_runner_cools_and_an_event_that_starts_a_deployment_warms_it(
+    prefect_server: PrefectServer, tmp_path: Path
+) -> None:
+    """Idle for its cool-down, the runner lets the flows' imports go (same process, far less
+    memory) and still forks runs, which import the flows themselves; an event that an automation
+    answers with a run of the pool's deployment warms it, and that run starts warm."""
+    from prefect.events import DeploymentEventTrigger
+
+    pool = "driftloop-flow-runner-cooling"
+    ensure_process_pool(prefect_server.access, pool)
+    with prefect_api(prefect_server.access):  # deployed first: the worker reads its triggers
+        flow: Flow[..., object] = Flow.from_source(
+            source=str(FLOWS), entrypoint="processes.py:where"
+        )
+        deployment_id = flow.deploy(
+            name="cooling",
+            work_pool_name=pool,
+            print_next_steps=False,
+            triggers=[
+                DeploymentEventTrigger(
+                    expect={WARMING_EVENT}, match={"prefect.resource.id": "driftloop.test.*"}
+                )
+            ],
+        )
+    worker = start_test_worker(
+        prefect_server,
+        pool,
+        tmp_path,
+        query_seconds=0.5,
+        env={"DRIFTLOOP_PREFECT__RUNNER_COOL_SECONDS": "3"},
+    ).component
+    try:
+        runner = runner_ready(worker)
+        warm_rss = rss_mb(runner)
+        eventually(lambda: "cooling" in worker.log_tail(200), "the runner to cool", timeout=60)
+        eventually(lambda: not holds_scikit_learn(runner), "scikit-learn let go", timeout=30)
+        assert runner_pid(worker) == runner  # the same process, cool
+        assert rss_mb(runner) < warm_rss - 150, (warm_rss, rss_mb(runner))
+
+        with prefect_api(prefect_server.access):
+            cool = run_deployment("runner-where/cooling", timeout=RUN_TIMEOUT, poll_interval=0.5)
+            assert cool.state is not None and cool.state.is_completed(), cool.state
+            assert cool.state.result() | {"pid": 0} == {"pid": 0, "ppid": runner, "warm": False}
+
+            started = datetime.now(UTC)
+            response = prefect_server.access.post(
+                "/events",
+                [
+                    {
+                        "id": str(uuid4()),
+                        "occurred": started.isoformat(),
+                        "event": WARMING_EVENT,
+                        "resource": {"prefect.resource.id": "driftloop.test.runner"},
+                        "payload": {},
+                    }
+                ],
+            )
+            response.raise_for_status()
+
+            def triggered() -> Any:
+                with get_client(sync_client=True) as client:
+                    runs = client.read_flow_runs(
+                        deployment_filter=DeploymentFilter(
+                            id=DeploymentFilterId(any_=[deployment_id])
+                        ),
+                        flow_run_filter=FlowRunFilter(
+                            start_time=FlowRunFilterStartTime(after_=started)
+                        ),
+                    )
+                return next(
+                    (found for found in runs if found.state and found.state.is_final()), None
+                )
+
+            by_event = eventually(
+                triggered, "the run the event started to end", timeout=RUN_TIMEOUT
+            )
+            assert by_event.state.is_completed(), by_event.state
+            assert by_event.state.result()["ppid"] == runner
+            assert by_event.state.result()["warm"] is True  # the event warmed the runner first
+        assert f"event {WARMING_EVENT}: the flow runner warms up" in worker.log_tail(400)
+        assert holds_scikit_learn(runner)
+    finally:
+        worker.stop()
+        with prefect_api(prefect_server.access), get_client(sync_client=True) as client:
+            client.delete_deployment(deployment_id)
 
 
 def test_without_a_runner_the_client_starts_the_run_cold() -> None:

@@ -26,6 +26,7 @@ import time
 
 # A request is one SOCK_SEQPACKET message: JSON, with the three standard streams attached.
 MAX_REQUEST_BYTES = 1 << 20
+WARM_REQUEST = {"warm": True}  # asks the runner to import the flows (no streams attached)
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
 
 
@@ -44,6 +45,18 @@ def request(address: str) -> socket.socket | None:
         connection.close()
         return None
     return connection
+
+
+def ask_to_warm(address: str) -> bool:
+    """Ask the runner at ``address`` to import the flows now (a run is coming); whether it took
+    the request. It does not wait for the imports: the runner answers runs once it has them."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as connection:
+        try:
+            connection.connect("\0" + address)
+            connection.send(json.dumps(WARM_REQUEST).encode())
+        except OSError:
+            return False
+    return True
 
 
 def started(connection: socket.socket) -> int | None:

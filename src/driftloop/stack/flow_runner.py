@@ -19,6 +19,15 @@ The runner itself runs nothing but ``fork``: one thread, no Prefect client, no e
 fork is safe. It answers only processes of its own user (``SO_PEERCRED``). A run outlives the
 runner (it is a child, not a thread), and the runner ends when the worker that started it does,
 once its running children have ended.
+
+Warm and cool. Warm, the runner holds what the flows import (``WARM_MODULES``, about 330 MB
+RSS); cool, only Prefect's engine (``ENGINE_MODULES``, about 85 MB), and a run it forks then
+imports the rest itself. It starts warm, and cools after ``--cool-after`` seconds without a run
+or a warm request: it cannot unload modules, so it execs itself cool, keeping its process id and
+its listening socket (a request waiting meanwhile is answered by the cool runner). A warm
+request (``flow_client.ask_to_warm``) makes it import the flows again; the worker sends one when
+an event arrives that starts one of its pool's deployments (``driftloop.stack.worker``), so a
+retrain that drift starts finds the runner warm, or warming, when it arrives.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ import time
 import warnings
 from dataclasses import dataclass
 
-from driftloop.stack.flow_client import MAX_REQUEST_BYTES
+from driftloop.stack.flow_client import MAX_REQUEST_BYTES, WARM_REQUEST
 
 log = logging.getLogger("driftloop.flow_runner")
 
@@ -53,13 +62,12 @@ def say_to_stderr(logger: logging.Logger) -> None:
     logger.propagate = False
 
 
-# What a flow run imports, imported once. Each is what a run would import itself: a module
-# missing here only costs that run its import, and a module here that a run never needs costs
-# memory only.
+# What every flow run imports: Prefect's engine, held warm or cool.
+ENGINE_MODULES = ("prefect.engine", "prefect.flow_engine", "prefect.task_engine")
+# What the project's flows import, held while warm. Each is what a run would import itself: a
+# module missing here only costs that run its import, and a module here that a run never needs
+# costs memory only.
 WARM_MODULES = (
-    "prefect.engine",
-    "prefect.flow_engine",
-    "prefect.task_engine",
     "flows.ingest",
     "flows.train",
     "flows.retrain",
@@ -87,7 +95,7 @@ class RunRequest:
     streams: list[int]
 
 
-def warm(modules: tuple[str, ...] = WARM_MODULES) -> list[str]:
+def warm(modules: tuple[str, ...]) -> list[str]:
     """Import ``modules``; the ones that could not be imported, with why."""
     missing = []
     for name in modules:
@@ -146,22 +154,51 @@ def _project_roots() -> tuple[str, ...]:
     return tuple(sorted(roots))
 
 
-def serve(address: str) -> RunRequest | None:
-    """Start a flow run for each request on ``address`` until SIGTERM, SIGINT or the end of the
-    parent process, then return None once every run has ended. In each forked child it returns
-    at once, with the request that child is to run."""
-    return _Server(address).loop()
+@dataclass(frozen=True)
+class Options:
+    """How the runner was started: at ``address``; ``cool_after`` seconds without a run or a
+    warm request before it cools (0: never); ``warm``: holding the flows' imports;
+    ``listener``: the listening socket's descriptor, inherited over a cool-down exec."""
+
+    address: str
+    cool_after: float = 0.0
+    warm: bool = True
+    listener: int | None = None
+
+    def argv(self) -> list[str]:
+        """The command line that starts a runner with these options."""
+        command = [sys.executable, "-m", "driftloop.stack.flow_runner", self.address]
+        command += ["--cool-after", str(self.cool_after)]
+        if not self.warm:
+            command.append("--cool")
+        if self.listener is not None:
+            command += ["--listen-fd", str(self.listener)]
+        return command
+
+
+def serve(options: Options) -> RunRequest | None:
+    """Start a flow run for each request on ``options.address`` until SIGTERM, SIGINT or the end
+    of the parent process, then return None once every run has ended. In each forked child it
+    returns at once, with the request that child is to run. Cooling execs this process anew."""
+    return _Server(options).loop()
 
 
 class _Server:
     """The runner's one thread: a listening socket, a pipe that signals wake, and one connection
     per running run (to its client)."""
 
-    def __init__(self, address: str) -> None:
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.listener.bind("\0" + address)
-        self.listener.listen(16)
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        if options.listener is None:
+            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            self.listener.bind("\0" + options.address)
+            self.listener.listen(16)
+        else:  # the runner before this exec bound it: what waits in it is ours to answer
+            self.listener = socket.socket(fileno=options.listener)
+            os.set_inheritable(self.listener.fileno(), False)
         self.listener.setblocking(False)
+        self.warm = options.warm
+        self.last_active = time.monotonic()
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(self.wake_write, False)
@@ -200,10 +237,57 @@ class _Server:
                 self._reap()
                 if os.getppid() != self.parent:  # the worker is gone
                     self.stopping = True
+                elif self._cool_due():
+                    self._cool()
         finally:
             if self.listener.fileno() != -1:
                 self.listener.close()
         return None
+
+    def _cool_due(self) -> bool:
+        idle = time.monotonic() - self.last_active
+        return (
+            self.warm
+            and not self.runs
+            and not self.stopping
+            and self.options.cool_after > 0
+            and idle >= self.options.cool_after
+        )
+
+    def _cool(self) -> None:
+        """Let the flows' imports go: exec this runner anew, cool, with the same process id and
+        listening socket (nothing is running: ``_cool_due``)."""
+        log.info(
+            "no flow run for %.0f s: cooling (pid %d keeps only Prefect's engine imported)",
+            time.monotonic() - self.last_active,
+            os.getpid(),
+        )
+        os.set_inheritable(self.listener.fileno(), True)
+        signal.set_wakeup_fd(-1)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        options = Options(
+            self.options.address, self.options.cool_after, False, self.listener.fileno()
+        )
+        os.execv(sys.executable, options.argv())
+
+    def _warm_up(self, why: str) -> None:
+        """Import the flows, unless they are imported already."""
+        self.last_active = time.monotonic()
+        if self.warm:
+            return
+        started = time.monotonic()
+        for problem in warm(WARM_MODULES):
+            log.warning("could not import %s", problem)
+        self.warm = True
+        self.code = CodeOnDisk.of_imported()
+        self.last_active = time.monotonic()
+        log.info(
+            "pid %d: flows imported in %.1f s (%s); each flow run is forked from here",
+            os.getpid(),
+            self.last_active - started,
+            why,
+        )
 
     def _start_run(self) -> RunRequest | None:
         """Fork a run for the next request; the request in the child, None in the runner."""
@@ -211,6 +295,11 @@ class _Server:
         if accepted is None:
             return None
         connection, request = accepted
+        if request is None:  # a warm request: warm up, say so, hang up
+            self._warm_up("asked to warm")
+            refuse(connection, "warm")
+            return None
+        self.last_active = time.monotonic()
         changed = self.code.changed()
         if changed is not None:
             # What a run would import has changed on disk since this runner imported it: this
@@ -286,6 +375,7 @@ class _Server:
             if pid == 0:
                 return
             connection = self.runs.pop(pid, None)
+            self.last_active = time.monotonic()
             if connection is None:
                 continue
             self.selector.unregister(connection)
@@ -296,8 +386,9 @@ class _Server:
             connection.close()
 
 
-def _accept(listener: socket.socket) -> tuple[socket.socket, RunRequest] | None:
-    """The next request, from a process of this user; None when there is none or it is not."""
+def _accept(listener: socket.socket) -> tuple[socket.socket, RunRequest | None] | None:
+    """The next request, from a process of this user (None in its place: a warm request); None
+    when there is none or it is not."""
     try:
         connection, _ = listener.accept()
     except BlockingIOError:
@@ -318,6 +409,8 @@ def _accept(listener: socket.socket) -> tuple[socket.socket, RunRequest] | None:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 streams.frombytes(payload[: len(payload) - len(payload) % streams.itemsize])
         body = json.loads(data)
+        if body == WARM_REQUEST and not streams:
+            return connection, None
         request = RunRequest(str(body["cwd"]), dict(body["env"]), list(body["argv"]), [*streams])
         if len(request.streams) != 3:
             raise ValueError(f"{len(request.streams)} standard streams attached, not 3")
@@ -381,19 +474,44 @@ def run(request: RunRequest) -> int:
     return 0
 
 
+def parse(argv: list[str]) -> Options:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m driftloop.stack.flow_runner")
+    parser.add_argument("address", help="the abstract Unix socket to listen on")
+    parser.add_argument(
+        "--cool-after",
+        type=float,
+        default=0.0,
+        help="seconds without a run or a warm request before the runner lets the flows' "
+        "imports go (0: never)",
+    )
+    parser.add_argument("--cool", action="store_true", help="start cool: Prefect's engine only")
+    parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    return Options(args.address, args.cool_after, not args.cool, args.listen_fd)
+
+
 def main() -> None:
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m driftloop.stack.flow_runner ADDRESS")
+    options = parse(sys.argv[1:])
     say_to_stderr(log)
     started = time.monotonic()
-    for problem in warm():
+    for problem in warm(ENGINE_MODULES + (WARM_MODULES if options.warm else ())):
         log.warning("could not import %s", problem)
-    log.info(
-        "pid %d: flows imported in %.1f s; each flow run is forked from here",
-        os.getpid(),
-        time.monotonic() - started,
-    )
-    request = serve(sys.argv[1])
+    if options.warm:
+        log.info(
+            "pid %d: flows imported in %.1f s; each flow run is forked from here",
+            os.getpid(),
+            time.monotonic() - started,
+        )
+    else:
+        log.info(
+            "pid %d: cool, Prefect's engine imported in %.1f s; flow runs are forked from here "
+            "and import the flows themselves until a warm request",
+            os.getpid(),
+            time.monotonic() - started,
+        )
+    request = serve(options)
     if request is not None:
         sys.exit(run(request))
 
