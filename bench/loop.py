@@ -1,7 +1,8 @@
 """Loop benchmark: how fast drift turns into a better model serving, hop by hop, and what a
 check costs.
 
-    .venv/bin/python bench/loop.py [--loops 3] [--repeat 3] [--skip-loop] [--skip-check]
+    .venv/bin/python bench/loop.py [--loops 3] [--runner both|warm|cooled] [--repeat 3]
+                                   [--skip-loop] [--skip-check]
 
 Part 1, the loop, --loops times, each on a fresh stack (the one `driftloop up` starts: its own
 Prefect server on SQLite, worker, lakeFS-compatible server, `bentoml serve` and monitor, in a
@@ -14,6 +15,12 @@ declared it, and when Prefect received it), the retrain run (created by the auto
 up by the worker, running), each step of the run (labelled batch exported, ingest merged, model
 fitted and registered, gate judged, promoted, packaged, run completed) and the first answer from
 the new version. The table gives every hop's median over the loops.
+
+The flow runner (``driftloop.stack.flow_runner``) is warm right after a run and cools when the
+stack is left alone (DRIFTLOOP_PREFECT__RUNNER_COOL_SECONDS); drift warms it again. With
+``--runner both`` (the default) each loop runs twice: once with the runner warm from the first
+training, once with it cooled first (cool-down set to 10 s, and the loop waits until the worker
+says the runner cooled): an idle stack's case. A table per case.
 
 Part 2, the check: the monitor's check (`compute_drift` on a reference prepared once per model
 version) beside a plain Evidently `Report([DataDriftPreset()]).run(current, reference)` on the
@@ -40,6 +47,7 @@ import httpx
 
 PROJECT = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 15.0  # drift onset -> new version serving, median of the loops (issue 19)
+COOLED_AFTER = 10.0  # the runner's cool-down in a cooled loop
 
 
 def main() -> None:
@@ -48,13 +56,25 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each drift check")
     parser.add_argument("--skip-loop", action="store_true", help="only part 2")
     parser.add_argument("--skip-check", action="store_true", help="only part 1")
+    parser.add_argument(
+        "--runner",
+        choices=("both", "warm", "cooled"),
+        default="both",
+        help="the flow runner at drift onset: warm from the first training, cooled, or both",
+    )
     parser.add_argument("--one-loop", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one_loop:  # a child of the run below: one loop, its hops as the last line
-        print(json.dumps(one_loop(args.one_loop, args.loops)))
+        print(json.dumps(one_loop(args.one_loop, args.loops, args.runner == "cooled")))
         return
     if not args.skip_loop:
-        hop_table([loop_in_own_process(number + 1, args.loops) for number in range(args.loops)])
+        cases = ("warm", "cooled") if args.runner == "both" else (args.runner,)
+        loops: dict[str, list[dict[str, float | None]]] = {case: [] for case in cases}
+        for number in range(args.loops):  # interleaved
+            for case in cases:
+                loops[case].append(loop_in_own_process(number + 1, args.loops, case))
+        for case in cases:
+            hop_table(loops[case], case)
     if not args.skip_check:
         check_timings(args.repeat)
 
@@ -104,10 +124,11 @@ class VersionWatch:
         self._thread.join(timeout=5)
 
 
-def loop_in_own_process(number: int, loops: int) -> dict[str, float | None]:
+def loop_in_own_process(number: int, loops: int, runner: str) -> dict[str, float | None]:
     """One loop in a process of its own (a process keeps the BentoML store it first used, and
     each loop's stack has its own); its output passes through, its hops come back."""
     command = [sys.executable, __file__, "--one-loop", str(number), "--loops", str(loops)]
+    command += ["--runner", runner]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as child:
         assert child.stdout is not None
         last = ""
@@ -119,8 +140,9 @@ def loop_in_own_process(number: int, loops: int) -> dict[str, float | None]:
     return dict(json.loads(last))
 
 
-def one_loop(number: int, loops: int) -> dict[str, float | None]:
-    """One loop on a fresh stack: each hop's seconds from the first drifted request."""
+def one_loop(number: int, loops: int, cooled: bool) -> dict[str, float | None]:
+    """One loop on a fresh stack: each hop's seconds from the first drifted request; with
+    ``cooled``, the flow runner has cooled before the drift."""
     from driftloop.datasets.transactions import EXAMPLE_RECORD
     from driftloop.prefect_api import PrefectAccess
     from driftloop.settings import fast_monitor_env, settings_from_env
@@ -129,7 +151,12 @@ def one_loop(number: int, loops: int) -> dict[str, float | None]:
     from driftloop.stack.supervisor import LocalStack
 
     work = Path(tempfile.mkdtemp(prefix="driftloop-bench-loop-"))
-    print(f"[bench] loop {number} of {loops}: the stack (driftloop up's) under {work}", flush=True)
+    runner = "cooled" if cooled else "warm"
+    print(
+        f"[bench] loop {number} of {loops}, the runner {runner}: the stack (driftloop up's) "
+        f"under {work}",
+        flush=True,
+    )
     env = {
         "DRIFTLOOP_HOME": str(work),
         "DRIFTLOOP_PREFECT__API_URL": f"http://127.0.0.1:{free_port()}/api",
@@ -139,6 +166,8 @@ def one_loop(number: int, loops: int) -> dict[str, float | None]:
         **fast_monitor_env(),
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
+    if cooled:
+        env["DRIFTLOOP_PREFECT__RUNNER_COOL_SECONDS"] = str(COOLED_AFTER)
     lakefs_port = free_port()
     env["DRIFTLOOP_LAKEFS__EMBEDDED_PORT"] = str(lakefs_port)
     env["DRIFTLOOP_LAKEFS__ENDPOINT"] = f"http://127.0.0.1:{lakefs_port}"
@@ -150,6 +179,13 @@ def one_loop(number: int, loops: int) -> dict[str, float | None]:
         prefect = PrefectAccess.of(stack.settings.prefect)
         base = f"http://127.0.0.1:{settings.serving.port}"
         old_version = httpx.get(f"{base}/model").json()["version"]
+        if cooled:
+            print("[bench] waiting for the flow runner to cool", flush=True)
+            deadline = time.monotonic() + 120
+            while "cooling" not in (stack.logs / "worker.log").read_text():
+                if time.monotonic() > deadline:
+                    raise SystemExit("the flow runner did not cool; see worker.log")
+                time.sleep(0.5)
         print("[bench] in-distribution traffic (3 windows)", flush=True)
         for seed in (11, 12, 13):
             traffic(base, "baseline", seed)
@@ -246,9 +282,12 @@ def events(prefect: Any, name: str, since: datetime) -> list[dict[str, Any]]:
     return sorted(found, key=lambda event: event["occurred"])
 
 
-def hop_table(loops: list[dict[str, float | None]]) -> None:
+def hop_table(loops: list[dict[str, float | None]], runner: str) -> None:
     print()
-    print(f"the loop, seconds from the first drifted request: each of {len(loops)} loops, median")
+    print(
+        f"the loop, the flow runner {runner} at drift onset, seconds from the first drifted "
+        f"request: each of {len(loops)} loops, median"
+    )
     header = "".join(f"{f'loop {n + 1}':>9}" for n in range(len(loops)))
     print(f"  {'hop':30}{header}{'median':>9}")
     for hop in HOPS:
@@ -261,8 +300,8 @@ def hop_table(loops: list[dict[str, float | None]]) -> None:
     if all(value is not None for value in served):
         median = statistics.median(v for v in served if v is not None)
         print(
-            f"target: drift onset -> new version answering, median of {len(loops)} loops "
-            f"<= {TARGET_SECONDS:.0f} s -> {median:.1f} s"
+            f"target ({runner}): drift onset -> new version answering, median of "
+            f"{len(loops)} loops <= {TARGET_SECONDS:.0f} s -> {median:.1f} s"
         )
     else:
         print("target: a loop did not end with a new version answering")
