@@ -157,13 +157,13 @@ class PrefectSettings(_Area):
         default=True,
         description="The stack's worker forks each flow run from a process that imported the "
         "flows once: a run is running ~1 s after the worker picks it up instead of 8-15 s, for "
-        "about 330 MB (RSS) held while warm (see runner_cool_seconds). false: each run is a new "
+        "about 310 MB (RSS) held while warm (see runner_cool_seconds). false: each run is a new "
         "interpreter, as Prefect's own worker starts it.",
     )
     runner_cool_seconds: NonNegativeFloat = Field(
         default=120.0,
         description="After this long without a flow run, the warm flow runner lets the flows' "
-        "imports go (about 85 MB held instead of 330; runs it forks then import them "
+        "imports go (about 85 MB held instead of 310; runs it forks then import them "
         "themselves); an event that starts one of the pool's deployments (drift, an alert) "
         "warms it again before the run arrives. 0: it never cools.",
     )

@@ -20,7 +20,7 @@ fork is safe. It answers only processes of its own user (``SO_PEERCRED``). A run
 runner (it is a child, not a thread), and the runner ends when the worker that started it does,
 once its running children have ended.
 
-Warm and cool. Warm, the runner holds what the flows import (``WARM_MODULES``, about 330 MB
+Warm and cool. Warm, the runner holds what the flows import (``WARM_MODULES``, about 310 MB
 RSS); cool, only Prefect's engine (``ENGINE_MODULES``, about 85 MB), and a run it forks then
 imports the rest itself. It starts warm, and cools after ``--cool-after`` seconds without a run
 or a warm request: it cannot unload modules, so it execs itself cool, keeping its process id and

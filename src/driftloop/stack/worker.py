@@ -10,7 +10,7 @@ time. ``--cold``, or DRIFTLOOP_PREFECT__WARM_RUNNER=false, leaves the runner out
 starts as Prefect's own worker starts it, 8-15 s later.
 
 The runner cools after DRIFTLOOP_PREFECT__RUNNER_COOL_SECONDS without a run (it lets the flows'
-imports go: about 85 MB RSS held instead of 330). This worker follows Prefect's event stream for
+imports go: about 85 MB RSS held instead of 310). This worker follows Prefect's event stream for
 the events that start its pool's deployments (the ``expect`` of every enabled automation that
 runs one of them, read again every minute) and asks the runner to warm up on each: drift
 declared, an alert firing. The run the event starts reaches the runner a second or more later
