@@ -272,6 +272,9 @@ class FeedbackResult:
     UNKNOWN = "unknown prediction"
 
 
+SQLITE_PAGE_SIZE = 16_384  # of a new SQLite log
+
+
 class PredictionLog:
     """SQL access to the prediction log."""
 
@@ -287,6 +290,11 @@ class PredictionLog:
         )
         if url.startswith("sqlite"):
             with self.engine.begin() as connection:
+                # A new log gets 16 KB pages (before WAL, which fixes the page size): a request
+                # of 100 records (about 20 KB) takes one page and one overflow page instead of
+                # five 4 KB pages, and its insert costs about a third. A log an older driftloop
+                # made keeps its pages (the pragma does nothing there).
+                connection.exec_driver_sql(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
             # WAL with synchronous=NORMAL survives a crash of the service (not of the machine)
             # and saves an fsync per batch; it is a per-connection setting.

@@ -47,7 +47,14 @@ def worker(
 ) -> Iterator[Component]:
     """The stack's worker (warm) on a pool of its own, with the test flows deployed to it."""
     folder = tmp_path_factory.mktemp("flow-runner")
-    component = start_test_worker(prefect_server, POOL, folder, query_seconds=0.5).component
+    # These tests are about a warm runner: it must not cool between them (the next test does).
+    component = start_test_worker(
+        prefect_server,
+        POOL,
+        folder,
+        query_seconds=0.5,
+        env={"DRIFTLOOP_PREFECT__RUNNER_COOL_SECONDS": "0"},
+    ).component
     deployed = []
     try:
         with prefect_api(prefect_server.access):

@@ -37,3 +37,26 @@ def test_a_changed_or_removed_module_file_is_noticed(tmp_path: Path) -> None:
         sys.path.remove(str(tmp_path))
         for name in ("edited_module", "removed_module"):
             sys.modules.pop(name, None)
+
+
+def test_the_events_that_warm_the_runner_are_what_the_pools_automations_expect() -> None:
+    """An automation's trigger, simple or compound, names the events; a name ending in ``*``
+    (as Prefect reads ``expect``) is a prefix."""
+    from prefect.events.schemas.automations import CompoundTrigger, EventTrigger
+
+    from driftloop.stack.worker import _expected, _matches
+
+    trigger = CompoundTrigger(
+        require="any",
+        triggers=[
+            EventTrigger(expect={"driftloop.drift.detected"}, posture="Reactive", threshold=1),
+            EventTrigger(expect={"driftloop.alert.*"}, posture="Reactive", threshold=1),
+        ],
+    )
+    names = frozenset(_expected(trigger))
+
+    assert names == {"driftloop.drift.detected", "driftloop.alert.*"}
+    assert _matches("driftloop.drift.detected", names)
+    assert _matches("driftloop.alert.firing", names)
+    assert not _matches("driftloop.drift.detected.later", names)
+    assert not _matches("driftloop.model.promoted", names)

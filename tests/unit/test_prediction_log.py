@@ -21,6 +21,7 @@ import orjson
 
 from driftloop.datasets.transactions import EXAMPLE_RECORD
 from driftloop.prediction_log import (
+    SQLITE_PAGE_SIZE,
     Prediction,
     PredictionGroup,
     PredictionLog,
@@ -348,3 +349,23 @@ def test_a_spool_an_older_driftloop_left_is_replayed_and_a_request_is_one_line(
     assert store.count() == 7 and spooled_predictions(spool) == 0
     assert store.get(old[1].id)["features"] == dict(EXAMPLE_RECORD)  # type: ignore[index]
     assert store.get(ids[3])["features"] == dict(EXAMPLE_RECORD)  # type: ignore[index]
+
+
+def test_a_new_log_has_large_pages_and_an_older_log_keeps_its_own(tmp_path: Path) -> None:
+    """A new SQLite log stores a request of 100 records in about one page; a log an older
+    driftloop made (4 KB pages, WAL) is opened as it is and takes the same requests."""
+    import sqlite3
+
+    older = tmp_path / "older.sqlite"
+    with sqlite3.connect(older) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+    body = orjson.dumps([EXAMPLE_RECORD] * 100)
+    for path, pages in ((tmp_path / "new.sqlite", SQLITE_PAGE_SIZE), (older, 4096)):
+        log = PredictionLog(f"sqlite:///{path}")
+        ids = prediction_ids(100)
+        now = datetime.now(UTC)
+        log.write([PredictionGroup(ids[0], now, "m", "1", body, [0.5] * 100, [1] * 100)])
+        with sqlite3.connect(path) as connection:
+            assert connection.execute("PRAGMA page_size").fetchone()[0] == pages
+        assert log.get(ids[99])["features"] == EXAMPLE_RECORD
+        log.engine.dispose()
