@@ -24,6 +24,7 @@ the estimate under the task's floor for ``consecutive_windows`` windows is decla
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -229,13 +230,12 @@ class MonitorMetrics:
             for which, loss in judgement.mean_loss.items()
             if loss == loss  # not NaN: there were rows
         ]
+        # The difference as soon as there are rows to take it from; its bounds once the test
+        # has the rows a decision needs (before, they are infinite).
+        shown = [("estimate", test.estimate)] if math.isfinite(test.estimate) else []
         if test.lower > float("-inf"):
-            values += [
-                (self.rollout_difference, (model, bound), value)
-                for bound, value in (
-                    ("estimate", test.estimate), ("lower", test.lower), ("upper", test.upper)
-                )
-            ]  # fmt: skip
+            shown += [("lower", test.lower), ("upper", test.upper)]
+        values += [(self.rollout_difference, (model, bound), value) for bound, value in shown]
         for gauge, labels, value in values:
             gauge.labels(*labels).set(value)
         self._rollout_series[model] = [(gauge, labels) for gauge, labels, _ in values]

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -122,22 +122,14 @@ def load_version(tag: str) -> LoadedModel:
 
     model = bentoml.models.get(tag)
     version = describe(model)
-    compiled = None
+    compiled = pipeline = None
     if version.task != "multiclass":
         stored = model.custom_objects.get(STORED_KEY)
         compiled = None if stored is None else CompiledModel.from_stored(stored)
-
-    def load_pipeline() -> Any:
-        return bentoml.sklearn.load_model(model)
-
     if compiled is None:  # scored through the pipeline, or compiled from it: loaded now
-        pipeline = load_pipeline()
+        pipeline = _pipeline_of(model)
         if version.task != "multiclass":
             compiled = compile_checked(pipeline, version.features, version.task)
-
-        def load_pipeline() -> Any:
-            return pipeline
-
     return LoadedModel(
         name=version.name,
         version=version.version,
@@ -145,11 +137,18 @@ def load_version(tag: str) -> LoadedModel:
         metrics=version.metrics,
         threshold=float(version.metrics.get("threshold", 0.5)),
         features=version.features,
-        load_pipeline=load_pipeline,
+        load_pipeline=partial(_pipeline_of, model, pipeline),
         compiled=compiled,
         task=version.task,
         classes=tuple(version.classes),
     )
+
+
+def _pipeline_of(model: Any, loaded: Any = None) -> Any:
+    """``loaded``, or else the fitted pipeline of the BentoML ``model``, loaded now."""
+    import bentoml
+
+    return loaded if loaded is not None else bentoml.sklearn.load_model(model)
 
 
 class _Poller:

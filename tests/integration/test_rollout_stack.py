@@ -66,6 +66,14 @@ def world(
             prometheus.stop()
 
 
+def scraped(prometheus: Component, metric: str) -> bool:
+    """Whether Prometheus holds a sample of ``metric`` now."""
+    answer = httpx.get(
+        f"{root(prometheus)}/api/v1/query", params={"query": metric}, timeout=10
+    ).json()
+    return bool(answer["data"]["result"])
+
+
 def model_info(world: ServedWorld) -> dict[str, Any]:
     return dict(httpx.get(f"{root(world.inference)}/model", timeout=10).json())
 
@@ -120,6 +128,15 @@ def test_the_judge_deployment_alone_promotes_a_better_shadow_and_the_panels_show
 
     answering: set[str] = set()
     with Asking(f"{root(served.inference)}/predict") as asking:
+        # Fewer labelled rows than a decision needs (min_labels 150) first: the monitor exports
+        # the running difference and Prometheus stores it before the judge can decide (the
+        # bounds come with the rows a decision needs, when the judge may act at once).
+        answering.update(send_labelled(served, 100, 40))
+        eventually(
+            lambda: scraped(prometheus, "driftloop_rollout_loss_difference"),
+            "the rollout's running difference in Prometheus",
+            timeout=60,
+        )
         # Labelled traffic keeps coming, as it would, until the stack has decided.
         seeds = iter(range(41, 1000))
 
