@@ -110,7 +110,7 @@ def main() -> None:
     if cooled is not None:
         print()
         cooled_total = table(
-            f"idle stack (the flow runner cooled, {cool_after:.0f} s after its last run)",
+            f"idle stack (the flow runner cooled: {cool_after:.0f} s without a run)",
             after,
             cooled,
             wait,
