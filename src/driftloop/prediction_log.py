@@ -93,9 +93,9 @@ def _text(column: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
     return sa.cast(column, sa.Text)
 
 
-def _group_lists() -> list[sa.ColumnElement[Any]]:
-    """A group's records, scores and labels as their JSON text."""
-    return [_text(groups.c[name]).label(name) for name in ("features", "scores", "labels")]
+def _group_lists(*names: str) -> list[sa.ColumnElement[Any]]:
+    """A group's JSON lists ``names`` (records, scores and labels unless named) as their text."""
+    return [_text(groups.c[name]).label(name) for name in names or ("features", "scores", "labels")]
 
 
 def _whole_group() -> list[sa.ColumnElement[Any]]:
@@ -288,7 +288,8 @@ class PredictionLog:
             json_serializer=lambda value: orjson.dumps(value).decode(),
             json_deserializer=orjson.loads,
         )
-        if url.startswith("sqlite"):
+        self._sqlite = self.engine.dialect.name == "sqlite"
+        if self._sqlite:
             with self.engine.begin() as connection:
                 # A new log gets 16 KB pages (before WAL, which fixes the page size): a request
                 # of 100 records (about 20 KB) takes one page and one overflow page instead of
@@ -305,7 +306,6 @@ class PredictionLog:
             )
 
         self._created = False
-        self._sqlite = self.engine.dialect.name == "sqlite"
         if self.engine.dialect.name not in ("sqlite", "postgresql"):
             raise ValueError(f"the prediction log supports SQLite and PostgreSQL, not {url}")
         mark = "?" if self._sqlite else "%s"  # sqlite3's paramstyle, and psycopg's
@@ -649,10 +649,14 @@ class PredictionLog:
         connection: sa.Connection,
         conditions: Iterable[sa.ColumnElement[bool]],
         columns: Iterable[sa.ColumnElement[Any]] = (),
+        *,
+        records: bool = False,
     ) -> Iterator[tuple[Any, dict[str, list[Any]]]]:
         """Each labelled prediction of the groups meeting ``conditions``, oldest first: its row
         (the label's columns, the group's id, created_at, and ``columns``) and its group's
-        JSON lists (features, scores, labels), decoded once per group."""
+        JSON lists (scores, labels, and with ``records`` the features), decoded once per group:
+        the records, most of a group's bytes, are read only by a caller that wants them."""
+        lists = ("features", "scores", "labels") if records else ("scores", "labels")
         query = (
             sa.select(
                 labels.c.prediction_id,
@@ -661,7 +665,7 @@ class PredictionLog:
                 groups.c.id,
                 groups.c.created_at,
                 *columns,
-                *_group_lists(),
+                *_group_lists(*lists),
             )
             .join(groups, groups.c.id == labels.c.group_id)
             .where(*conditions)
@@ -670,11 +674,9 @@ class PredictionLog:
         current: tuple[str, dict[str, list[Any]]] | None = None
         for row in connection.execute(query):
             if current is None or current[0] != row.id:
-                decoded = {
-                    "features": _records(row.features),
-                    "scores": orjson.loads(row.scores),
-                    "labels": orjson.loads(row.labels),
-                }
+                decoded = {"scores": orjson.loads(row.scores), "labels": orjson.loads(row.labels)}
+                if records:
+                    decoded["features"] = _records(row.features)
                 current = (row.id, decoded)
             yield row, current[1]
 
@@ -691,7 +693,10 @@ class PredictionLog:
             conditions.append(groups.c.created_at > since)
         records, truth, made, ids, versions = [], [], [], [], []
         with self.engine.connect() as connection:
-            for row, group in self._labelled_rows(connection, conditions, [groups.c.model_version]):
+            rows = self._labelled_rows(
+                connection, conditions, [groups.c.model_version], records=True
+            )
+            for row, group in rows:
                 records.append(group["features"][row.position])
                 truth.append(float(row.true_label))
                 made.append(row.created_at)
@@ -720,9 +725,7 @@ class PredictionLog:
             sa.select(
                 groups.c.id,
                 groups.c.size,
-                _text(groups.c.scores).label("scores"),
-                _text(groups.c.labels).label("labels"),
-                _text(groups.c.paired_with).label("paired_with"),
+                *_group_lists("scores", "labels", "paired_with"),
             )
             # A shadow group is stamped with the newest champion time it scored a copy of.
             .where(

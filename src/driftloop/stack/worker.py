@@ -168,16 +168,8 @@ async def _follow(names: frozenset[str], runner: FlowRunner) -> None:
     from prefect.events.clients import get_events_subscriber
     from prefect.events.filters import EventFilter, EventNameFilter
 
-    exact = sorted(name for name in names if not name.endswith("*"))
-    prefixes = sorted(name[:-1] for name in names if name.endswith("*"))
-    # One kind of name filter on the server (its fields are and-ed), the rest checked here.
-    server_filter = (
-        EventNameFilter(name=exact)
-        if not prefixes
-        else EventNameFilter(prefix=prefixes)
-        if not exact
-        else EventNameFilter()
-    )
+    # Every name as a prefix on the server (a name is a prefix of itself), exactly here.
+    server_filter = EventNameFilter(prefix=sorted(name.rstrip("*") for name in names))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + EVENTS_REFRESH_SECONDS
     async with get_events_subscriber(filter=EventFilter(event=server_filter)) as subscriber:
